@@ -1,0 +1,312 @@
+/*
+ * common.c — errors, algorithm table, strict base64url and bounded JSON
+ * parsing: the small pieces every other JOSE file leans on.
+ */
+#include "jose.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const errtext[JOSE_E_COUNT_] = {
+	[JOSE_OK] = "ok",
+	[JOSE_E_INTERNAL] = "internal error",
+	[JOSE_E_TOO_LONG] = "token too long",
+	[JOSE_E_FORMAT] = "token is not a JWS compact serialization",
+	[JOSE_E_BASE64] = "invalid base64url",
+	[JOSE_E_HEADER] = "invalid JOSE header",
+	[JOSE_E_PAYLOAD] = "payload is not a JSON object",
+	[JOSE_E_ALG_MISSING] = "header has no alg",
+	[JOSE_E_ALG_NONE] = "alg none is not accepted",
+	[JOSE_E_ALG_UNSUPPORTED] = "unsupported alg",
+	[JOSE_E_CRIT] = "unsupported crit",
+	[JOSE_E_ALG_KEY_MISMATCH] = "alg does not match the key",
+	[JOSE_E_KEY_TOO_WEAK] = "key too weak for alg",
+	[JOSE_E_SIG_LENGTH] = "signature has the wrong length",
+	[JOSE_E_SIGNATURE] = "signature does not verify",
+	[JOSE_E_NO_KEY] = "no matching key",
+	[JOSE_E_CLAIM_TYPE] = "malformed claim",
+	[JOSE_E_EXPIRED] = "token expired",
+	[JOSE_E_NOT_YET_VALID] = "token not yet valid",
+	[JOSE_E_IAT_FUTURE] = "token issued in the future",
+	[JOSE_E_AUDIENCE] = "audience not accepted",
+	[JOSE_E_JWK] = "invalid JWK",
+	[JOSE_E_JWKS] = "invalid JWKS",
+	[JOSE_E_JSON_DEPTH] = "JSON nested too deeply",
+};
+
+const char *
+jose_strerror(jose_errcode code)
+{
+	if ((int) code < 0 || code >= JOSE_E_COUNT_ || errtext[code] == NULL)
+		return "unknown error";
+	return errtext[code];
+}
+
+int
+jose_seterr(jose_error *err, jose_errcode code, const char *fmt,...)
+{
+	if (err)
+	{
+		err->code = code;
+		if (fmt)
+		{
+			va_list		ap;
+
+			va_start(ap, fmt);
+			vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+			va_end(ap);
+		}
+		else
+			snprintf(err->detail, sizeof(err->detail), "%s", jose_strerror(code));
+	}
+	return -1;
+}
+
+/* ---------------- algorithms ---------------- */
+
+static const char *const algname[JOSE_ALG_COUNT_] = {
+	[JOSE_ALG_HS256] = "HS256",[JOSE_ALG_HS384] = "HS384",[JOSE_ALG_HS512] = "HS512",
+	[JOSE_ALG_RS256] = "RS256",[JOSE_ALG_RS384] = "RS384",[JOSE_ALG_RS512] = "RS512",
+	[JOSE_ALG_PS256] = "PS256",[JOSE_ALG_PS384] = "PS384",[JOSE_ALG_PS512] = "PS512",
+	[JOSE_ALG_ES256] = "ES256",[JOSE_ALG_ES384] = "ES384",[JOSE_ALG_ES512] = "ES512",
+	[JOSE_ALG_EDDSA] = "EdDSA",
+};
+
+jose_alg
+jose_alg_from_name(const char *name)
+{
+	if (name == NULL)
+		return JOSE_ALG_UNKNOWN;
+	for (int a = 1; a < JOSE_ALG_COUNT_; a++)
+		if (strcmp(name, algname[a]) == 0)
+			return (jose_alg) a;
+	return JOSE_ALG_UNKNOWN;
+}
+
+const char *
+jose_alg_name(jose_alg alg)
+{
+	if (alg <= JOSE_ALG_UNKNOWN || alg >= JOSE_ALG_COUNT_)
+		return NULL;
+	return algname[alg];
+}
+
+jose_kty
+jose_alg_kty(jose_alg alg)
+{
+	switch (alg)
+	{
+		case JOSE_ALG_HS256:
+		case JOSE_ALG_HS384:
+		case JOSE_ALG_HS512:
+			return JOSE_KTY_OCT;
+		case JOSE_ALG_RS256:
+		case JOSE_ALG_RS384:
+		case JOSE_ALG_RS512:
+		case JOSE_ALG_PS256:
+		case JOSE_ALG_PS384:
+		case JOSE_ALG_PS512:
+			return JOSE_KTY_RSA;
+		case JOSE_ALG_ES256:
+		case JOSE_ALG_ES384:
+		case JOSE_ALG_ES512:
+			return JOSE_KTY_EC;
+		case JOSE_ALG_EDDSA:
+			return JOSE_KTY_OKP;
+		default:
+			return 0;
+	}
+}
+
+bool
+jose_alg_can_sign(jose_alg alg)
+{
+	jose_kty	k = jose_alg_kty(alg);
+
+	return k != 0 && k != JOSE_KTY_OCT;
+}
+
+/* ---------------- base64url ---------------- */
+
+static const char b64chars[] =
+"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* 0..63 for alphabet bytes, 0xff otherwise */
+static const uint8_t b64val[256] = {
+#define X 0xff
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, 62, X, X,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, X, X, X, X, X, X,
+	X, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, X, X, X, X, 63,
+	X, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+	X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+#undef X
+};
+
+char *
+jose_b64url_encode(const uint8_t *in, size_t inlen, size_t *outlen)
+{
+	size_t		n = (inlen / 3) * 4 + ((inlen % 3) ? (inlen % 3) + 1 : 0);
+	char	   *out = malloc(n + 1);
+	char	   *p = out;
+	size_t		i = 0;
+
+	if (out == NULL)
+		return NULL;
+	for (; i + 3 <= inlen; i += 3)
+	{
+		uint32_t	v = ((uint32_t) in[i] << 16) | ((uint32_t) in[i + 1] << 8) | in[i + 2];
+
+		*p++ = b64chars[(v >> 18) & 63];
+		*p++ = b64chars[(v >> 12) & 63];
+		*p++ = b64chars[(v >> 6) & 63];
+		*p++ = b64chars[v & 63];
+	}
+	if (inlen - i == 1)
+	{
+		uint32_t	v = (uint32_t) in[i] << 16;
+
+		*p++ = b64chars[(v >> 18) & 63];
+		*p++ = b64chars[(v >> 12) & 63];
+	}
+	else if (inlen - i == 2)
+	{
+		uint32_t	v = ((uint32_t) in[i] << 16) | ((uint32_t) in[i + 1] << 8);
+
+		*p++ = b64chars[(v >> 18) & 63];
+		*p++ = b64chars[(v >> 12) & 63];
+		*p++ = b64chars[(v >> 6) & 63];
+	}
+	*p = '\0';
+	if (outlen)
+		*outlen = (size_t) (p - out);
+	return out;
+}
+
+int
+jose_b64url_decode(const char *in, size_t inlen, size_t maxlen,
+				   uint8_t **out, size_t *outlen, jose_error *err)
+{
+	size_t		rem = inlen % 4;
+	size_t		n = (inlen / 4) * 3 + (rem ? rem - 1 : 0);
+	uint8_t    *buf;
+	uint8_t    *p;
+	size_t		i = 0;
+
+	*out = NULL;
+	*outlen = 0;
+	if (rem == 1)
+		return jose_seterr(err, JOSE_E_BASE64, "invalid base64url length");
+	if (n > maxlen)
+		return jose_seterr(err, JOSE_E_TOO_LONG, "decoded value longer than %zu bytes", maxlen);
+	buf = malloc(n + 1);
+	if (buf == NULL)
+		return jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
+	p = buf;
+	for (; i + 4 <= inlen; i += 4)
+	{
+		uint8_t		a = b64val[(uint8_t) in[i]],
+					b = b64val[(uint8_t) in[i + 1]],
+					c = b64val[(uint8_t) in[i + 2]],
+					d = b64val[(uint8_t) in[i + 3]];
+
+		if ((a | b | c | d) == 0xff)
+			goto bad;
+		*p++ = (uint8_t) (a << 2 | b >> 4);
+		*p++ = (uint8_t) (b << 4 | c >> 2);
+		*p++ = (uint8_t) (c << 6 | d);
+	}
+	if (rem)
+	{
+		uint8_t		a = b64val[(uint8_t) in[i]],
+					b = b64val[(uint8_t) in[i + 1]],
+					c = rem == 3 ? b64val[(uint8_t) in[i + 2]] : 0;
+
+		if ((a | b | c) == 0xff)
+			goto bad;
+		/* the bits below the last whole byte must be zero (canonical form) */
+		if ((rem == 2 && (b & 0x0f)) || (rem == 3 && (c & 0x03)))
+			goto bad;
+		*p++ = (uint8_t) (a << 2 | b >> 4);
+		if (rem == 3)
+			*p++ = (uint8_t) (b << 4 | c >> 2);
+	}
+	*p = 0;
+	*out = buf;
+	*outlen = n;
+	return 0;
+
+bad:
+	free(buf);
+	return jose_seterr(err, JOSE_E_BASE64, "invalid base64url");
+}
+
+/* ---------------- JSON ---------------- */
+
+/*
+ * Refuse deep nesting before jansson recurses into it: count bracket depth
+ * outside strings.  Exact for valid JSON; invalid JSON fails in jansson.
+ */
+static bool
+text_depth_ok(const char *buf, size_t len)
+{
+	int			depth = 0;
+	bool		instr = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = buf[i];
+
+		if (instr)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				instr = false;
+		}
+		else if (c == '"')
+			instr = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > JOSE_MAX_JSON_DEPTH)
+				return false;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return true;
+}
+
+json_t *
+jose_json_parse(const char *buf, size_t len, jose_errcode code, jose_error *err)
+{
+	json_error_t jerr;
+	json_t	   *j;
+
+	if (!text_depth_ok(buf, len))
+	{
+		jose_seterr(err, JOSE_E_JSON_DEPTH, "JSON nested deeper than %d levels", JOSE_MAX_JSON_DEPTH);
+		return NULL;
+	}
+	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (j == NULL)
+	{
+		/* jerr.text names the problem (e.g. duplicate key) without echoing values */
+		jose_seterr(err, code, "%s: %s", jose_strerror(code),
+					strstr(jerr.text, "duplicate") ? "duplicate member" : "not valid JSON");
+		return NULL;
+	}
+	return j;
+}

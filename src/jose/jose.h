@@ -1,0 +1,262 @@
+/*
+ * jose.h — the PostgreSQL-free JOSE core of tokex.
+ *
+ * Everything here is plain C over OpenSSL 3 (EVP) and jansson, with no
+ * PostgreSQL headers, so it can be unit-tested, run under ASan/UBSan and
+ * fuzzed on its own.  The PostgreSQL layer in src/ wraps it.
+ *
+ * Conventions:
+ *   - No function here longjmps or exits.  Every function either succeeds or
+ *     returns an error (NULL / -1) with a jose_error filled in; on error it has
+ *     freed everything it allocated.
+ *   - Memory comes from malloc; objects returned to the caller are freed with
+ *     the matching *_free function (or free() for plain buffers/strings).
+ *   - Error details are stable, safe to show to a client (they never contain
+ *     key material or token bytes) and are what jwt_verify puts in DETAIL.
+ */
+#ifndef TOKEX_JOSE_H
+#define TOKEX_JOSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+/* Hard limits, checked before any allocation. */
+#define JOSE_MAX_TOKEN_LEN		(64 * 1024)	/* bytes of compact JWS */
+#define JOSE_MAX_JSON_DEPTH		32			/* nesting of header/payload/JWK */
+#define JOSE_MAX_JWKS_KEYS		64
+#define JOSE_MIN_RSA_BITS		2048
+
+typedef enum jose_alg
+{
+	JOSE_ALG_UNKNOWN = 0,		/* also what "none" maps to */
+	JOSE_ALG_HS256,
+	JOSE_ALG_HS384,
+	JOSE_ALG_HS512,
+	JOSE_ALG_RS256,
+	JOSE_ALG_RS384,
+	JOSE_ALG_RS512,
+	JOSE_ALG_PS256,
+	JOSE_ALG_PS384,
+	JOSE_ALG_PS512,
+	JOSE_ALG_ES256,
+	JOSE_ALG_ES384,
+	JOSE_ALG_ES512,
+	JOSE_ALG_EDDSA,
+	JOSE_ALG_COUNT_
+} jose_alg;
+
+typedef enum jose_kty
+{
+	JOSE_KTY_EC = 1,
+	JOSE_KTY_OKP,
+	JOSE_KTY_RSA,
+	JOSE_KTY_OCT
+} jose_kty;
+
+/* Stable error codes; each has a fixed detail text (jose_strerror). */
+typedef enum jose_errcode
+{
+	JOSE_OK = 0,
+	JOSE_E_INTERNAL,			/* OpenSSL/jansson/allocation failure */
+	JOSE_E_TOO_LONG,			/* token longer than JOSE_MAX_TOKEN_LEN */
+	JOSE_E_FORMAT,				/* not exactly three dot-separated segments */
+	JOSE_E_BASE64,				/* a segment is not strict base64url */
+	JOSE_E_HEADER,				/* header is not a JSON object / bad member types */
+	JOSE_E_PAYLOAD,				/* payload is not a JSON object */
+	JOSE_E_ALG_MISSING,			/* header has no "alg" string */
+	JOSE_E_ALG_NONE,			/* alg "none" */
+	JOSE_E_ALG_UNSUPPORTED,		/* alg we do not implement */
+	JOSE_E_CRIT,				/* crit lists an extension we do not understand, or is malformed */
+	JOSE_E_ALG_KEY_MISMATCH,	/* header alg is not the key's algorithm */
+	JOSE_E_KEY_TOO_WEAK,		/* RSA < 2048 bits, HMAC key shorter than the hash */
+	JOSE_E_SIG_LENGTH,			/* signature has the wrong length for the alg/key */
+	JOSE_E_SIGNATURE,			/* signature does not verify */
+	JOSE_E_NO_KEY,				/* no key matches kid / alg */
+	JOSE_E_CLAIM_TYPE,			/* exp/nbf/iat not a NumericDate, iss/sub not string, aud bad */
+	JOSE_E_EXPIRED,				/* now >= exp + skew */
+	JOSE_E_NOT_YET_VALID,		/* now < nbf - skew */
+	JOSE_E_IAT_FUTURE,			/* iat > now + skew */
+	JOSE_E_AUDIENCE,			/* required audience not in aud */
+	JOSE_E_JWK,					/* malformed / unsupported JWK */
+	JOSE_E_JWKS,				/* malformed JWKS */
+	JOSE_E_JSON_DEPTH,			/* JSON nested deeper than JOSE_MAX_JSON_DEPTH */
+	JOSE_E_COUNT_
+} jose_errcode;
+
+typedef struct jose_error
+{
+	jose_errcode code;
+	char		detail[256];	/* human-readable, no secrets */
+} jose_error;
+
+/* Fill err with code and a formatted detail (printf-style). Returns -1. */
+int			jose_seterr(jose_error *err, jose_errcode code, const char *fmt,...)
+			__attribute__((format(printf, 3, 4)));
+const char *jose_strerror(jose_errcode code);
+
+/* ---------------- algorithms ---------------- */
+
+/* "ES256" -> JOSE_ALG_ES256; "none", unknown, NULL -> JOSE_ALG_UNKNOWN. Case-sensitive. */
+jose_alg	jose_alg_from_name(const char *name);
+const char *jose_alg_name(jose_alg alg);	/* NULL for UNKNOWN */
+jose_kty	jose_alg_kty(jose_alg alg);
+bool		jose_alg_can_sign(jose_alg alg);	/* false for HS* (verify-only in tokex) */
+
+/* ---------------- base64url (RFC 4648 §5, no padding) ---------------- */
+
+/* Returns malloc'd NUL-terminated string; *outlen (may be NULL) gets strlen. */
+char	   *jose_b64url_encode(const uint8_t *in, size_t inlen, size_t *outlen);
+
+/*
+ * Strict decode: rejects '=', any byte outside [A-Za-z0-9_-], length % 4 == 1,
+ * and non-zero unused trailing bits.  Length is checked against maxlen before
+ * allocating.  Returns 0 and a malloc'd buffer (NUL-terminated for
+ * convenience, not counted in *outlen) or -1 (JOSE_E_BASE64 / JOSE_E_TOO_LONG).
+ */
+int			jose_b64url_decode(const char *in, size_t inlen, size_t maxlen,
+							   uint8_t **out, size_t *outlen, jose_error *err);
+
+/* ---------------- JSON ---------------- */
+
+/*
+ * Parse a JSON text as jansson does but with JSON_REJECT_DUPLICATES and a
+ * nesting limit of JOSE_MAX_JSON_DEPTH; returns a new reference or NULL.
+ * On failure err gets `code` (the caller's choice, e.g. JOSE_E_HEADER) or
+ * JOSE_E_JSON_DEPTH.
+ */
+json_t	   *jose_json_parse(const char *buf, size_t len, jose_errcode code,
+							jose_error *err);
+
+/* ---------------- keys ---------------- */
+
+typedef struct jose_key
+{
+	jose_kty	kty;
+	jose_alg	alg;			/* the one algorithm this key is bound to */
+	char	   *kid;			/* JWK "kid", or the RFC 7638 thumbprint */
+	char		thumbprint[44];	/* RFC 7638 SHA-256, base64url, NUL-terminated */
+	EVP_PKEY   *pkey;			/* EC/OKP/RSA; NULL for oct */
+	uint8_t    *secret;			/* oct only */
+	size_t		secret_len;
+	bool		has_private;
+} jose_key;
+
+void		jose_key_free(jose_key *key);
+
+/*
+ * Generate a new key pair for alg (not HS*).  RSA: 2048 bits for *256,
+ * 3072 for *384 / *512.  kid = thumbprint.
+ */
+jose_key   *jose_key_generate(jose_alg alg, jose_error *err);
+
+/*
+ * JWK -> key.  Binding of the algorithm:
+ *   - JWK "alg" present: must be supported and fit the kty/crv; that is the alg.
+ *   - absent: EC P-256/P-384/P-521 -> ES256/ES384/ES512, OKP Ed25519 -> EdDSA;
+ *     RSA and oct have no single implied alg, so `default_alg` is used
+ *     (JOSE_ALG_UNKNOWN there -> JOSE_E_JWK "JWK has no alg").
+ * "use", when present, must be "sig". EC public points are checked to be on
+ * the curve; RSA moduli must be >= 2048 bits; oct keys must be at least as
+ * long as the hash of their alg.  Private members (d, p, ...) are read only
+ * when allow_private; otherwise their presence is ignored.
+ */
+jose_key   *jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private,
+						   jose_error *err);
+
+/* Public JWK with kty, crv/x/y or n/e, kid, alg, use:"sig". New reference. */
+json_t	   *jose_jwk_public(const jose_key *key, jose_error *err);
+
+/* RFC 7638 thumbprint of the public part into out[44]. */
+int			jose_jwk_thumbprint(const jose_key *key, char out[44], jose_error *err);
+
+/* Private key as PKCS#8 DER (malloc'd) and back.  Not for oct keys. */
+int			jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len,
+							jose_error *err);
+jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
+							  jose_error *err);
+
+/*
+ * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig"
+ * are skipped (RFC 7517 §5); any other key that does not parse makes the whole
+ * JWKS an error (a trust anchor is not half-read), as do zero signature keys
+ * or more than JOSE_MAX_JWKS_KEYS.  RSA/oct keys without "alg" are bound to
+ * RS256/HS256.  Private members are never read.
+ */
+int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
+							jose_error *err);
+void		jose_keys_free(jose_key **keys, size_t nkeys);
+
+/* ---------------- JWS compact ---------------- */
+
+/* Raw signature primitives: msg -> JWS signature bytes (ES*: r||s fixed length). */
+int			jose_sign_raw(const jose_key *key, const uint8_t *msg, size_t msglen,
+						  uint8_t **sig, size_t *siglen, jose_error *err);
+int			jose_verify_raw(const jose_key *key, jose_alg alg,
+							const uint8_t *msg, size_t msglen,
+							const uint8_t *sig, size_t siglen, jose_error *err);
+
+/*
+ * Sign: header_json and payload_json are serialized JSON objects (the caller
+ * puts alg/kid/typ in the header).  Returns malloc'd compact JWS or NULL.
+ */
+char	   *jose_jws_sign(const jose_key *key, const char *header_json,
+						  size_t header_len, const char *payload_json,
+						  size_t payload_len, jose_error *err);
+
+typedef struct jose_jws
+{
+	json_t	   *header;			/* owned */
+	jose_alg	alg;			/* from header; never UNKNOWN after parse */
+	const char *kid;			/* borrowed from header, or NULL */
+	const char *typ;			/* borrowed from header, or NULL */
+	const char *signing_input;	/* borrowed from the token: "h.p" */
+	size_t		signing_input_len;
+	uint8_t    *payload;		/* owned, decoded bytes, NUL-terminated */
+	size_t		payload_len;
+	uint8_t    *sig;			/* owned */
+	size_t		sig_len;
+} jose_jws;
+
+/*
+ * Split and decode a compact JWS without verifying it: checks length, three
+ * segments, strict base64url, header is an object with a supported alg (none
+ * refused), crit understood.  The token must outlive the jose_jws.
+ */
+int			jose_jws_parse(const char *token, size_t len, jose_jws *out,
+						   jose_error *err);
+void		jose_jws_clear(jose_jws *jws);
+
+/* Check alg binding (header alg == key alg, key strength) and the signature. */
+int			jose_jws_verify(const jose_jws *jws, const jose_key *key,
+							jose_error *err);
+
+/*
+ * Choose the key from keys[] for this JWS: with a kid, the key with that kid
+ * (then alg must match, else JOSE_E_ALG_KEY_MISMATCH); without one, the keys
+ * of the header's alg are tried in order.  Verifies the signature.  Returns
+ * the index of the key that verified, or -1 (JOSE_E_NO_KEY, _MISMATCH, _SIGNATURE...).
+ */
+int			jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys,
+								 size_t nkeys, jose_error *err);
+
+/* ---------------- JWT claims ---------------- */
+
+/*
+ * Registered-claim checks on a parsed payload object: exp/nbf/iat must be
+ * JSON numbers (NumericDate) when present; exp required when require_exp;
+ * now < exp + skew; now >= nbf - skew; iat <= now + skew; iss/sub, when
+ * present, strings; when audience != NULL, aud (string or array of strings)
+ * must contain it.
+ */
+int			jose_jwt_check_claims(json_t *payload, int64_t now, int64_t skew,
+								  const char *audience, bool require_exp,
+								  jose_error *err);
+
+/* Payload object for a parsed jws (parse with duplicates refused). New reference. */
+json_t	   *jose_jws_payload_json(const jose_jws *jws, jose_error *err);
+
+#endif							/* TOKEX_JOSE_H */

@@ -1,0 +1,377 @@
+/*
+ * token.c — JWTs as PostgreSQL sees them: verify a token against tokex's own
+ * keys or a trusted issuer, sign claims with the active key, and the
+ * SQL-callable jwt_sign / jwt_verify / jwt_decode and key helpers.
+ *
+ * jansson objects that outlive a call into PostgreSQL are tied to the
+ * current memory context (tokex_json_track) so an ERROR cannot leak them.
+ */
+#include "tokex.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "access/htup_details.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+typedef struct JsonHolder
+{
+	MemoryContextCallback cb;
+	json_t	   *j;
+} JsonHolder;
+
+static void
+json_holder_free(void *arg)
+{
+	JsonHolder *h = (JsonHolder *) arg;
+
+	json_decref(h->j);
+	h->j = NULL;
+}
+
+json_t *
+tokex_json_track(json_t *j)
+{
+	JsonHolder *h;
+
+	if (j == NULL)
+		return NULL;
+	h = palloc(sizeof(JsonHolder));
+	h->j = j;
+	h->cb.func = json_holder_free;
+	h->cb.arg = h;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &h->cb);
+	return j;
+}
+
+static void
+token_free_cb(void *arg)
+{
+	TokexToken *t = (TokexToken *) arg;
+
+	json_decref(t->header);
+	json_decref(t->payload);
+	t->header = t->payload = NULL;
+}
+
+/*
+ * Verify a compact JWS and its registered claims.  Returns NULL with err set
+ * on any failure; never raises for a bad token (it may raise for a broken
+ * keystore).  The claims live as long as the current memory context.
+ */
+TokexToken *
+tokex_verify(const char *token, size_t len, const char *audience, jose_error *err)
+{
+	TokexToken *t;
+	jose_jws	jws;
+	json_t	   *iss;
+	const TokexIssuer *ti;
+	int			idx;
+
+	keystore_ensure();
+	t = palloc0(sizeof(TokexToken));
+	t->cb.func = token_free_cb;
+	t->cb.arg = t;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &t->cb);
+
+	if (jose_jws_parse(token, len, &jws, err) < 0)
+		return NULL;
+	t->header = json_incref(jws.header);
+	t->payload = jose_jws_payload_json(&jws, err);
+	if (t->payload == NULL)
+		goto fail;
+
+	iss = json_object_get(t->payload, "iss");
+	if (!json_is_string(iss))
+	{
+		jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
+		goto fail;
+	}
+	t->iss = json_string_value(iss);
+	t->own = tokex_issuer && tokex_issuer[0] && strcmp(t->iss, tokex_issuer) == 0;
+	ti = t->own ? keystore_own() : keystore_issuer(t->iss);
+	if (ti == NULL || ti->nkeys == 0)
+	{
+		jose_seterr(err, JOSE_E_NO_KEY, t->own ? "tokex has no published keys" : "issuer is not trusted");
+		goto fail;
+	}
+	idx = jose_jws_verify_with(&jws, ti->keys, ti->nkeys, err);
+	if (idx < 0)
+		goto fail;
+	t->kid = ti->keys[idx]->kid;
+	if (jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)
+		goto fail;
+	if (ti->audience &&
+		jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, ti->audience, true, err) < 0)
+		goto fail;
+	if (json_object_get(t->payload, "sub") != NULL)
+		t->sub = json_string_value(json_object_get(t->payload, "sub"));
+	jose_jws_clear(&jws);
+	return t;
+
+fail:
+	jose_jws_clear(&jws);
+	return NULL;
+}
+
+/* Sign a claims object with tokex's active key (or kid) as a compact JWS in palloc memory. */
+char *
+tokex_sign(json_t *payload, const char *typ, const char *kid)
+{
+	const jose_key *key;
+	jose_error	err;
+	json_t	   *header;
+	char	   *h,
+			   *p,
+			   *tok,
+			   *result;
+
+	if (tokex_issuer == NULL || tokex_issuer[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tokex.issuer is not set"),
+				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
+	keystore_ensure();
+	key = keystore_signing_key(kid, &err);
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no signing key"),
+				 errdetail("%s", err.detail),
+				 errhint("Create one with tokex.create_key() or activate one with tokex.activate_key().")));
+
+	header = json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg), "kid", key->kid, "typ", typ);
+	h = header ? json_dumps(header, JSON_COMPACT) : NULL;
+	json_decref(header);
+	p = json_dumps(payload, JSON_COMPACT);
+	tok = (h && p) ? jose_jws_sign(key, h, strlen(h), p, strlen(p), &err) : NULL;
+	if (!h || !p)
+		jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
+	free(h);
+	free(p);
+	if (tok == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("cannot sign token"),
+				 errdetail("%s", err.detail)));
+	result = pstrdup(tok);
+	free(tok);
+	return result;
+}
+
+/* jsonb -> jansson object (tracked), or ERROR */
+static json_t *
+jsonb_to_json(Jsonb *jb, const char *what)
+{
+	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	jose_error	err;
+	json_t	   *j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+
+	if (j == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("%s", err.detail)));
+	return j;
+}
+
+static Datum
+cstring_to_jsonb(const char *s)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
+}
+
+PG_FUNCTION_INFO_V1(tokex_jwt_sign);
+Datum
+tokex_jwt_sign(PG_FUNCTION_ARGS)
+{
+	json_t	   *claims;
+	json_t	   *iss;
+	char	   *kid = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
+	claims = jsonb_to_json(PG_GETARG_JSONB_P(0), "claims");
+	if (!json_is_object(claims))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid claims"),
+				 errdetail("Claims must be a JSON object.")));
+	iss = json_object_get(claims, "iss");
+	if (iss && !(json_is_string(iss) && tokex_issuer && strcmp(json_string_value(iss), tokex_issuer) == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid claims"),
+				 errdetail("tokex signs only as its own issuer (tokex.issuer).")));
+	if (tokex_issuer && tokex_issuer[0] && iss == NULL)
+		json_object_set_new(claims, "iss", json_string(tokex_issuer));
+	if (json_object_get(claims, "iat") == NULL)
+		json_object_set_new(claims, "iat", json_integer(tokex_now()));
+	PG_RETURN_TEXT_P(cstring_to_text(tokex_sign(claims, "JWT", kid)));
+}
+
+PG_FUNCTION_INFO_V1(tokex_jwt_verify);
+Datum
+tokex_jwt_verify(PG_FUNCTION_ARGS)
+{
+	text	   *token;
+	char	   *aud = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	jose_error	err;
+	TokexToken *t;
+	char	   *claims;
+
+	if (PG_ARGISNULL(0))
+	{
+		jose_seterr(&err, JOSE_E_FORMAT, "token is NULL");
+		tokex_invalid_token(&err);
+	}
+	token = PG_GETARG_TEXT_PP(0);
+	t = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), aud, &err);
+	if (t == NULL)
+		tokex_invalid_token(&err);
+	claims = json_dumps(t->payload, JSON_COMPACT);
+	if (claims == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	{
+		char	   *copy = pstrdup(claims);
+
+		free(claims);
+		PG_RETURN_DATUM(cstring_to_jsonb(copy));
+	}
+}
+
+/* decode one base64url segment that must hold a JSON value; palloc'd text or ERROR */
+static char *
+decode_segment(const char *seg, size_t len, const char *what)
+{
+	uint8_t    *buf;
+	size_t		n;
+	jose_error	err;
+	json_t	   *j;
+	char	   *out;
+
+	if (jose_b64url_decode(seg, len, JOSE_MAX_TOKEN_LEN, &buf, &n, &err) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("malformed token"),
+				 errdetail("The %s is not valid base64url.", what)));
+	j = jose_json_parse((char *) buf, n, JOSE_E_PAYLOAD, &err);
+	if (j == NULL)
+	{
+		free(buf);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("malformed token"),
+				 errdetail("The %s is not JSON (%s).", what, err.detail)));
+	}
+	json_decref(j);
+	out = pnstrdup((char *) buf, n);
+	free(buf);
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(tokex_jwt_decode);
+Datum
+tokex_jwt_decode(PG_FUNCTION_ARGS)
+{
+	text	   *token = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(token);
+	size_t		len = VARSIZE_ANY_EXHDR(token);
+	const char *d1,
+			   *d2;
+	char	   *h,
+			   *p;
+
+	if (len > JOSE_MAX_TOKEN_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("token too long"),
+				 errdetail("Tokens are limited to %d bytes.", JOSE_MAX_TOKEN_LEN)));
+	d1 = memchr(s, '.', len);
+	d2 = d1 ? memchr(d1 + 1, '.', len - (size_t) (d1 + 1 - s)) : NULL;
+	if (d2 == NULL || memchr(d2 + 1, '.', len - (size_t) (d2 + 1 - s)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("malformed token"),
+				 errdetail("A compact JWS has exactly three segments.")));
+	h = decode_segment(s, (size_t) (d1 - s), "header");
+	p = decode_segment(d1 + 1, (size_t) (d2 - d1 - 1), "payload");
+	PG_RETURN_DATUM(cstring_to_jsonb(psprintf("{\"header\":%s,\"payload\":%s}", h, p)));
+}
+
+/* tokex._generate_key(alg) -> (kid, public_jwk, private_key); owner-only helper of create_key */
+PG_FUNCTION_INFO_V1(tokex_generate_key);
+Datum
+tokex_generate_key(PG_FUNCTION_ARGS)
+{
+	char	   *algname = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	jose_alg	alg = jose_alg_from_name(algname);
+	jose_error	err;
+	jose_key   *key;
+	json_t	   *pub;
+	char	   *pubtext = NULL;
+	uint8_t    *der = NULL;
+	size_t		derlen = 0;
+	TupleDesc	td;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	bytea	   *b;
+	char	   *kid;
+
+	if (!jose_alg_can_sign(alg))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unsupported signing algorithm \"%s\"", algname),
+				 errhint("Use ES256, ES384, ES512, EdDSA, RS256, RS384, RS512, PS256, PS384 or PS512.")));
+	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tokex._generate_key must return a record");
+
+	key = jose_key_generate(alg, &err);
+	pub = key ? jose_jwk_public(key, &err) : NULL;
+	pubtext = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
+	json_decref(pub);
+	if (pubtext == NULL || jose_key_to_der(key, &der, &derlen, &err) < 0)
+	{
+		free(pubtext);
+		jose_key_free(key);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("key generation failed"),
+				 errdetail("%s", err.detail)));
+	}
+	kid = pstrdup(key->kid);
+	jose_key_free(key);
+	b = palloc(VARHDRSZ + derlen);
+	SET_VARSIZE(b, VARHDRSZ + derlen);
+	memcpy(VARDATA(b), der, derlen);
+	explicit_bzero(der, derlen);
+	free(der);
+	{
+		char	   *copy = pstrdup(pubtext);
+
+		free(pubtext);
+		values[0] = CStringGetTextDatum(kid);
+		values[1] = cstring_to_jsonb(copy);
+		values[2] = PointerGetDatum(b);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(td), values, nulls)));
+}
+
+/* tokex._jwks_check(jwks) -> number of usable keys, or ERROR saying why not */
+PG_FUNCTION_INFO_V1(tokex_jwks_check);
+Datum
+tokex_jwks_check(PG_FUNCTION_ARGS)
+{
+	json_t	   *j = jsonb_to_json(PG_GETARG_JSONB_P(0), "JWKS");
+	jose_key  **keys;
+	size_t		n;
+	jose_error	err;
+
+	if (jose_jwks_parse(j, &keys, &n, &err) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid JWKS"),
+				 errdetail("%s", err.detail)));
+	jose_keys_free(keys, n);
+	PG_RETURN_INT32((int32) n);
+}

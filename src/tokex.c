@@ -1,0 +1,86 @@
+/*
+ * tokex.c — module entry point: GUCs and small helpers shared by every file.
+ */
+#include "tokex.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+PG_MODULE_MAGIC;
+
+char	   *tokex_issuer = NULL;
+int			tokex_clock_skew = 60;
+int			tokex_default_ttl = 300;
+int			tokex_max_ttl = 3600;
+int			tokex_max_chain_depth = 4;
+
+/* An issuer identifier is a URL-like string: printable ASCII, no spaces. */
+static bool
+check_issuer(char **newval, void **extra, GucSource source)
+{
+	const char *s = *newval;
+
+	if (s == NULL || *s == '\0')
+		return true;
+	if (strlen(s) > 1024)
+	{
+		GUC_check_errdetail("The issuer must be at most 1024 bytes.");
+		return false;
+	}
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~')
+		{
+			GUC_check_errdetail("The issuer must be printable ASCII without spaces.");
+			return false;
+		}
+	return true;
+}
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("tokex.issuer",
+							   "Issuer identifier (iss) of the tokens tokex mints.",
+							   "Required to mint tokens; an https URL is expected.",
+							   &tokex_issuer, "", PGC_SUSET, 0,
+							   check_issuer, NULL, NULL);
+	DefineCustomIntVariable("tokex.clock_skew",
+							"Tolerance for exp, nbf and iat checks.",
+							NULL, &tokex_clock_skew, 60, 0, 600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.default_ttl",
+							"Lifetime of minted access tokens when the resource sets none.",
+							NULL, &tokex_default_ttl, 300, 1, 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.max_ttl",
+							"Upper bound on the lifetime of any token tokex mints.",
+							NULL, &tokex_max_ttl, 3600, 1, 7 * 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.max_chain_depth",
+							"Most actors an act chain may hold.",
+							NULL, &tokex_max_chain_depth, 4, 1, 16,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("tokex");
+#else
+	EmitWarningsOnPlaceholders("tokex");
+#endif
+}
+
+int64
+tokex_now(void)
+{
+	return (int64) timestamptz_to_time_t(GetCurrentTimestamp());
+}
+
+void
+tokex_invalid_token(const jose_error *err)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("invalid token"),
+			 errdetail("%s", err->detail[0] ? err->detail : jose_strerror(err->code))));
+}

@@ -1,0 +1,69 @@
+/*
+ * tokex.h — declarations shared by the PostgreSQL side of tokex.
+ */
+#ifndef TOKEX_H
+#define TOKEX_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+
+/*
+ * PostgreSQL's fmgrprotos.h declares SQL functions named json_object and
+ * json_typeof, which jansson also defines (json_typeof as a macro).  Read
+ * PostgreSQL's declarations under other names, once, before jansson.
+ */
+#define json_object pg_sql_json_object
+#define json_typeof pg_sql_json_typeof
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#undef json_object
+#undef json_typeof
+
+#include "jose/jose.h"
+
+/* GUCs (tokex.c) */
+extern char *tokex_issuer;
+extern int	tokex_clock_skew;
+extern int	tokex_default_ttl;
+extern int	tokex_max_ttl;
+extern int	tokex_max_chain_depth;
+
+/* Current wall-clock time in Unix seconds (tokens care about now, not xact start). */
+extern int64 tokex_now(void);
+
+/* Raise the contract error for a failed verification: 28000, "invalid token". */
+extern void tokex_invalid_token(const jose_error *err) pg_attribute_noreturn();
+
+/* keystore.c: per-backend cache of tokex's own keys and trusted issuers */
+typedef struct TokexIssuer
+{
+	char	   *issuer;
+	char	   *audience;		/* required in that issuer's tokens, or NULL */
+	jose_key  **keys;
+	size_t		nkeys;
+} TokexIssuer;
+
+extern void keystore_ensure(void);
+extern const TokexIssuer *keystore_own(void);	/* own publishable keys; NULL-safe */
+extern const TokexIssuer *keystore_issuer(const char *iss);
+extern const jose_key *keystore_signing_key(const char *kid, jose_error *err);
+
+/* jwt.c: verify a compact JWS into its claims */
+typedef struct TokexToken
+{
+	json_t	   *header;			/* owned: released with the memory context */
+	json_t	   *payload;		/* owned: released with the memory context */
+	bool		own;			/* issued by tokex itself */
+	const char *iss;			/* borrowed from payload */
+	const char *sub;			/* borrowed from payload, or NULL */
+	const char *kid;			/* kid of the key that verified it */
+	MemoryContextCallback cb;
+} TokexToken;
+
+extern TokexToken *tokex_verify(const char *token, size_t len, const char *audience,
+								jose_error *err);
+extern char *tokex_sign(json_t *payload, const char *typ, const char *kid);
+extern json_t *tokex_json_track(json_t *j);
+
+#endif							/* TOKEX_H */

@@ -1,8 +1,8 @@
 # tokex — PGXS build.  `make && make install && make installcheck`
 EXTENSION  = tokex
 MODULE_big = tokex
-DATA       = src/tokex--0.1.sql
-OBJS       = src/tokex.o src/keystore.o src/token.o \
+DATA_built = tokex--0.1.sql
+OBJS       = src/tokex.o src/keystore.o src/token.o src/exchange.o \
              src/jose/common.o src/jose/jwk.o src/jose/jws.o src/jose/jwt.o
 
 PG_CPPFLAGS = -I$(srcdir)/src
@@ -12,6 +12,12 @@ SHLIB_LINK  = -lcrypto -ljansson
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --load-extension=pgtap --dbname=tokex_regress
 
+# The install script is assembled from src/sql/ in file-name order.
+INSTALL_SQL = $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+tokex--0.1.sql: $(INSTALL_SQL)
+	cat $^ > $@

@@ -197,13 +197,3 @@ CREATE FUNCTION tokex.jwt_verify(token text, audience text DEFAULT NULL) RETURNS
 CREATE FUNCTION tokex.jwt_decode(token text) RETURNS jsonb
   LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jwt_decode';
 
-------------------------------------------------------------------------
--- Privileges: nothing is executable by PUBLIC unless granted here.
-------------------------------------------------------------------------
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tokex.jwks() TO PUBLIC;
-GRANT EXECUTE ON FUNCTION tokex.jwt_decode(text) TO tokex_admin, tokex_app, tokex_auditor;
-GRANT EXECUTE ON FUNCTION tokex.jwt_verify(text, text) TO tokex_admin, tokex_app;
-GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
-  tokex.activate_key(text), tokex.retire_key(text), tokex.revoke_key(text),
-  tokex.trust_issuer(text, jsonb, text) TO tokex_admin;

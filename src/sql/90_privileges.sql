@@ -1,0 +1,19 @@
+------------------------------------------------------------------------
+-- Privileges: nothing is executable by PUBLIC unless granted here.
+------------------------------------------------------------------------
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tokex.jwks() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION tokex.jwt_decode(text) TO tokex_admin, tokex_app, tokex_auditor;
+GRANT EXECUTE ON FUNCTION tokex.jwt_verify(text, text) TO tokex_admin, tokex_app;
+GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
+  tokex.activate_key(text), tokex.retire_key(text), tokex.revoke_key(text),
+  tokex.trust_issuer(text, jsonb, text) TO tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text)
+  TO tokex_app, tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text)
+  TO tokex_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.identity, tokex.delegation, tokex.resource,
+  tokex.policy, tokex.client TO tokex_admin;
+GRANT USAGE ON SEQUENCE tokex.delegation_id_seq, tokex.policy_id_seq TO tokex_admin;
+GRANT SELECT ON tokex.audit TO tokex_auditor, tokex_admin;

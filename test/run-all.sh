@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every tokex test suite against the PostgreSQL server that the PG*
+# environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
+# ASan/UBSan, pg_regress, pgTAP and interop with npm jose.  Exits non-zero if
+# any suite fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+
+pass=0 fail=0 failed=()
+suite() {
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then
+    pass=$((pass + 1)); echo "--- $name: ok"
+  else
+    fail=$((fail + 1)); failed+=("$name"); echo "--- $name: FAILED"
+  fi
+}
+
+regress() {
+  if make -s installcheck; then return 0; fi
+  [ -f regression.diffs ] && cat regression.diffs
+  return 1
+}
+
+pgtap() {
+  local db=tokex_tap
+  dropdb --if-exists "$db" && createdb "$db" || return 1
+  pg_prove -d "$db" test/t/*.sql
+}
+
+suite "JOSE unit tests" make -s -C test/unit check
+suite "JOSE unit tests under ASan/UBSan" make -s -C test/unit asan
+suite "pg_regress" regress
+suite "pgTAP" pgtap
+suite "interop with npm jose" bash test/interop/run.sh
+
+echo
+[ $fail -eq 0 ] || echo "failed suites: ${failed[*]}"
+echo "suites: $pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -56,6 +56,8 @@ typedef struct Exchange
 	int			nrequested;
 	char	   *requested[MAX_SCOPES];
 	const char *issued_type;
+	bool		has_sid;		/* subject token is tokex's and names a session */
+	pg_uuid_t	sid;
 
 	/* decision */
 	const char *error;			/* OAuth error code, NULL when granted */
@@ -146,54 +148,90 @@ static void
 check_params(Exchange *x)
 {
 	if (x->subject_token == NULL || VARSIZE_ANY_EXHDR(x->subject_token) == 0)
-		{
-			deny(x, "invalid_request", "subject_token is required");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "subject_token is required");
+		return;
+	}
 	if (x->subject_token_type == NULL)
-		{
-			deny(x, "invalid_request", "subject_token_type is required");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "subject_token_type is required");
+		return;
+	}
 	if (!token_type_ok(x->subject_token_type))
-		{
-			deny(x, "invalid_request", "unsupported subject_token_type");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "unsupported subject_token_type");
+		return;
+	}
 	if ((x->actor_token != NULL) != (x->actor_token_type != NULL))
-		{
-			deny(x, "invalid_request", "actor_token and actor_token_type go together");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "actor_token and actor_token_type go together");
+		return;
+	}
 	if (x->actor_token_type && !token_type_ok(x->actor_token_type))
-		{
-			deny(x, "invalid_request", "unsupported actor_token_type");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "unsupported actor_token_type");
+		return;
+	}
 	if (x->requested_token_type == NULL || strcmp(x->requested_token_type, TT_ACCESS) == 0)
 		x->issued_type = TT_ACCESS;
 	else if (strcmp(x->requested_token_type, TT_JWT) == 0)
 		x->issued_type = TT_JWT;
 	else
-		{
-			deny(x, "invalid_request", "unsupported requested_token_type");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "unsupported requested_token_type");
+		return;
+	}
 	if (x->scope && !split_scope(x->scope, x->requested, &x->nrequested))
-		{
-			deny(x, "invalid_request", "scope is not a list of scope tokens");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "scope is not a list of scope tokens");
+		return;
+	}
 	if (x->audience == NULL && x->resource == NULL)
-		{
-			deny(x, "invalid_request", "audience or resource is required");
-			return;
-		}
+	{
+		deny(x, "invalid_request", "audience or resource is required");
+		return;
+	}
 	if (x->resource && strchr(x->resource, ':') == NULL)
+	{
+		deny(x, "invalid_request", "resource must be an absolute URI");
+		return;
+	}
+}
+
+/* Parse the canonical 8-4-4-4-12 form; anything else is not one of ours. */
+static bool
+parse_uuid(const char *s, pg_uuid_t *out)
+{
+	int			j = 0;
+
+	if (s == NULL || strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		char		c = s[i];
+		int			v;
+
+		if (i == 8 || i == 13 || i == 18 || i == 23)
 		{
-			deny(x, "invalid_request", "resource must be an absolute URI");
-			return;
+			if (c != '-')
+				return false;
+			continue;
 		}
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return false;
+		if (j % 2 == 0)
+			out->data[j / 2] = (unsigned char) (v << 4);
+		else
+			out->data[j / 2] |= (unsigned char) v;
+		j++;
+	}
+	return true;
 }
 
 static TimestampTz
@@ -222,10 +260,21 @@ build_chain(Exchange *x)
 	TimestampTz iat = claim_time(x->subj->payload, "iat");
 
 	if (x->subj->sub == NULL)
+	{
+		deny(x, "invalid_grant", "subject token has no sub");
+		return;
+	}
+	if (x->subj->own && json_object_get(x->subj->payload, "sid"))
+	{
+		json_t	   *sid = json_object_get(x->subj->payload, "sid");
+
+		if (!json_is_string(sid) || !parse_uuid(json_string_value(sid), &x->sid))
 		{
-			deny(x, "invalid_grant", "subject token has no sub");
+			deny(x, "invalid_grant", "subject token sid is malformed");
 			return;
 		}
+		x->has_sid = true;
+	}
 	x->chain_iss[0] = pstrdup(x->subj->iss);
 	x->chain_sub[0] = pstrdup(x->subj->sub);
 	x->chain_iat[0] = iat;
@@ -238,10 +287,10 @@ build_chain(Exchange *x)
 		json_t	   *iss = json_object_get(a, "iss");
 
 		if (!json_is_object(a) || !json_is_string(sub) || (iss && !json_is_string(iss)))
-			{
-				deny(x, "invalid_grant", "subject token act claim is malformed");
-				return;
-			}
+		{
+			deny(x, "invalid_grant", "subject token act claim is malformed");
+			return;
+		}
 		if (nprior + 1 >= MAX_CHAIN || nprior + 1 > tokex_max_chain_depth)
 		{
 			deny(x, "invalid_grant", "actor chain longer than tokex.max_chain_depth (%d)",
@@ -262,10 +311,10 @@ build_chain(Exchange *x)
 	if (x->act)
 	{
 		if (x->act->sub == NULL)
-			{
-				deny(x, "invalid_grant", "actor token has no sub");
-				return;
-			}
+		{
+			deny(x, "invalid_grant", "actor token has no sub");
+			return;
+		}
 		if (x->nchain > tokex_max_chain_depth)
 		{
 			deny(x, "invalid_grant", "actor chain longer than tokex.max_chain_depth (%d)",
@@ -314,10 +363,10 @@ check_may_act(Exchange *x)
 			list[i] = json_array_get(m, i);
 	}
 	else
-		{
-			deny(x, "invalid_grant", "subject token may_act claim is malformed");
-			return;
-		}
+	{
+		deny(x, "invalid_grant", "subject token may_act claim is malformed");
+		return;
+	}
 
 	for (size_t i = 0; i < n; i++)
 	{
@@ -325,10 +374,10 @@ check_may_act(Exchange *x)
 		json_t	   *iss = json_object_get(list[i], "iss");
 
 		if (!json_is_object(list[i]) || !json_is_string(sub) || (iss && !json_is_string(iss)))
-			{
-				deny(x, "invalid_grant", "subject token may_act claim is malformed");
-				return;
-			}
+		{
+			deny(x, "invalid_grant", "subject token may_act claim is malformed");
+			return;
+		}
 		if (strcmp(json_string_value(sub), x->act->sub) == 0 &&
 			(iss == NULL || strcmp(json_string_value(iss), x->act->iss) == 0))
 			return;
@@ -403,8 +452,8 @@ token_scope(Exchange *x, bool *isnull)
 static void
 decide(Exchange *x, MemoryContext keep)
 {
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[11];
+	char		nulls[11];
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	td;
@@ -415,10 +464,10 @@ decide(Exchange *x, MemoryContext keep)
 
 	if (decide_plan == NULL)
 	{
-		Oid			types[9] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
-		TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-									9, types);
+		Oid			types[11] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
+		TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTARRAYOID, UUIDOID};
+		SPIPlanPtr	p = SPI_prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+									11, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the decision query: %s", SPI_result_code_string(SPI_result));
@@ -435,6 +484,22 @@ decide(Exchange *x, MemoryContext keep)
 	nulls[6] = isnull ? 'n' : ' ';
 	values[7] = x->client_id ? CStringGetTextDatum(x->client_id) : (nulls[7] = 'n', (Datum) 0);
 	values[8] = CStringGetTextDatum(tokex_issuer ? tokex_issuer : "");
+	{
+		char	   *jtis[2];
+		int			njti = 0;
+		json_t	   *j = json_object_get(x->subj->payload, "jti");
+
+		if (json_is_string(j))
+			jtis[njti++] = (char *) json_string_value(j);
+		j = x->act ? json_object_get(x->act->payload, "jti") : NULL;
+		if (json_is_string(j))
+			jtis[njti++] = (char *) json_string_value(j);
+		values[9] = text_array(jtis, njti);
+	}
+	if (x->has_sid)
+		values[10] = UUIDPGetDatum(&x->sid);
+	else
+		nulls[10] = 'n';
 
 	rc = SPI_execute_plan(decide_plan, values, nulls, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -494,10 +559,10 @@ mint(Exchange *x, MemoryContext keep)
 	if (x->act)
 		ttl = Min(ttl, (int64) json_number_value(json_object_get(x->act->payload, "exp")) - x->iat);
 	if (ttl <= 0)
-		{
-			deny(x, "invalid_grant", "the presented tokens expire too soon to mint a token");
-			return;
-		}
+	{
+		deny(x, "invalid_grant", "the presented tokens expire too soon to mint a token");
+		return;
+	}
 	x->exp = x->iat + ttl;
 
 	snprintf(jti, sizeof(jti), "%s",
@@ -715,4 +780,116 @@ tokex_exchange(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	PG_RETURN_DATUM(response(x));
+}
+
+/*
+ * tokex.introspect (RFC 7662): {"active":false} for anything invalid,
+ * expired, revoked or unknown, with nothing more said; else the claims.
+ * Read-only, so it can serve from a hot standby.
+ */
+static SPIPlanPtr active_plan = NULL;
+
+static bool
+token_active(Exchange *x)
+{
+	Datum		v[8];
+	char		n[8];
+	json_t	   *jti = json_object_get(x->subj->payload, "jti");
+	pg_uuid_t	jti_uuid;
+	bool		isnull;
+	bool		active;
+	int			rc;
+
+	if (active_plan == NULL)
+	{
+		Oid			types[8] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
+		TEXTOID, UUIDOID, UUIDOID};
+		SPIPlanPtr	p = SPI_prepare("SELECT tokex._token_active($1, $2, $3, $4, $5, $6, $7, $8)",
+									8, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "tokex: cannot prepare the token state query: %s",
+				 SPI_result_code_string(SPI_result));
+		active_plan = p;
+	}
+	memset(n, ' ', sizeof(n));
+	v[0] = text_array(x->chain_iss, x->nchain);
+	v[1] = text_array(x->chain_sub, x->nchain);
+	v[2] = TimestampTzGetDatum(x->chain_iat[0]);
+	v[3] = CStringGetTextDatum(tokex_issuer ? tokex_issuer : "");
+	v[4] = BoolGetDatum(x->subj->own);
+	if (json_is_string(jti))
+		v[5] = CStringGetTextDatum(json_string_value(jti));
+	else
+		n[5] = 'n';
+	if (x->subj->own && json_is_string(jti) && parse_uuid(json_string_value(jti), &jti_uuid))
+		v[6] = UUIDPGetDatum(&jti_uuid);
+	else
+		n[6] = 'n';
+	if (x->has_sid)
+		v[7] = UUIDPGetDatum(&x->sid);
+	else
+		n[7] = 'n';
+	rc = SPI_execute_plan(active_plan, v, n, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tokex: token state query failed: %s", SPI_result_code_string(rc));
+	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull && active;
+}
+
+static Datum
+inactive(void)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"active\":false}"));
+}
+
+PG_FUNCTION_INFO_V1(tokex_introspect);
+Datum
+tokex_introspect(PG_FUNCTION_ARGS)
+{
+	static const char *const members[] = {
+		"iss", "sub", "act", "may_act", "aud", "scope", "client_id",
+		"exp", "iat", "nbf", "jti", "sid"
+	};
+	Exchange   *x = palloc0(sizeof(Exchange));
+	text	   *token;
+	jose_error	err;
+	bool		active;
+	json_t	   *out;
+	char	   *s,
+			   *copy;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_DATUM(inactive());
+	token = PG_GETARG_TEXT_PP(0);
+	x->subj = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
+	if (x->subj == NULL)
+		PG_RETURN_DATUM(inactive());
+	build_chain(x);
+	if (x->error)
+		PG_RETURN_DATUM(inactive());
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	active = token_active(x);
+	SPI_finish();
+	if (!active)
+		PG_RETURN_DATUM(inactive());
+
+	out = tokex_json_track(json_pack("{s:b,s:s}", "active", 1, "token_type", "Bearer"));
+	if (out == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	for (size_t i = 0; i < lengthof(members); i++)
+	{
+		json_t	   *v = json_object_get(x->subj->payload, members[i]);
+
+		if (v)
+			json_object_set(out, members[i], v);
+	}
+	s = json_dumps(out, JSON_COMPACT);
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	copy = pstrdup(s);
+	free(s);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
 }

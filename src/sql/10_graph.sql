@@ -12,6 +12,7 @@ CREATE TABLE tokex.identity (
   subject            text,
   status             text NOT NULL DEFAULT 'active'
                      CHECK (status IN ('active', 'suspended', 'offboarded', 'decommissioned')),
+  status_reason      text,
   tokens_valid_after timestamptz,
   attributes         jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(attributes) = 'object'),
   created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -89,6 +90,47 @@ SELECT pg_catalog.pg_extension_config_dump('tokex.delegation_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('tokex.policy_id_seq', '');
 
 ------------------------------------------------------------------------
+-- Sessions and revocation
+------------------------------------------------------------------------
+
+-- An agent session: the credential an agent holds instead of a permission.
+CREATE TABLE tokex.session (
+  id            uuid PRIMARY KEY,
+  principal     text NOT NULL REFERENCES tokex.identity (id) ON UPDATE CASCADE,
+  agent         text NOT NULL REFERENCES tokex.identity (id) ON UPDATE CASCADE,
+  delegation_id bigint NOT NULL REFERENCES tokex.delegation (id),
+  scopes        text[] NOT NULL,
+  created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  expires_at    timestamptz NOT NULL,
+  revoked_at    timestamptz,
+  revoke_reason text,
+  CHECK (expires_at > created_at)
+);
+CREATE INDEX session_principal ON tokex.session (principal);
+
+-- Individually revoked tokens, by jti.
+CREATE TABLE tokex.revoked_token (
+  jti        text PRIMARY KEY,
+  revoked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  expires_at timestamptz,
+  reason     text
+);
+
+-- Every revocation, whichever way it was made (function or plain DML).
+CREATE TABLE tokex.revocation (
+  id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key')),
+  target  text NOT NULL,
+  reason  text,
+  by_user text NOT NULL DEFAULT SESSION_USER
+);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.session', '');
+SELECT pg_catalog.pg_extension_config_dump('tokex.revoked_token', '');
+SELECT pg_catalog.pg_extension_config_dump('tokex.revocation', '');
+
+------------------------------------------------------------------------
 -- Audit: one row per exchange, granted or denied.  Append-only.
 ------------------------------------------------------------------------
 CREATE TABLE tokex.audit_event (
@@ -133,180 +175,18 @@ $$;
 CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.audit_event
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
 
--- What an auditor reads: who, on whose behalf, with what privilege, result.
-CREATE VIEW tokex.audit AS
-SELECT at, exchange_id, decision, error, reason, subject, actor, actor_chain, client_id,
-       audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
-       subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user
-  FROM tokex.audit_event;
 
-------------------------------------------------------------------------
--- The decision: one query over the graph, prepared once per backend by
--- tokex.exchange.  Administrators can run it themselves to see why.
---
--- chain_iss/chain_sub/chain_iat: position 1 is the subject, 2.. the actors
--- from the first (closest to the subject) to the current one.
-------------------------------------------------------------------------
-CREATE FUNCTION tokex.decide(
-  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
-  audience text, resource text, requested_scope text[], token_scope text[],
-  client_id text, own_issuer text)
-RETURNS TABLE (
-  identity_error text,     -- step 2: unknown / inactive / revoked identities
-  error text, reason text, -- steps 4-7, or NULL when granted
-  chain text[], kinds text[],
-  delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl interval)
-LANGUAGE sql STABLE AS $$
-WITH
-c AS (  -- each chain position resolved to an identity
-  SELECT t.n, t.sub, t.iat, i.id, i.kind, i.status, i.tokens_valid_after
-    FROM unnest(chain_iss, chain_sub, chain_iat) WITH ORDINALITY AS t(iss, sub, iat, n)
-    LEFT JOIN LATERAL (
-      SELECT i.id, i.kind, i.status, i.tokens_valid_after FROM tokex.identity i
-       WHERE t.iss OPERATOR(pg_catalog.=) own_issuer AND i.id OPERATOR(pg_catalog.=) t.sub
-      UNION ALL
-      SELECT i.id, i.kind, i.status, i.tokens_valid_after FROM tokex.identity i
-       WHERE t.iss OPERATOR(pg_catalog.<>) own_issuer
-         AND i.issuer OPERATOR(pg_catalog.=) t.iss AND i.subject OPERATOR(pg_catalog.=) t.sub
-      LIMIT 1) i ON true
-),
-n AS (SELECT pg_catalog.count(*)::int AS n FROM c),
-idp AS (  -- the first identity problem, in chain order
-  SELECT CASE WHEN c.id IS NULL THEN
-                pg_catalog.format('%s "%s" is not a known identity',
-                                  CASE WHEN c.n = 1 THEN 'subject' ELSE 'actor' END, c.sub)
-              WHEN c.status <> 'active' THEN
-                pg_catalog.format('identity "%s" is %s', c.id, c.status)
-              WHEN c.tokens_valid_after IS NOT NULL AND c.iat IS NOT NULL
-                   AND c.iat < c.tokens_valid_after THEN
-                pg_catalog.format('token for "%s" was issued before its revocation', c.id)
-              WHEN (SELECT pg_catalog.count(*) FROM c c2 WHERE c2.id = c.id) > 1 THEN
-                pg_catalog.format('identity "%s" appears twice in the chain', c.id)
-         END AS problem
-    FROM c ORDER BY c.n
-),
-ids AS (
-  SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
-         pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
-    FROM c
-),
-ra AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) decide.audience),
-rr AS (SELECT r.* FROM tokex.resource r
-        WHERE r.resource_uri OPERATOR(pg_catalog.=) decide.resource
-           OR r.audience OPERATOR(pg_catalog.=) decide.resource
-        ORDER BY r.resource_uri OPERATOR(pg_catalog.=) decide.resource DESC LIMIT 1),
-tgt AS (
-  SELECT CASE
-           WHEN decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ra) THEN
-             pg_catalog.format('audience "%s" is not a registered resource', decide.audience)
-           WHEN decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rr) THEN
-             pg_catalog.format('resource "%s" is not a registered resource', decide.resource)
-           WHEN decide.audience IS NOT NULL AND decide.resource IS NOT NULL
-                AND (SELECT audience FROM ra) IS DISTINCT FROM (SELECT audience FROM rr) THEN
-             'audience and resource name different targets; a token has exactly one'
-         END AS problem,
-         COALESCE((SELECT ROW(ra.*)::tokex.resource FROM ra), (SELECT ROW(rr.*)::tokex.resource FROM rr)) AS r
-),
-hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
-  SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
-         d.max_depth, ((SELECT n FROM n) - p.n) AS needed
-    FROM c p JOIN c q ON q.n = p.n + 1
-    LEFT JOIN LATERAL (
-      SELECT d.* FROM tokex.delegation d
-       WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
-         AND d.revoked_at IS NULL
-         AND d.valid_from <= pg_catalog.now()
-         AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
-       ORDER BY d.max_depth >= ((SELECT n FROM n) - p.n) DESC,
-                (d.audiences IS NULL OR (SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
-                d.id
-       LIMIT 1) d ON true
-),
-hopp AS (
-  SELECT CASE
-           WHEN h.delegation_id IS NULL THEN
-             pg_catalog.format('no live delegation from "%s" to "%s"', h.principal, h.delegate)
-           WHEN h.max_depth < h.needed THEN
-             pg_catalog.format('delegation %s from "%s" to "%s" allows %s hop(s), the chain needs %s',
-                               h.delegation_id, h.principal, h.delegate, h.max_depth, h.needed)
-         END AS grant_problem,
-         CASE WHEN h.audiences IS NOT NULL
-                   AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
-             pg_catalog.format('delegation %s does not cover audience "%s"', h.delegation_id,
-                               (SELECT (r).audience FROM tgt))
-         END AS target_problem
-    FROM hop h ORDER BY h.n
-),
-subj AS (SELECT c.id, c.kind FROM c WHERE c.n = 1),
-act AS (SELECT c.id, c.kind FROM c WHERE c.n = (SELECT n FROM n) AND c.n > 1),
-pol AS (
-  SELECT p.* FROM tokex.policy p
-   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
-     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subj))
-     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
-     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
-     AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM tgt))
-     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
-     AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
-),
-deny_all AS (SELECT p.id FROM pol p WHERE p.effect = 'deny' AND p.scopes IS NULL ORDER BY p.priority DESC, p.id LIMIT 1),
-allow AS (SELECT p.* FROM pol p WHERE p.effect = 'allow'),
--- the scopes that survive every bound: resource, each hop's delegation,
--- the subject token, the allow policies (NULL scopes = no bound), minus denies
-bound AS (
-  SELECT ARRAY(
-    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM tgt)) AS s
-     WHERE NOT EXISTS (SELECT 1 FROM hop h WHERE NOT (s OPERATOR(pg_catalog.=) ANY (h.scopes)))
-       AND (token_scope IS NULL OR s OPERATOR(pg_catalog.=) ANY (token_scope))
-       AND (EXISTS (SELECT 1 FROM allow a WHERE a.scopes IS NULL)
-            OR EXISTS (SELECT 1 FROM allow a WHERE s OPERATOR(pg_catalog.=) ANY (a.scopes)))
-       AND NOT EXISTS (SELECT 1 FROM pol p WHERE p.effect = 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
-     ORDER BY s) AS scopes
-),
-granted AS (
-  SELECT CASE WHEN requested_scope IS NULL THEN (SELECT scopes FROM bound)
-              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s ORDER BY s) END AS scopes,
-         ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
-                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::text[])) ORDER BY s) AS refused
-),
-cl AS (
-  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) decide.client_id
-),
-verdict AS (
-  SELECT
-    CASE
-      WHEN decide.client_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cl WHERE cl.status = 'active') THEN
-        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', decide.client_id)]
-      WHEN EXISTS (SELECT 1 FROM hopp WHERE grant_problem IS NOT NULL) THEN
-        ARRAY['invalid_grant', (SELECT grant_problem FROM hopp WHERE grant_problem IS NOT NULL LIMIT 1)]
-      WHEN (SELECT problem FROM tgt) IS NOT NULL THEN
-        ARRAY['invalid_target', (SELECT problem FROM tgt)]
-      WHEN EXISTS (SELECT 1 FROM hopp WHERE target_problem IS NOT NULL) THEN
-        ARRAY['invalid_target', (SELECT target_problem FROM hopp WHERE target_problem IS NOT NULL LIMIT 1)]
-      WHEN EXISTS (SELECT 1 FROM cl WHERE cl.audiences IS NOT NULL
-                     AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (cl.audiences))) THEN
-        ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
-                                                  decide.client_id, (SELECT (r).audience FROM tgt))]
-      WHEN EXISTS (SELECT 1 FROM deny_all) THEN
-        ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
-      WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
-        ARRAY['invalid_grant', 'no policy allows this exchange']
-      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) > 0 THEN
-        ARRAY['invalid_scope', pg_catalog.format('scope not grantable: %s',
-                                                 pg_catalog.array_to_string((SELECT refused FROM granted), ' '))]
-      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) = 0 THEN
-        ARRAY['invalid_scope', 'no scope can be granted for this audience']
-    END AS v
-)
-SELECT (SELECT problem FROM idp WHERE problem IS NOT NULL LIMIT 1),
-       (SELECT v[1] FROM verdict), (SELECT v[2] FROM verdict),
-       ids.chain, ids.kinds,
-       ARRAY(SELECT h.delegation_id FROM hop h WHERE h.delegation_id IS NOT NULL ORDER BY h.n),
-       ARRAY(SELECT p.id FROM pol p ORDER BY p.id),
-       (SELECT (r).audience FROM tgt),
-       (SELECT scopes FROM granted),
-       (SELECT (r).token_ttl FROM tgt)
-  FROM ids
-$$;
+
+-- Downstream uses of minted tokens, recorded by resource servers/gateways.
+CREATE TABLE tokex.token_use (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  exchange_id uuid NOT NULL REFERENCES tokex.audit_event (exchange_id),
+  action      text NOT NULL,
+  outcome     text NOT NULL,
+  db_user     text NOT NULL DEFAULT SESSION_USER
+);
+CREATE INDEX token_use_exchange ON tokex.token_use (exchange_id);
+SELECT pg_catalog.pg_extension_config_dump('tokex.token_use', '');
+CREATE TRIGGER token_use_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.token_use
+  FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();

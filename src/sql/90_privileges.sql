@@ -11,9 +11,17 @@ GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
 
 GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text)
   TO tokex_app, tokex_admin;
-GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text)
+GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, text[], uuid)
   TO tokex_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.identity, tokex.delegation, tokex.resource,
   tokex.policy, tokex.client TO tokex_admin;
 GRANT USAGE ON SEQUENCE tokex.delegation_id_seq, tokex.policy_id_seq TO tokex_admin;
 GRANT SELECT ON tokex.audit TO tokex_auditor, tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.introspect(text), tokex.record_use(text, text, text),
+  tokex.start_session(text, text, text[], interval) TO tokex_app, tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.identity_token(text, interval), tokex.revoke_session(uuid, text),
+  tokex.revoke_identity(text, text), tokex.revoke_delegation(text, text, text),
+  tokex.revoke_token(text, text) TO tokex_admin;
+GRANT SELECT ON tokex.audit_trail, tokex.revocation TO tokex_auditor, tokex_admin;
+GRANT SELECT, UPDATE ON tokex.session TO tokex_admin;
+GRANT SELECT, INSERT ON tokex.revoked_token TO tokex_admin;

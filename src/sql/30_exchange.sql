@@ -9,3 +9,7 @@ CREATE FUNCTION tokex.exchange(
 RETURNS jsonb
 LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex
 AS 'MODULE_PATHNAME', 'tokex_exchange';
+
+CREATE FUNCTION tokex.introspect(token text) RETURNS jsonb
+LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex
+AS 'MODULE_PATHNAME', 'tokex_introspect';

@@ -1,0 +1,217 @@
+------------------------------------------------------------------------
+-- The decision: one query over the graph, prepared once per backend by
+-- tokex.exchange.  Administrators can run it themselves to see why.
+--
+-- chain_iss/chain_sub/chain_iat: position 1 is the subject, 2.. the actors
+-- from the first (closest to the subject) to the current one.  jtis: the
+-- presented tokens' jti claims; sid: the session of the subject token.
+------------------------------------------------------------------------
+-- (iss, sub) pairs to identities: tokex's own tokens carry the identity id as
+-- sub; external ones map through identity.(issuer, subject).
+CREATE FUNCTION tokex._resolve(iss text[], sub text[], own_issuer text)
+RETURNS TABLE (n bigint, sub text, id text, kind text, status text, tokens_valid_after timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT t.n, t.sub, i.id, i.kind, i.status, i.tokens_valid_after
+    FROM unnest(iss, sub) WITH ORDINALITY AS t(iss, sub, n)
+    LEFT JOIN LATERAL (
+      SELECT i.id, i.kind, i.status, i.tokens_valid_after FROM tokex.identity i
+       WHERE t.iss OPERATOR(pg_catalog.=) own_issuer AND i.id OPERATOR(pg_catalog.=) t.sub
+      UNION ALL
+      SELECT i.id, i.kind, i.status, i.tokens_valid_after FROM tokex.identity i
+       WHERE t.iss OPERATOR(pg_catalog.<>) own_issuer
+         AND i.issuer OPERATOR(pg_catalog.=) t.iss AND i.subject OPERATOR(pg_catalog.=) t.sub
+      LIMIT 1) i ON true
+$$;
+
+CREATE FUNCTION tokex.decide(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, jtis text[] DEFAULT NULL, sid uuid DEFAULT NULL)
+RETURNS TABLE (
+  identity_error text,     -- revoked tokens or session, unknown / inactive identities
+  error text, reason text, -- steps 4-7, or NULL when granted
+  chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[],
+  target text, scope text[], ttl interval)
+LANGUAGE sql STABLE AS $$
+WITH
+c AS (  -- each chain position resolved to an identity
+  SELECT r.n, r.sub, chain_iat[r.n] AS iat, r.id, r.kind, r.status, r.tokens_valid_after
+    FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r
+),
+n AS (SELECT pg_catalog.count(*)::int AS n FROM c),
+idp AS (  -- the first identity problem, in chain order
+  SELECT CASE WHEN c.id IS NULL THEN
+                pg_catalog.format('%s "%s" is not a known identity',
+                                  CASE WHEN c.n = 1 THEN 'subject' ELSE 'actor' END, c.sub)
+              WHEN c.status <> 'active' THEN
+                pg_catalog.format('identity "%s" is %s', c.id, c.status)
+              WHEN c.tokens_valid_after IS NOT NULL AND c.iat IS NOT NULL
+                   AND c.iat < c.tokens_valid_after THEN
+                pg_catalog.format('token for "%s" was issued before its revocation', c.id)
+              WHEN (SELECT pg_catalog.count(*) FROM c c2 WHERE c2.id = c.id) > 1 THEN
+                pg_catalog.format('identity "%s" appears twice in the chain', c.id)
+         END AS problem
+    FROM c ORDER BY c.n
+),
+tok AS (  -- revoked tokens and sessions
+  SELECT CASE
+           WHEN EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.jti OPERATOR(pg_catalog.=) ANY (jtis)) THEN
+             'a presented token has been revoked'
+           WHEN decide.sid IS NOT NULL THEN
+             (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
+                          WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
+                          WHEN s.expires_at <= pg_catalog.now() THEN 'the session has expired' END
+                FROM (SELECT 1) one
+                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) decide.sid)
+         END AS problem
+),
+ids AS (
+  SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
+         pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
+    FROM c
+),
+ra AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) decide.audience),
+rr AS (SELECT r.* FROM tokex.resource r
+        WHERE r.resource_uri OPERATOR(pg_catalog.=) decide.resource
+           OR r.audience OPERATOR(pg_catalog.=) decide.resource
+        ORDER BY r.resource_uri OPERATOR(pg_catalog.=) decide.resource DESC LIMIT 1),
+tgt AS (
+  SELECT CASE
+           WHEN decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ra) THEN
+             pg_catalog.format('audience "%s" is not a registered resource', decide.audience)
+           WHEN decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rr) THEN
+             pg_catalog.format('resource "%s" is not a registered resource', decide.resource)
+           WHEN decide.audience IS NOT NULL AND decide.resource IS NOT NULL
+                AND (SELECT audience FROM ra) IS DISTINCT FROM (SELECT audience FROM rr) THEN
+             'audience and resource name different targets; a token has exactly one'
+         END AS problem,
+         COALESCE((SELECT ROW(ra.*)::tokex.resource FROM ra), (SELECT ROW(rr.*)::tokex.resource FROM rr)) AS r
+),
+hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
+  SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
+         d.max_depth, ((SELECT n FROM n) - p.n) AS needed
+    FROM c p JOIN c q ON q.n = p.n + 1
+    LEFT JOIN LATERAL (
+      SELECT d.* FROM tokex.delegation d
+       WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
+         AND d.revoked_at IS NULL
+         AND d.valid_from <= pg_catalog.now()
+         AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
+       ORDER BY d.max_depth >= ((SELECT n FROM n) - p.n) DESC,
+                (d.audiences IS NULL OR (SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
+                d.id
+       LIMIT 1) d ON true
+),
+hopp AS (
+  SELECT CASE
+           WHEN h.delegation_id IS NULL THEN
+             pg_catalog.format('no live delegation from "%s" to "%s"', h.principal, h.delegate)
+           WHEN h.max_depth < h.needed THEN
+             pg_catalog.format('delegation %s from "%s" to "%s" allows %s hop(s), the chain needs %s',
+                               h.delegation_id, h.principal, h.delegate, h.max_depth, h.needed)
+         END AS grant_problem,
+         CASE WHEN h.audiences IS NOT NULL
+                   AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
+             pg_catalog.format('delegation %s does not cover audience "%s"', h.delegation_id,
+                               (SELECT (r).audience FROM tgt))
+         END AS target_problem
+    FROM hop h ORDER BY h.n
+),
+subj AS (SELECT c.id, c.kind FROM c WHERE c.n = 1),
+act AS (SELECT c.id, c.kind FROM c WHERE c.n = (SELECT n FROM n) AND c.n > 1),
+pol AS (
+  SELECT p.* FROM tokex.policy p
+   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subj))
+     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
+     AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM tgt))
+     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
+     AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
+),
+deny_all AS (SELECT p.id FROM pol p WHERE p.effect = 'deny' AND p.scopes IS NULL ORDER BY p.priority DESC, p.id LIMIT 1),
+allow AS (SELECT p.* FROM pol p WHERE p.effect = 'allow'),
+-- the scopes that survive every bound: resource, each hop's delegation,
+-- the subject token, the allow policies (NULL scopes = no bound), minus denies
+bound AS (
+  SELECT ARRAY(
+    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM tgt)) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM hop h WHERE NOT (s OPERATOR(pg_catalog.=) ANY (h.scopes)))
+       AND (token_scope IS NULL OR s OPERATOR(pg_catalog.=) ANY (token_scope))
+       AND (EXISTS (SELECT 1 FROM allow a WHERE a.scopes IS NULL)
+            OR EXISTS (SELECT 1 FROM allow a WHERE s OPERATOR(pg_catalog.=) ANY (a.scopes)))
+       AND NOT EXISTS (SELECT 1 FROM pol p WHERE p.effect = 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
+     ORDER BY s) AS scopes
+),
+granted AS (
+  SELECT CASE WHEN requested_scope IS NULL THEN (SELECT scopes FROM bound)
+              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s ORDER BY s) END AS scopes,
+         ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
+                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::text[])) ORDER BY s) AS refused
+),
+cl AS (
+  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) decide.client_id
+),
+verdict AS (
+  SELECT
+    CASE
+      WHEN decide.client_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cl WHERE cl.status = 'active') THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', decide.client_id)]
+      WHEN EXISTS (SELECT 1 FROM hopp WHERE grant_problem IS NOT NULL) THEN
+        ARRAY['invalid_grant', (SELECT grant_problem FROM hopp WHERE grant_problem IS NOT NULL LIMIT 1)]
+      WHEN (SELECT problem FROM tgt) IS NOT NULL THEN
+        ARRAY['invalid_target', (SELECT problem FROM tgt)]
+      WHEN EXISTS (SELECT 1 FROM hopp WHERE target_problem IS NOT NULL) THEN
+        ARRAY['invalid_target', (SELECT target_problem FROM hopp WHERE target_problem IS NOT NULL LIMIT 1)]
+      WHEN EXISTS (SELECT 1 FROM cl WHERE cl.audiences IS NOT NULL
+                     AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (cl.audiences))) THEN
+        ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
+                                                  decide.client_id, (SELECT (r).audience FROM tgt))]
+      WHEN EXISTS (SELECT 1 FROM deny_all) THEN
+        ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
+        ARRAY['invalid_grant', 'no policy allows this exchange']
+      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) > 0 THEN
+        ARRAY['invalid_scope', pg_catalog.format('scope not grantable: %s',
+                                                 pg_catalog.array_to_string((SELECT refused FROM granted), ' '))]
+      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) = 0 THEN
+        ARRAY['invalid_scope', 'no scope can be granted for this audience']
+    END AS v
+)
+SELECT COALESCE((SELECT problem FROM tok), (SELECT problem FROM idp WHERE problem IS NOT NULL LIMIT 1)),
+       (SELECT v[1] FROM verdict), (SELECT v[2] FROM verdict),
+       ids.chain, ids.kinds,
+       ARRAY(SELECT h.delegation_id FROM hop h WHERE h.delegation_id IS NOT NULL ORDER BY h.n),
+       ARRAY(SELECT p.id FROM pol p ORDER BY p.id),
+       (SELECT (r).audience FROM tgt),
+       (SELECT scopes FROM granted),
+       (SELECT (r).token_ttl FROM tgt)
+  FROM ids
+$$;
+
+-- Is a token that verified still live?  tokex's own tokens must name known,
+-- active identities issued after any tokens_valid_after, must not be revoked
+-- by jti, their session must be live, and every delegation that minted them
+-- (recorded in the audit row of their exchange) must still stand.  For
+-- external tokens tokex knows only what its tables say about them.
+CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
+                                    own_issuer text, own boolean, jti text, jti_uuid uuid, sid uuid)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.jti OPERATOR(pg_catalog.=) _token_active.jti)
+     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
+                      WHERE (c.id IS NULL AND own)
+                         OR c.status OPERATOR(pg_catalog.<>) 'active'
+                         OR (c.tokens_valid_after IS NOT NULL AND iat < c.tokens_valid_after))
+     AND (sid IS NULL OR EXISTS (
+           SELECT 1 FROM tokex.session s JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+            WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
+              AND s.expires_at > pg_catalog.now() AND d.revoked_at IS NULL))
+     AND NOT EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
+              AND (d.revoked_at IS NOT NULL OR d.valid_until <= pg_catalog.now()))
+$$;

@@ -14,6 +14,7 @@ int			tokex_clock_skew = 60;
 int			tokex_default_ttl = 300;
 int			tokex_max_ttl = 3600;
 int			tokex_max_chain_depth = 4;
+char	   *tokex_base_url = NULL;
 
 /* An issuer identifier is a URL-like string: printable ASCII, no spaces. */
 static bool
@@ -62,6 +63,15 @@ _PG_init(void)
 	DefineCustomIntVariable("tokex.max_chain_depth",
 							"Most actors an act chain may hold.",
 							NULL, &tokex_max_chain_depth, 4, 1, 16,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tokex.base_url",
+							   "Public base URL of the HTTP face (PostgREST), for RFC 8414 metadata.",
+							   "Endpoints are <base_url>/rpc/token and so on; defaults to tokex.issuer.",
+							   &tokex_base_url, "", PGC_SUSET, 0,
+							   check_issuer, NULL, NULL);
+	DefineCustomIntVariable("tokex.secret_hash_iterations",
+							"PBKDF2-HMAC-SHA256 iterations for newly hashed client secrets.",
+							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("tokex");

@@ -28,6 +28,8 @@ extern int	tokex_clock_skew;
 extern int	tokex_default_ttl;
 extern int	tokex_max_ttl;
 extern int	tokex_max_chain_depth;
+extern char *tokex_base_url;
+extern int	tokex_secret_iterations;
 
 /* Current wall-clock time in Unix seconds (tokens care about now, not xact start). */
 extern int64 tokex_now(void);

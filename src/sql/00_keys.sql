@@ -8,10 +8,11 @@
 --   tokex_admin    keys, trusted issuers, identity graph, policy
 --   tokex_app      the application tier: exchange, verify, introspect
 --   tokex_auditor  SELECT on the audit views, nothing else
+--   tokex_web      the HTTP face: EXECUTE on tokex_api.* (grant it to PostgREST's anon role)
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor'] LOOP
+  FOREACH r IN ARRAY ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
       EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
     END IF;
@@ -20,6 +21,19 @@ END
 $$;
 
 GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
+
+-- tokex.issuer, or a clear error when it is not set.
+CREATE FUNCTION tokex._issuer() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex AS $$
+DECLARE iss text := NULLIF(pg_catalog.current_setting('tokex.issuer', true), '');
+BEGIN
+  IF iss IS NULL THEN
+    RAISE EXCEPTION 'tokex.issuer is not set' USING ERRCODE = 'object_not_in_prerequisite_state',
+      HINT = 'Set it with ALTER DATABASE ... SET tokex.issuer = ''https://...''.';
+  END IF;
+  RETURN iss;
+END
+$$;
 
 ------------------------------------------------------------------------
 -- Keys

@@ -77,6 +77,8 @@ CREATE TABLE tokex.client (
   grant_types text[] NOT NULL DEFAULT '{urn:ietf:params:oauth:grant-type:token-exchange}',
   audiences   text[] CHECK (pg_catalog.array_position(audiences, NULL) IS NULL),
   status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+  secret_hash text,            -- pbkdf2-sha256$iterations$salt$hash, never the secret
+  jwks        jsonb,           -- public keys for private_key_jwt (RFC 7523)
   description text,
   created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

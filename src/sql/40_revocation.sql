@@ -53,7 +53,7 @@ BEGIN
   VALUES (sid, principal, agent, d.id, granted, exp);
   tok := tokex.jwt_sign(pg_catalog.jsonb_build_object(
            'sub', principal,
-           'may_act', pg_catalog.jsonb_build_object('sub', agent, 'iss', pg_catalog.current_setting('tokex.issuer')),
+           'may_act', pg_catalog.jsonb_build_object('sub', agent, 'iss', tokex._issuer()),
            'sid', sid::text,
            'jti', pg_catalog.gen_random_uuid()::text,
            'scope', pg_catalog.array_to_string(granted, ' '),
@@ -170,7 +170,7 @@ BEGIN
     RAISE EXCEPTION 'action and outcome are required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
   claims := tokex.jwt_verify(token);
-  IF claims->>'iss' IS DISTINCT FROM pg_catalog.current_setting('tokex.issuer') THEN
+  IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
     RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
   END IF;
   SELECT a.exchange_id INTO xid FROM tokex.audit_event a

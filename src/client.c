@@ -1,0 +1,200 @@
+/*
+ * client.c — OAuth client authentication primitives for the HTTP face:
+ * salted PBKDF2-HMAC-SHA256 secret hashes compared in constant time, and
+ * RFC 7523 client assertions verified against a client's registered JWKS.
+ *
+ * PBKDF2 is slow on purpose, and PostgREST asks on every request, so a
+ * backend remembers the SHA-256 of a secret it has already checked against
+ * a given stored hash.  The stored hash is read from tokex.client on every
+ * request, so a changed or removed secret never matches a stale entry.
+ */
+#include "tokex.h"
+
+#include "utils/jsonb.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#define SECRET_SALT_LEN	16
+#define SECRET_HASH_LEN	32
+#define SECRET_CACHE	32
+
+int			tokex_secret_iterations = 600000;
+
+typedef struct SecretCacheEntry
+{
+	char		stored[160];	/* the hash string it was checked against */
+	uint8		digest[32];		/* SHA-256 of the secret that matched it */
+} SecretCacheEntry;
+
+static SecretCacheEntry secret_cache[SECRET_CACHE];
+static int	secret_cache_next = 0;
+
+static void
+sha256_bytes(const char *s, size_t len, uint8 out[32])
+{
+	if (EVP_Digest(s, len, out, NULL, EVP_sha256(), NULL) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
+}
+
+static void
+pbkdf2(const char *secret, size_t len, const uint8 *salt, size_t saltlen, int iter,
+	   uint8 out[SECRET_HASH_LEN])
+{
+	if (PKCS5_PBKDF2_HMAC(secret, (int) len, salt, (int) saltlen, iter, EVP_sha256(),
+						  SECRET_HASH_LEN, out) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("PBKDF2 failed")));
+}
+
+static char *
+b64(const uint8 *p, size_t n)
+{
+	char	   *s = jose_b64url_encode(p, n, NULL);
+	char	   *copy;
+
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	copy = pstrdup(s);
+	free(s);
+	return copy;
+}
+
+/* tokex._hash_secret(secret) -> 'pbkdf2-sha256$<iterations>$<salt>$<hash>' */
+PG_FUNCTION_INFO_V1(tokex_hash_secret);
+Datum
+tokex_hash_secret(PG_FUNCTION_ARGS)
+{
+	text	   *secret = PG_GETARG_TEXT_PP(0);
+	uint8		salt[SECRET_SALT_LEN];
+	uint8		hash[SECRET_HASH_LEN];
+	char	   *out;
+
+	if (RAND_bytes(salt, sizeof(salt)) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a salt")));
+	pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, sizeof(salt),
+		   tokex_secret_iterations, hash);
+	out = psprintf("pbkdf2-sha256$%d$%s$%s", tokex_secret_iterations,
+				   b64(salt, sizeof(salt)), b64(hash, sizeof(hash)));
+	OPENSSL_cleanse(hash, sizeof(hash));
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/* tokex._verify_secret(secret, stored) -> whether secret matches the stored hash */
+PG_FUNCTION_INFO_V1(tokex_verify_secret);
+Datum
+tokex_verify_secret(PG_FUNCTION_ARGS)
+{
+	text	   *secret = PG_GETARG_TEXT_PP(0);
+	char	   *stored = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	uint8		digest[32];
+	uint8		hash[SECRET_HASH_LEN];
+	uint8	   *salt = NULL,
+			   *want = NULL;
+	size_t		saltlen = 0,
+				wantlen = 0;
+	int			iter;
+	char		saltb64[64],
+				hashb64[64];
+	jose_error	err;
+	bool		ok;
+
+	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+	for (int i = 0; i < SECRET_CACHE; i++)
+		if (strcmp(secret_cache[i].stored, stored) == 0 &&
+			CRYPTO_memcmp(secret_cache[i].digest, digest, 32) == 0)
+			PG_RETURN_BOOL(true);
+
+	if (sscanf(stored, "pbkdf2-sha256$%d$%63[A-Za-z0-9_-]$%63[A-Za-z0-9_-]", &iter, saltb64, hashb64) != 3 ||
+		iter < 1 || iter > 10000000 ||
+		jose_b64url_decode(saltb64, strlen(saltb64), 64, &salt, &saltlen, &err) < 0 ||
+		jose_b64url_decode(hashb64, strlen(hashb64), 64, &want, &wantlen, &err) < 0 ||
+		wantlen != SECRET_HASH_LEN)
+	{
+		free(salt);
+		free(want);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("malformed client secret hash")));
+	}
+	pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, saltlen, iter, hash);
+	ok = CRYPTO_memcmp(hash, want, SECRET_HASH_LEN) == 0;
+	OPENSSL_cleanse(hash, sizeof(hash));
+	free(salt);
+	free(want);
+	if (ok && strlen(stored) < sizeof(secret_cache[0].stored))
+	{
+		SecretCacheEntry *e = &secret_cache[secret_cache_next];
+
+		strlcpy(e->stored, stored, sizeof(e->stored));
+		memcpy(e->digest, digest, 32);
+		secret_cache_next = (secret_cache_next + 1) % SECRET_CACHE;
+	}
+	PG_RETURN_BOOL(ok);
+}
+
+/*
+ * tokex._verify_assertion(token, jwks, audience) -> claims, for RFC 7523
+ * private_key_jwt: the assertion must verify against the client's own JWKS,
+ * carry exp, and name the audience.  Failure: 28000 "invalid token".
+ */
+PG_FUNCTION_INFO_V1(tokex_verify_assertion);
+Datum
+tokex_verify_assertion(PG_FUNCTION_ARGS)
+{
+	text	   *token = PG_GETARG_TEXT_PP(0);
+	Jsonb	   *jb = PG_GETARG_JSONB_P(1);
+	char	   *aud = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *jwkstext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	jose_error	err;
+	json_t	   *jwks;
+	jose_key  **keys = NULL;
+	size_t		nkeys = 0;
+	jose_jws	jws;
+	json_t	   *claims = NULL;
+	char	   *out = NULL;
+	int			rc;
+
+	jwks = jose_json_parse(jwkstext, strlen(jwkstext), JOSE_E_JWKS, &err);
+	rc = jwks ? jose_jwks_parse(jwks, &keys, &nkeys, &err) : -1;
+	json_decref(jwks);
+	if (rc < 0)
+		tokex_invalid_token(&err);
+	rc = jose_jws_parse(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &jws, &err);
+	if (rc == 0)
+	{
+		rc = jose_jws_verify_with(&jws, keys, nkeys, &err) < 0 ? -1 : 0;
+		if (rc == 0 && (claims = jose_jws_payload_json(&jws, &err)) == NULL)
+			rc = -1;
+		if (rc == 0)
+			rc = jose_jwt_check_claims(claims, tokex_now(), tokex_clock_skew, aud, true, &err);
+		if (rc == 0 && (out = json_dumps(claims, JSON_COMPACT)) == NULL)
+			rc = jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
+		jose_jws_clear(&jws);
+	}
+	json_decref(claims);
+	jose_keys_free(keys, nkeys);
+	if (rc < 0)
+		tokex_invalid_token(&err);
+	{
+		char	   *copy = pstrdup(out);
+
+		free(out);
+		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+	}
+}
+
+/* tokex._random_secret() -> 256 random bits, base64url: a new client secret */
+PG_FUNCTION_INFO_V1(tokex_random_secret);
+Datum
+tokex_random_secret(PG_FUNCTION_ARGS)
+{
+	uint8		buf[32];
+	char	   *s;
+
+	if (RAND_bytes(buf, sizeof(buf)) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a secret")));
+	s = b64(buf, sizeof(buf));
+	OPENSSL_cleanse(buf, sizeof(buf));
+	PG_RETURN_TEXT_P(cstring_to_text(s));
+}

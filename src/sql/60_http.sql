@@ -1,0 +1,392 @@
+------------------------------------------------------------------------
+-- The HTTP face: schema tokex_api, exposed by PostgREST (db-schemas =
+-- tokex_api).  Functions answer RFC JSON and set response.status and
+-- response.headers instead of raising, because PostgREST rolls back on an
+-- exception and a denial's audit row must stay.
+------------------------------------------------------------------------
+CREATE SCHEMA tokex_api;
+
+-- client_assertion jti values seen, so an assertion cannot be replayed
+-- within its lifetime (RFC 7523 §3).
+CREATE TABLE tokex.client_assertion_jti (
+  client_id  text NOT NULL,
+  jti        text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (client_id, jti)
+);
+CREATE INDEX client_assertion_jti_expiry ON tokex.client_assertion_jti (expires_at);
+
+CREATE FUNCTION tokex._hash_secret(secret text) RETURNS text
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_hash_secret';
+CREATE FUNCTION tokex._verify_secret(secret text, stored text) RETURNS boolean
+  LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_secret';
+CREATE FUNCTION tokex._random_secret() RETURNS text
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_random_secret';
+CREATE FUNCTION tokex._verify_assertion(token text, jwks jsonb, audience text) RETURNS jsonb
+  LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_assertion';
+
+-- Register a client.  With no jwks it authenticates with a generated secret,
+-- returned here once and stored only as a salted PBKDF2 hash.
+CREATE FUNCTION tokex.register_client(client_id text, identity text DEFAULT NULL,
+    grant_types text[] DEFAULT '{urn:ietf:params:oauth:grant-type:token-exchange}',
+    audiences text[] DEFAULT NULL, jwks jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  secret text;
+BEGIN
+  IF register_client.jwks IS NOT NULL THEN
+    PERFORM tokex._jwks_check(register_client.jwks);
+  ELSE
+    secret := tokex._random_secret();
+  END IF;
+  INSERT INTO tokex.client (client_id, identity, grant_types, audiences, secret_hash, jwks)
+  VALUES (register_client.client_id, register_client.identity, register_client.grant_types,
+          register_client.audiences,
+          CASE WHEN secret IS NOT NULL THEN tokex._hash_secret(secret) END, register_client.jwks);
+  RETURN secret;
+END
+$$;
+
+-- application/x-www-form-urlencoded value -> text (RFC 6749 §2.3.1 encodes
+-- client_id and secret this way inside HTTP Basic).  NULL when malformed.
+CREATE FUNCTION tokex._form_decode(s text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  out bytea := '';
+  i int := 1;
+  n int := pg_catalog.length(s);
+  c text;
+BEGIN
+  WHILE i <= n LOOP
+    c := pg_catalog.substr(s, i, 1);
+    IF c OPERATOR(pg_catalog.=) '%' THEN
+      IF pg_catalog.substr(s, i + 1, 2) !~ '^[0-9A-Fa-f]{2}$' THEN RETURN NULL; END IF;
+      out := out OPERATOR(pg_catalog.||) pg_catalog.decode(pg_catalog.substr(s, i + 1, 2), 'hex');
+      i := i + 3;
+    ELSE
+      out := out OPERATOR(pg_catalog.||)
+             pg_catalog.convert_to(CASE WHEN c OPERATOR(pg_catalog.=) '+' THEN ' ' ELSE c END, 'UTF8');
+      i := i + 1;
+    END IF;
+  END LOOP;
+  RETURN pg_catalog.convert_from(out, 'UTF8');
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+  RETURN NULL;
+END
+$$;
+
+-- RFC 6749 §5.2 / RFC 7009 / RFC 7662 answers: body plus status and
+-- no-store headers, always.
+CREATE FUNCTION tokex._respond(body jsonb, status int DEFAULT 200, www_authenticate text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+BEGIN
+  PERFORM pg_catalog.set_config('response.status', status::text, true);
+  PERFORM pg_catalog.set_config('response.headers',
+    (pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('Cache-Control', 'no-store'),
+                                  pg_catalog.jsonb_build_object('Pragma', 'no-cache'))
+     OPERATOR(pg_catalog.||)
+     CASE WHEN www_authenticate IS NOT NULL
+          THEN pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('WWW-Authenticate', www_authenticate))
+          ELSE '[]'::jsonb END)::text, true);
+  RETURN body;
+END
+$$;
+
+-- An HTTP-level refusal still leaves its audit row.
+CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex AS $$
+  INSERT INTO tokex.audit_event (exchange_id, decision, error, reason, client_id, audience)
+  VALUES (pg_catalog.gen_random_uuid(), 'denied', error, reason, client_id, audience)
+$$;
+
+CREATE FUNCTION tokex._endpoint(path text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex AS $$
+  SELECT pg_catalog.rtrim(COALESCE(NULLIF(pg_catalog.current_setting('tokex.base_url', true), ''),
+                                   pg_catalog.current_setting('tokex.issuer', true)), '/')
+         OPERATOR(pg_catalog.||) path
+$$;
+
+-- Authenticate the calling client: client_secret_basic (the Authorization
+-- header PostgREST passes in request.headers), client_secret_post, or
+-- private_key_jwt.  Returns the client, or NULL with *why* filled in.
+CREATE FUNCTION tokex._authenticate(client_id text, client_secret text, client_assertion text,
+                                    client_assertion_type text, endpoint text,
+                                    OUT client tokex.client, OUT why text, OUT used_basic boolean)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  hdrs jsonb;
+  auth text;
+  creds text;
+  id text;
+  secret text;
+  claims jsonb;
+  methods int := 0;
+BEGIN
+  used_basic := false;
+  BEGIN
+    hdrs := NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    hdrs := NULL;
+  END;
+  auth := hdrs->>'authorization';
+  IF auth IS NOT NULL AND auth ~* '^basic ' THEN
+    used_basic := true;
+    methods := methods + 1;
+    BEGIN
+      creds := pg_catalog.convert_from(pg_catalog.decode(pg_catalog.btrim(pg_catalog.substr(auth, 7)), 'base64'), 'UTF8');
+    EXCEPTION WHEN OTHERS THEN
+      creds := NULL;
+    END;
+    IF creds IS NULL OR pg_catalog.strpos(creds, ':') = 0 THEN
+      why := 'malformed Basic credentials'; RETURN;
+    END IF;
+    id := tokex._form_decode(pg_catalog.split_part(creds, ':', 1));
+    secret := tokex._form_decode(pg_catalog.substr(creds, pg_catalog.strpos(creds, ':') + 1));
+    IF _authenticate.client_id IS NOT NULL AND _authenticate.client_id IS DISTINCT FROM id THEN
+      why := 'client_id does not match the Basic credentials'; RETURN;
+    END IF;
+  END IF;
+  IF _authenticate.client_secret IS NOT NULL THEN
+    methods := methods + 1;
+    id := _authenticate.client_id;
+    secret := _authenticate.client_secret;
+  END IF;
+  IF client_assertion IS NOT NULL OR client_assertion_type IS NOT NULL THEN
+    methods := methods + 1;
+  END IF;
+  IF methods = 0 THEN
+    why := 'client authentication is required'; RETURN;
+  END IF;
+  IF methods > 1 THEN
+    why := 'use exactly one client authentication method'; RETURN;
+  END IF;
+
+  IF client_assertion IS NOT NULL OR client_assertion_type IS NOT NULL THEN
+    IF client_assertion_type IS DISTINCT FROM 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+       OR client_assertion IS NULL THEN
+      why := 'unsupported client_assertion_type'; RETURN;
+    END IF;
+    -- the claimed client names the keys; the assertion must then prove it
+    BEGIN
+      claims := (tokex.jwt_decode(client_assertion))->'payload';
+    EXCEPTION WHEN OTHERS THEN
+      why := 'malformed client_assertion'; RETURN;
+    END;
+    id := COALESCE(_authenticate.client_id, claims->>'sub');
+    SELECT * INTO client FROM tokex.client c WHERE c.client_id OPERATOR(pg_catalog.=) id;
+    IF NOT FOUND OR client.jwks IS NULL OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
+      client := NULL; why := 'unknown client or no registered keys'; RETURN;
+    END IF;
+    BEGIN
+      claims := tokex._verify_assertion(client_assertion, client.jwks, endpoint);
+    EXCEPTION WHEN invalid_authorization_specification THEN
+      client := NULL; why := 'client_assertion does not verify'; RETURN;
+    END;
+    IF claims->>'iss' IS DISTINCT FROM id OR claims->>'sub' IS DISTINCT FROM id OR claims->>'jti' IS NULL THEN
+      client := NULL; why := 'client_assertion must have iss = sub = client_id and a jti'; RETURN;
+    END IF;
+    DELETE FROM tokex.client_assertion_jti WHERE expires_at < pg_catalog.now();
+    INSERT INTO tokex.client_assertion_jti (client_id, jti, expires_at)
+    VALUES (id, claims->>'jti', pg_catalog.to_timestamp((claims->>'exp')::double precision))
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+      client := NULL; why := 'client_assertion jti was already used'; RETURN;
+    END IF;
+    RETURN;
+  END IF;
+
+  SELECT * INTO client FROM tokex.client c WHERE c.client_id OPERATOR(pg_catalog.=) id;
+  -- check a hash even for unknown clients, so timing does not tell them apart
+  IF NOT tokex._verify_secret(COALESCE(secret, ''),
+                              COALESCE(client.secret_hash,
+                                       'pbkdf2-sha256$600000$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'))
+     OR client.client_id IS NULL OR client.secret_hash IS NULL
+     OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
+    client := NULL; why := 'client authentication failed';
+  END IF;
+END
+$$;
+
+-- POST /rpc/token
+CREATE FUNCTION tokex_api.token(
+  grant_type text DEFAULT NULL,
+  subject_token text DEFAULT NULL, subject_token_type text DEFAULT NULL,
+  actor_token text DEFAULT NULL, actor_token_type text DEFAULT NULL,
+  audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
+  requested_token_type text DEFAULT NULL,
+  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  a record;
+  r jsonb;
+  now_s bigint;
+  ttl int;
+  tok text;
+  xid uuid;
+BEGIN
+  SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
+                                           client_assertion_type, tokex._endpoint('/rpc/token'));
+  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_client', a.why, token.client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
+                          401, 'Basic realm="tokex", charset="UTF-8"');
+  END IF;
+  IF grant_type IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_request', 'grant_type is required', (a.client).client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
+                                                        'error_description', 'grant_type is required'), 400);
+  END IF;
+  IF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
+    PERFORM tokex._audit_refusal('unsupported_grant_type', 'unsupported grant_type', (a.client).client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unsupported_grant_type',
+                                                        'error_description', 'unsupported grant_type'), 400);
+  END IF;
+  IF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
+    PERFORM tokex._audit_refusal('unauthorized_client', 'the client may not use this grant_type',
+                                 (a.client).client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
+                          'error_description', 'the client may not use this grant_type'), 400);
+  END IF;
+
+  IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN
+    -- an actor token for the identity the client acts for (RFC 6749 §4.4)
+    IF (a.client).identity IS NULL OR NOT EXISTS (
+         SELECT 1 FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) (a.client).identity
+            AND i.status OPERATOR(pg_catalog.=) 'active') THEN
+      PERFORM tokex._audit_refusal('unauthorized_client', 'the client has no active identity', (a.client).client_id);
+      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
+                            'error_description', 'the client has no active identity'), 400);
+    END IF;
+    IF token.scope IS NOT NULL OR token.audience IS NOT NULL OR token.resource IS NOT NULL THEN
+      PERFORM tokex._audit_refusal('invalid_scope', 'client_credentials tokens carry no scope or audience; exchange them',
+                                   (a.client).client_id, token.audience);
+      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_scope',
+        'error_description', 'client_credentials tokens carry no scope or audience; exchange them'), 400);
+    END IF;
+    xid := pg_catalog.gen_random_uuid();
+    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint;
+    ttl := extract(epoch FROM LEAST(pg_catalog.current_setting('tokex.default_ttl')::interval,
+                                    pg_catalog.current_setting('tokex.max_ttl')::interval))::int;
+    tok := tokex.jwt_sign(pg_catalog.jsonb_build_object(
+             'sub', (a.client).identity, 'client_id', (a.client).client_id,
+             'aud', tokex._issuer(),
+             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl));
+    INSERT INTO tokex.audit_event (exchange_id, decision, subject, client_id, audience, jti, expires_at,
+                                   subject_issuer, issued_token_type)
+    VALUES (xid, 'granted', (a.client).identity, (a.client).client_id,
+            tokex._issuer(), xid, pg_catalog.to_timestamp(now_s + ttl),
+            tokex._issuer(), 'urn:ietf:params:oauth:token-type:access_token');
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('access_token', tok, 'token_type', 'Bearer',
+                                                        'expires_in', ttl));
+  END IF;
+
+  r := tokex.exchange(subject_token, subject_token_type, actor_token, actor_token_type,
+                      token.audience, token.resource, token.scope, requested_token_type,
+                      (a.client).client_id);
+  RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+END
+$$;
+
+-- POST /rpc/introspect (RFC 7662): authenticated clients only.
+CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
+  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  a record;
+BEGIN
+  SELECT * INTO a FROM tokex._authenticate(introspect.client_id, client_secret, client_assertion,
+                                           client_assertion_type, tokex._endpoint('/rpc/introspect'));
+  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
+                          401, 'Basic realm="tokex", charset="UTF-8"');
+  END IF;
+  IF introspect.token IS NULL THEN
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
+                                                        'error_description', 'token is required'), 400);
+  END IF;
+  RETURN tokex._respond(tokex.introspect(introspect.token));
+END
+$$;
+
+-- POST /rpc/revoke (RFC 7009): 200 for any well-formed request, known token
+-- or not; a client revokes only tokens issued to it.
+CREATE FUNCTION tokex_api.revoke(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
+  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  a record;
+  claims jsonb;
+BEGIN
+  SELECT * INTO a FROM tokex._authenticate(revoke.client_id, client_secret, client_assertion,
+                                           client_assertion_type, tokex._endpoint('/rpc/revoke'));
+  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
+                          401, 'Basic realm="tokex", charset="UTF-8"');
+  END IF;
+  IF revoke.token IS NULL THEN
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
+                                                        'error_description', 'token is required'), 400);
+  END IF;
+  BEGIN
+    claims := tokex.jwt_verify(revoke.token);
+  EXCEPTION WHEN invalid_authorization_specification THEN
+    claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
+  END;
+  IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
+    IF claims->>'client_id' IS DISTINCT FROM (a.client).client_id THEN
+      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
+                            'error_description', 'the token was not issued to this client'), 400);
+    END IF;
+    PERFORM tokex.revoke_token(claims->>'jti', 'revoked by client ' || (a.client).client_id);
+  END IF;
+  RETURN tokex._respond('{}'::jsonb);
+END
+$$;
+
+-- GET /rpc/jwks: public keys, cacheable.
+CREATE FUNCTION tokex_api.jwks() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+BEGIN
+  PERFORM pg_catalog.set_config('response.headers',
+    '[{"Cache-Control": "public, max-age=300"}]', true);
+  RETURN tokex.jwks();
+END
+$$;
+
+-- GET /rpc/oauth_authorization_server: RFC 8414 metadata.
+CREATE FUNCTION tokex_api.oauth_authorization_server() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  auth_methods jsonb := '["client_secret_basic", "client_secret_post", "private_key_jwt"]';
+  signing jsonb := '["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]';
+BEGIN
+  PERFORM pg_catalog.set_config('response.headers', '[{"Cache-Control": "public, max-age=300"}]', true);
+  RETURN pg_catalog.jsonb_build_object(
+    'issuer', tokex._issuer(),
+    'token_endpoint', tokex._endpoint('/rpc/token'),
+    'introspection_endpoint', tokex._endpoint('/rpc/introspect'),
+    'revocation_endpoint', tokex._endpoint('/rpc/revoke'),
+    'jwks_uri', tokex._endpoint('/rpc/jwks'),
+    'grant_types_supported', '["urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials"]'::jsonb,
+    'response_types_supported', '[]'::jsonb,
+    'token_endpoint_auth_methods_supported', auth_methods,
+    'token_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_methods_supported', auth_methods,
+    'revocation_endpoint_auth_methods_supported', auth_methods,
+    'scopes_supported', (SELECT COALESCE(pg_catalog.jsonb_agg(DISTINCT s ORDER BY s), '[]'::jsonb)
+                           FROM tokex.resource r, pg_catalog.unnest(r.scopes) s),
+    'token_exchange_token_types_supported', '["urn:ietf:params:oauth:token-type:jwt",
+       "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token"]'::jsonb,
+    'token_exchange_issued_token_types_supported', '["urn:ietf:params:oauth:token-type:access_token",
+       "urn:ietf:params:oauth:token-type:jwt"]'::jsonb);
+END
+$$;

@@ -74,6 +74,17 @@ typedef struct Exchange
 } Exchange;
 
 static SPIPlanPtr decide_plan = NULL;
+
+/*
+ * The decision and token-state queries are inlined SQL functions: planning
+ * them costs more than running them, so they always use one generic plan,
+ * made once per backend (parameters only ever select rows by key).
+ */
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *types)
+{
+	return SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+}
 static SPIPlanPtr audit_plan = NULL;
 
 static void
@@ -466,8 +477,8 @@ decide(Exchange *x, MemoryContext keep)
 	{
 		Oid			types[11] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
 		TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTARRAYOID, UUIDOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-									11, types);
+		SPIPlanPtr	p = prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+								11, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the decision query: %s", SPI_result_code_string(SPI_result));
@@ -804,8 +815,8 @@ token_active(Exchange *x)
 	{
 		Oid			types[8] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
 		TEXTOID, UUIDOID, UUIDOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT tokex._token_active($1, $2, $3, $4, $5, $6, $7, $8)",
-									8, types);
+		SPIPlanPtr	p = prepare("SELECT active FROM tokex._token_active($1, $2, $3, $4, $5, $6, $7, $8)",
+								8, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the token state query: %s",

@@ -56,7 +56,10 @@ idp AS (  -- the first identity problem, in chain order
 ),
 tok AS (  -- revoked tokens and sessions
   SELECT CASE
-           WHEN EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.jti OPERATOR(pg_catalog.=) ANY (jtis)) THEN
+           -- LIMIT keeps the lookup a per-jti index probe in the generic plan
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(jtis) j,
+                          LATERAL (SELECT 1 FROM tokex.revoked_token r
+                                    WHERE r.jti OPERATOR(pg_catalog.=) j LIMIT 1) r) THEN
              'a presented token has been revoked'
            WHEN decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
@@ -198,7 +201,7 @@ $$;
 -- external tokens tokex knows only what its tables say about them.
 CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
                                     own_issuer text, own boolean, jti text, jti_uuid uuid, sid uuid)
-RETURNS boolean
+RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
 LANGUAGE sql STABLE AS $$
   SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.jti OPERATOR(pg_catalog.=) _token_active.jti)
      AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c

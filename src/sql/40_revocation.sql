@@ -44,7 +44,9 @@ BEGIN
       CASE WHEN scopes IS NULL THEN '' ELSE ' covering the requested scopes' END
       USING ERRCODE = 'invalid_authorization_specification';
   END IF;
-  granted := COALESCE(ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(scopes) s ORDER BY s), d.scopes);
+  -- ARRAY(...) over no rows is '{}', not NULL: test the argument itself
+  granted := CASE WHEN start_session.scopes IS NULL THEN d.scopes
+                  ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(start_session.scopes) s ORDER BY s) END;
   exp := pg_catalog.now() OPERATOR(pg_catalog.+) ttl;
   IF d.valid_until IS NOT NULL AND d.valid_until < exp THEN
     exp := d.valid_until;

@@ -134,9 +134,10 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 }
 
 /*
- * tokex._verify_assertion(token, jwks, audience) -> claims, for RFC 7523
- * private_key_jwt: the assertion must verify against the client's own JWKS,
- * carry exp, and name the audience.  Failure: 28000 "invalid token".
+ * tokex._verify_assertion(token, jwks) -> claims, for RFC 7523
+ * private_key_jwt: the assertion must verify against the client's own JWKS
+ * and carry a valid exp (the caller checks iss, sub, aud and jti).
+ * Failure: 28000 "invalid token".
  */
 PG_FUNCTION_INFO_V1(tokex_verify_assertion);
 Datum
@@ -144,7 +145,6 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 {
 	text	   *token = PG_GETARG_TEXT_PP(0);
 	Jsonb	   *jb = PG_GETARG_JSONB_P(1);
-	char	   *aud = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *jwkstext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	jose_error	err;
 	json_t	   *jwks;
@@ -167,7 +167,7 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 		if (rc == 0 && (claims = jose_jws_payload_json(&jws, &err)) == NULL)
 			rc = -1;
 		if (rc == 0)
-			rc = jose_jwt_check_claims(claims, tokex_now(), tokex_clock_skew, aud, true, &err);
+			rc = jose_jwt_check_claims(claims, tokex_now(), tokex_clock_skew, NULL, true, &err);
 		if (rc == 0 && (out = json_dumps(claims, JSON_COMPACT)) == NULL)
 			rc = jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
 		jose_jws_clear(&jws);

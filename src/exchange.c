@@ -69,6 +69,7 @@ typedef struct Exchange
 	Datum		policy_ids;
 	int64		ttl;			/* seconds, from the resource; 0 = default */
 	char	   *access_token;
+	const char *token_client_id;	/* client_id claim: the parameter, else the current actor */
 	int64		iat;
 	int64		exp;
 } Exchange;
@@ -302,7 +303,7 @@ build_chain(Exchange *x)
 			deny(x, "invalid_grant", "subject token act claim is malformed");
 			return;
 		}
-		if (nprior + 1 >= MAX_CHAIN || nprior + 1 > tokex_max_chain_depth)
+		if (nprior + 2 >= MAX_CHAIN)
 		{
 			deny(x, "invalid_grant", "actor chain longer than tokex.max_chain_depth (%d)",
 				 tokex_max_chain_depth);
@@ -326,17 +327,15 @@ build_chain(Exchange *x)
 			deny(x, "invalid_grant", "actor token has no sub");
 			return;
 		}
-		if (x->nchain > tokex_max_chain_depth)
-		{
-			deny(x, "invalid_grant", "actor chain longer than tokex.max_chain_depth (%d)",
-				 tokex_max_chain_depth);
-			return;
-		}
 		x->chain_iss[x->nchain] = pstrdup(x->act->iss);
 		x->chain_sub[x->nchain] = pstrdup(x->act->sub);
 		x->chain_iat[x->nchain] = claim_time(x->act->payload, "iat");
 		x->nchain++;
 	}
+	/* checked on the whole chain, so the audit row names the refused actor */
+	if (x->nchain - 1 > tokex_max_chain_depth)
+		deny(x, "invalid_grant", "actor chain longer than tokex.max_chain_depth (%d)",
+			 tokex_max_chain_depth);
 }
 
 /* may_act (RFC 8693 §4.4): an object or an array of objects naming who may act. */
@@ -512,7 +511,8 @@ decide(Exchange *x, MemoryContext keep)
 	else
 		nulls[10] = 'n';
 
-	rc = SPI_execute_plan(decide_plan, values, nulls, true, 1);
+	/* not read-only: see what this statement wrote before (a session just started) */
+	rc = SPI_execute_plan(decide_plan, values, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: decision query failed: %s", SPI_result_code_string(rc));
 	tup = SPI_tuptable->vals[0];
@@ -557,7 +557,6 @@ mint(Exchange *x, MemoryContext keep)
 	json_t	   *claims;
 	json_t	   *act = NULL;
 	json_t	   *sid = json_object_get(x->subj->payload, "sid");
-	const char *client_id;
 	char		jti[UUID_LEN * 2 + 5];
 	int64		ttl = x->ttl > 0 ? x->ttl : tokex_default_ttl;
 	char	   *tok;
@@ -578,7 +577,7 @@ mint(Exchange *x, MemoryContext keep)
 
 	snprintf(jti, sizeof(jti), "%s",
 			 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))));
-	client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
+	x->token_client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
 
 	/* actors from the first to the current: the current one ends outermost */
 	for (int i = 1; i < x->nchain; i++)
@@ -594,7 +593,7 @@ mint(Exchange *x, MemoryContext keep)
 										"sub", x->chain_id[0],
 										"aud", x->target,
 										"scope", scope_string(x->scope_out, x->nscope),
-										"client_id", client_id,
+										"client_id", x->token_client_id,
 										"jti", jti,
 										"iat", (json_int_t) x->iat,
 										"nbf", (json_int_t) x->iat,
@@ -659,7 +658,7 @@ audit(Exchange *x)
 		SETS(5, actors[x->nchain - 2]);
 		SET(6, text_array(actors, x->nchain - 1));
 	}
-	SETS(7, x->client_id);
+	SETS(7, x->error ? x->client_id : x->token_client_id);
 	SETS(8, x->target ? x->target : x->audience ? x->audience : x->resource);
 	if (x->scope)
 		SET(9, text_array(x->requested, x->nrequested));
@@ -775,6 +774,8 @@ tokex_exchange(PG_FUNCTION_ARGS)
 							  NULL, &err);
 		if (x->act == NULL)
 			deny(x, "invalid_grant", "actor_token: %s", err.detail);
+		else if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
+			deny(x, "invalid_grant", "actor_token: an access token minted for a resource is not an actor credential");
 	}
 	if (!x->error)
 		build_chain(x);

@@ -99,6 +99,8 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	if (idx < 0)
 		goto fail;
 	t->kid = ti->keys[idx]->kid;
+	if (json_is_string(json_object_get(t->header, "typ")))
+		t->typ = json_string_value(json_object_get(t->header, "typ"));
 	if (jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)
 		goto fail;
 	if (ti->audience &&
@@ -159,14 +161,21 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
 	return result;
 }
 
-/* jsonb -> jansson object (tracked), or ERROR */
+/* jsonb object -> jansson object (tracked), or ERROR */
 static json_t *
 jsonb_to_json(Jsonb *jb, const char *what)
 {
-	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	char	   *s;
 	jose_error	err;
-	json_t	   *j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+	json_t	   *j;
 
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("The %s must be a JSON object.", what)));
+	s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
 	if (j == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -192,11 +201,6 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
 	claims = jsonb_to_json(PG_GETARG_JSONB_P(0), "claims");
-	if (!json_is_object(claims))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid claims"),
-				 errdetail("Claims must be a JSON object.")));
 	iss = json_object_get(claims, "iss");
 	if (iss && !(json_is_string(iss) && tokex_issuer && strcmp(json_string_value(iss), tokex_issuer) == 0))
 		ereport(ERROR,
@@ -262,7 +266,9 @@ decode_segment(const char *seg, size_t len, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed token"),
-				 errdetail("The %s is not JSON (%s).", what, err.detail)));
+				 errdetail("The %s is not JSON (%s).", what,
+						   err.code == JOSE_E_JSON_DEPTH ? "nested too deeply" :
+						   strstr(err.detail, "duplicate") ? "duplicate member" : "not valid JSON")));
 	}
 	json_decref(j);
 	out = pnstrdup((char *) buf, n);

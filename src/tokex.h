@@ -60,6 +60,7 @@ typedef struct TokexToken
 	const char *iss;			/* borrowed from payload */
 	const char *sub;			/* borrowed from payload, or NULL */
 	const char *kid;			/* kid of the key that verified it */
+	const char *typ;			/* header typ, or NULL */
 	MemoryContextCallback cb;
 } TokexToken;
 

@@ -441,8 +441,9 @@ jose_jws_parse(const char *token, size_t len, jose_jws *out, jose_error *err)
 	if (jose_b64url_decode(d2 + 1, len - (size_t) (d2 + 1 - token), JOSE_MAX_SIG_LEN,
 						   &out->sig, &out->sig_len, err) < 0)
 	{
-		jose_seterr(err, err->code == JOSE_E_TOO_LONG ? JOSE_E_SIG_LENGTH : err->code,
-					"signature: %s", jose_strerror(err->code));
+		jose_errcode code = err->code == JOSE_E_TOO_LONG ? JOSE_E_SIG_LENGTH : err->code;
+
+		jose_seterr(err, code, "signature: %s", jose_strerror(code));
 		goto fail;
 	}
 	out->signing_input = token;

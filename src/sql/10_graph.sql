@@ -46,7 +46,7 @@ CREATE TABLE tokex.resource (
   audience     text PRIMARY KEY CHECK (audience ~ '^[[:graph:]]+$' AND pg_catalog.length(audience) <= 1024),
   resource_uri text UNIQUE CHECK (resource_uri ~ '^[a-zA-Z][a-zA-Z0-9+.-]*:[^[:space:]#]+$'),
   scopes       text[] NOT NULL CHECK (pg_catalog.array_position(scopes, NULL) IS NULL),
-  token_ttl    interval CHECK (token_ttl > '0'::interval),
+  token_ttl    interval CHECK (token_ttl >= '1 second'::interval),  -- tokens count whole seconds
   token_format text NOT NULL DEFAULT 'jwt' CHECK (token_format IN ('jwt')),
   description  text
 );
@@ -176,6 +176,8 @@ END
 $$;
 CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.audit_event
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
+-- ALWAYS: also under session_replication_role = replica
+ALTER TABLE tokex.audit_event ENABLE ALWAYS TRIGGER audit_event_append_only;
 
 
 
@@ -192,3 +194,4 @@ CREATE INDEX token_use_exchange ON tokex.token_use (exchange_id);
 SELECT pg_catalog.pg_extension_config_dump('tokex.token_use', '');
 CREATE TRIGGER token_use_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.token_use
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
+ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_append_only;

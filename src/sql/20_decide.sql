@@ -64,9 +64,14 @@ tok AS (  -- revoked tokens and sessions
            WHEN decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
-                          WHEN s.expires_at <= pg_catalog.now() THEN 'the session has expired' END
+                          WHEN s.expires_at <= pg_catalog.now() THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from > pg_catalog.now()
+                               OR d.valid_until <= pg_catalog.now() THEN
+                            pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
+                     END
                 FROM (SELECT 1) one
-                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) decide.sid)
+                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) decide.sid
+                LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id)
          END AS problem
 ),
 ids AS (
@@ -134,6 +139,19 @@ pol AS (
      AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
      AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
 ),
+-- allow rows that would match but for the audience: the target is what is refused
+allow_elsewhere AS (
+  SELECT 1 FROM tokex.policy p
+   WHERE p.effect = 'allow' AND p.audience IS NOT NULL
+     AND (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subj))
+     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
+     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
+     AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
+   LIMIT 1
+),
 deny_all AS (SELECT p.id FROM pol p WHERE p.effect = 'deny' AND p.scopes IS NULL ORDER BY p.priority DESC, p.id LIMIT 1),
 allow AS (SELECT p.* FROM pol p WHERE p.effect = 'allow'),
 -- the scopes that survive every bound: resource, each hop's delegation,
@@ -162,6 +180,9 @@ verdict AS (
     CASE
       WHEN decide.client_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cl WHERE cl.status = 'active') THEN
         ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', decide.client_id)]
+      WHEN EXISTS (SELECT 1 FROM cl WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
+                                              OPERATOR(pg_catalog.=) ANY (cl.grant_types))) THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', decide.client_id)]
       WHEN EXISTS (SELECT 1 FROM hopp WHERE grant_problem IS NOT NULL) THEN
         ARRAY['invalid_grant', (SELECT grant_problem FROM hopp WHERE grant_problem IS NOT NULL LIMIT 1)]
       WHEN (SELECT problem FROM tgt) IS NOT NULL THEN
@@ -174,6 +195,9 @@ verdict AS (
                                                   decide.client_id, (SELECT (r).audience FROM tgt))]
       WHEN EXISTS (SELECT 1 FROM deny_all) THEN
         ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) AND EXISTS (SELECT 1 FROM allow_elsewhere) THEN
+        ARRAY['invalid_target', pg_catalog.format('no policy allows audience "%s" here',
+                                                  (SELECT (r).audience FROM tgt))]
       WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
         ARRAY['invalid_grant', 'no policy allows this exchange']
       WHEN pg_catalog.cardinality((SELECT refused FROM granted)) > 0 THEN
@@ -209,9 +233,14 @@ LANGUAGE sql STABLE AS $$
                          OR c.status OPERATOR(pg_catalog.<>) 'active'
                          OR (c.tokens_valid_after IS NOT NULL AND iat < c.tokens_valid_after))
      AND (sid IS NULL OR EXISTS (
-           SELECT 1 FROM tokex.session s JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+           SELECT 1 FROM tokex.session s
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+             JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
             WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
-              AND s.expires_at > pg_catalog.now() AND d.revoked_at IS NULL))
+              AND s.expires_at > pg_catalog.now()
+              AND d.revoked_at IS NULL AND d.valid_from <= pg_catalog.now()
+              AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
+              AND ag.status OPERATOR(pg_catalog.=) 'active'))
      AND NOT EXISTS (
            SELECT 1 FROM tokex.audit_event a
              JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)

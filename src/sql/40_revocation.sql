@@ -23,6 +23,10 @@ BEGIN
   IF ttl <= '0'::interval OR ttl > '1 day'::interval THEN
     RAISE EXCEPTION 'session ttl must be positive and at most 1 day' USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  IF pg_catalog.cardinality(scopes) = 0 OR pg_catalog.array_position(scopes, NULL) IS NOT NULL THEN
+    RAISE EXCEPTION 'scopes must be NULL (the delegation''s) or a list of scopes'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   IF EXISTS (SELECT 1 FROM tokex.identity i
               WHERE i.id OPERATOR(pg_catalog.=) ANY (ARRAY[principal, agent])
                 AND i.status OPERATOR(pg_catalog.<>) 'active')
@@ -200,12 +204,10 @@ DECLARE
 BEGIN
   CASE TG_TABLE_NAME
     WHEN 'identity' THEN
-      IF NEW.status OPERATOR(pg_catalog.=) 'active'
-         AND NEW.tokens_valid_after IS NOT DISTINCT FROM OLD.tokens_valid_after THEN
-        RETURN NULL;
-      END IF;
-      IF NEW.status IS NOT DISTINCT FROM OLD.status
-         AND NEW.tokens_valid_after IS NOT DISTINCT FROM OLD.tokens_valid_after THEN
+      -- a revocation: leaving 'active', or tokens_valid_after moving later
+      IF NOT ((OLD.status OPERATOR(pg_catalog.=) 'active' AND NEW.status OPERATOR(pg_catalog.<>) 'active')
+              OR (NEW.tokens_valid_after IS NOT NULL
+                  AND (OLD.tokens_valid_after IS NULL OR NEW.tokens_valid_after > OLD.tokens_valid_after))) THEN
         RETURN NULL;
       END IF;
       k := 'identity'; t := NEW.id; r := NEW.status_reason;

@@ -22,7 +22,7 @@ CREATE FUNCTION tokex._verify_secret(secret text, stored text) RETURNS boolean
   LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_secret';
 CREATE FUNCTION tokex._random_secret() RETURNS text
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_random_secret';
-CREATE FUNCTION tokex._verify_assertion(token text, jwks jsonb, audience text) RETURNS jsonb
+CREATE FUNCTION tokex._verify_assertion(token text, jwks jsonb) RETURNS jsonb
   LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_assertion';
 
 -- Register a client.  With no jwks it authenticates with a generated secret,
@@ -114,7 +114,8 @@ $$;
 -- private_key_jwt.  Returns the client, or NULL with *why* filled in.
 CREATE FUNCTION tokex._authenticate(client_id text, client_secret text, client_assertion text,
                                     client_assertion_type text, endpoint text,
-                                    OUT client tokex.client, OUT why text, OUT used_basic boolean)
+                                    OUT client tokex.client, OUT why text, OUT used_basic boolean,
+                                    OUT claimed_id text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
 DECLARE
   hdrs jsonb;
@@ -145,6 +146,7 @@ BEGIN
     END IF;
     id := tokex._form_decode(pg_catalog.split_part(creds, ':', 1));
     secret := tokex._form_decode(pg_catalog.substr(creds, pg_catalog.strpos(creds, ':') + 1));
+    claimed_id := id;
     IF _authenticate.client_id IS NOT NULL AND _authenticate.client_id IS DISTINCT FROM id THEN
       why := 'client_id does not match the Basic credentials'; RETURN;
     END IF;
@@ -154,6 +156,7 @@ BEGIN
     id := _authenticate.client_id;
     secret := _authenticate.client_secret;
   END IF;
+  claimed_id := COALESCE(claimed_id, _authenticate.client_id);
   IF client_assertion IS NOT NULL OR client_assertion_type IS NOT NULL THEN
     methods := methods + 1;
   END IF;
@@ -176,21 +179,35 @@ BEGIN
       why := 'malformed client_assertion'; RETURN;
     END;
     id := COALESCE(_authenticate.client_id, claims->>'sub');
+    claimed_id := id;
     SELECT * INTO client FROM tokex.client c WHERE c.client_id OPERATOR(pg_catalog.=) id;
     IF NOT FOUND OR client.jwks IS NULL OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
       client := NULL; why := 'unknown client or no registered keys'; RETURN;
     END IF;
     BEGIN
-      claims := tokex._verify_assertion(client_assertion, client.jwks, endpoint);
+      claims := tokex._verify_assertion(client_assertion, client.jwks);
     EXCEPTION WHEN invalid_authorization_specification THEN
       client := NULL; why := 'client_assertion does not verify'; RETURN;
     END;
     IF claims->>'iss' IS DISTINCT FROM id OR claims->>'sub' IS DISTINCT FROM id OR claims->>'jti' IS NULL THEN
       client := NULL; why := 'client_assertion must have iss = sub = client_id and a jti'; RETURN;
     END IF;
+    -- RFC 7523 §3: aud identifies this server: the endpoint, the token endpoint or the issuer
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
+                     CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'array' THEN claims->'aud'
+                          ELSE pg_catalog.jsonb_build_array(claims->'aud') END) a
+                    WHERE a IN (endpoint, tokex._endpoint('/rpc/token'), tokex._issuer())) THEN
+      client := NULL; why := 'client_assertion aud does not name this server'; RETURN;
+    END IF;
+    -- short-lived only, and remember the jti for as long as the assertion verifies
+    IF (claims->>'exp')::numeric > extract(epoch FROM pg_catalog.now()) + 3600 THEN
+      client := NULL; why := 'client_assertion expires more than an hour from now'; RETURN;
+    END IF;
     DELETE FROM tokex.client_assertion_jti WHERE expires_at < pg_catalog.now();
     INSERT INTO tokex.client_assertion_jti (client_id, jti, expires_at)
-    VALUES (id, claims->>'jti', pg_catalog.to_timestamp((claims->>'exp')::double precision))
+    VALUES (id, claims->>'jti',
+            pg_catalog.to_timestamp((claims->>'exp')::double precision)
+              OPERATOR(pg_catalog.+) pg_catalog.current_setting('tokex.clock_skew')::interval)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
       client := NULL; why := 'client_assertion jti was already used'; RETURN;
@@ -232,7 +249,7 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_client', a.why, token.client_id, token.audience);
+    PERFORM tokex._audit_refusal('invalid_client', a.why, a.claimed_id, token.audience);
     RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
                           401, 'Basic realm="tokex", charset="UTF-8"');
   END IF;

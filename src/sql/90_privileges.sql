@@ -3,7 +3,8 @@
 ------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex_api FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tokex.jwks() TO PUBLIC;
+-- the JWKS is public, but over HTTP it is served by tokex_api.jwks()
+GRANT EXECUTE ON FUNCTION tokex.jwks() TO tokex_admin, tokex_app, tokex_auditor;
 GRANT EXECUTE ON FUNCTION tokex.jwt_decode(text) TO tokex_admin, tokex_app, tokex_auditor;
 GRANT EXECUTE ON FUNCTION tokex.jwt_verify(text, text) TO tokex_admin, tokex_app;
 GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
-# ASan/UBSan, pg_regress, pgTAP and interop with npm jose.  Exits non-zero if
-# any suite fails.
+# ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
+# as PostgREST calls it, and revocation racing concurrent exchanges.  Exits
+# non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
@@ -35,6 +36,8 @@ suite "JOSE unit tests under ASan/UBSan" make -s -C test/unit asan
 suite "pg_regress" regress
 suite "pgTAP" pgtap
 suite "interop with npm jose" bash test/interop/run.sh
+suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
+suite "revocation under concurrent load" bash test/concurrency/run.sh
 
 echo
 [ $fail -eq 0 ] || echo "failed suites: ${failed[*]}"

@@ -1,0 +1,95 @@
+// GET /rpc/jwks and GET /rpc/oauth_authorization_server (read-only
+// transactions, as PostgREST runs GETs), and what the anon role can reach.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BASE, ISSUER, TE, request, sql, sqlJson } from './lib.mjs';
+
+const PUBLIC_CACHE = [{ 'Cache-Control': 'public, max-age=300' }];
+
+describe('GET endpoints', () => {
+  test('jwks: the public keys, cacheable', () => {
+    const r = request('jwks', {}, { method: 'GET' });
+    assert.equal(r.status, null);
+    assert.deepEqual(r.headers, PUBLIC_CACHE);
+    assert.ok(Array.isArray(r.body.keys) && r.body.keys.length >= 1);
+    for (const k of r.body.keys) {
+      assert.equal(k.kty, 'EC');
+      assert.equal(typeof k.kid, 'string');
+      assert.ok(!('d' in k), 'no private part');
+    }
+    assert.deepEqual(r.body, sqlJson('SELECT tokex.jwks()'));
+  });
+
+  test('oauth_authorization_server: RFC 8414 metadata under base_url', () => {
+    const r = request('oauth_authorization_server', {}, { method: 'GET' });
+    assert.equal(r.status, null);
+    assert.deepEqual(r.headers, PUBLIC_CACHE);
+    const m = r.body;
+    assert.equal(m.issuer, ISSUER);
+    assert.equal(m.token_endpoint, `${BASE}/rpc/token`);
+    assert.equal(m.introspection_endpoint, `${BASE}/rpc/introspect`);
+    assert.equal(m.revocation_endpoint, `${BASE}/rpc/revoke`);
+    assert.equal(m.jwks_uri, `${BASE}/rpc/jwks`);
+    assert.ok(m.grant_types_supported.includes(TE));
+    assert.ok(m.grant_types_supported.includes('client_credentials'));
+    const methods = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+    for (const f of ['token_endpoint_auth_methods_supported', 'introspection_endpoint_auth_methods_supported',
+                     'revocation_endpoint_auth_methods_supported']) {
+      assert.deepEqual([...m[f]].sort(), methods, f);
+    }
+    assert.ok(m.token_endpoint_auth_signing_alg_values_supported.includes('ES256'));
+    assert.ok(!m.token_endpoint_auth_signing_alg_values_supported.includes('none'));
+    assert.deepEqual(m.scopes_supported, ['calendar.read', 'calendar.write']);
+  });
+});
+
+describe('the anon role', () => {
+  test('executes exactly the tokex_api functions', () => {
+    const rows = sql(`SELECT p.oid::regprocedure, has_function_privilege('anon', p.oid, 'EXECUTE')
+                        FROM pg_proc p WHERE p.pronamespace = 'tokex_api'::regnamespace ORDER BY 1`);
+    const fns = rows.split('\n').map((l) => l.split('\x1f'));
+    assert.deepEqual(fns.map(([f]) => f.replace(/\(.*/, '')).sort(),
+                     ['tokex_api.introspect', 'tokex_api.jwks', 'tokex_api.oauth_authorization_server',
+                      'tokex_api.revoke', 'tokex_api.token']);
+    for (const [f, ok] of fns) assert.equal(ok, 't', f);
+    assert.equal(sql(`SELECT has_schema_privilege('anon', 'tokex_api', 'USAGE')`), 't');
+  });
+
+  // tokex.jwks() is GRANTed TO PUBLIC (src/sql/90_privileges.sql), so
+  // has_function_privilege('anon', ...) is true for it; anon still cannot call
+  // it, having no USAGE on schema tokex (next tests).
+  const executable = () => sql(`SELECT coalesce(string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1), '')
+                                  FROM pg_proc p WHERE p.pronamespace = 'tokex'::regnamespace
+                                   AND has_function_privilege('anon', p.oid, 'EXECUTE')`);
+
+  test('can execute nothing in schema tokex (the JWKS is served by tokex_api.jwks)', () => {
+    assert.ok(Number(sql(`SELECT count(*) FROM pg_proc WHERE pronamespace = 'tokex'::regnamespace`)) > 20);
+    assert.equal(executable(), '');
+  });
+
+  test('has no USAGE on schema tokex', () => {
+    assert.equal(sql(`SELECT has_schema_privilege('anon', 'tokex', 'USAGE')`), 'f');
+  });
+
+  test('has no table, column or sequence privileges in tokex or tokex_api', () => {
+    const rows = sql(`SELECT c.oid::regclass FROM pg_class c
+                       WHERE c.relnamespace IN ('tokex'::regnamespace, 'tokex_api'::regnamespace)
+                         AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+                         AND (CASE WHEN c.relkind = 'S'
+                                   THEN has_sequence_privilege('anon', c.oid, 'USAGE, SELECT, UPDATE')
+                                   ELSE has_table_privilege('anon', c.oid,
+                                          'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                                        OR has_any_column_privilege('anon', c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')
+                              END)`);
+    assert.equal(rows, '');
+  });
+
+  test('a direct call into tokex as anon is refused', () => {
+    const r = sql(`BEGIN; SET LOCAL ROLE anon;
+                   SELECT 1 FROM pg_proc LIMIT 0;
+                   DO $$ BEGIN PERFORM tokex.jwks(); RAISE EXCEPTION 'reached tokex.jwks()';
+                   EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE 'refused'; END $$;
+                   ROLLBACK;`);
+    assert.equal(r, '');
+  });
+});

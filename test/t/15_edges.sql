@@ -1,0 +1,87 @@
+-- Edge cases found in review: each was a bug once, each assertion fails if it returns.
+\set ON_ERROR_STOP 1
+BEGIN;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION tokex;
+SET LOCAL tokex.issuer = 'https://tokex.test';
+SELECT plan(16);
+
+SELECT tokex.create_key() IS NOT NULL AS k \gset
+INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('asst', 'agent'), ('other', 'agent');
+INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES ('cal', '{cal.read}', '2 minutes');
+INSERT INTO tokex.delegation (principal, delegate, scopes, max_depth) VALUES
+  ('alice', 'asst', '{cal.read}', 2), ('asst', 'other', '{cal.read}', 1);
+INSERT INTO tokex.policy (effect, subject_kind, actor_kind) VALUES ('allow', 'human', 'agent');
+SELECT tokex.identity_token('asst') AS at, tokex.identity_token('other') AS ot \gset
+
+CREATE FUNCTION pg_temp.x(st text, at text, client text DEFAULT NULL) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT tokex.exchange(st, 'urn:ietf:params:oauth:token-type:jwt', at, 'urn:ietf:params:oauth:token-type:jwt',
+                        audience => 'cal', client_id => client)
+$$;
+
+-- resource TTLs are whole seconds: a sub-second one is refused, not turned into the default
+SELECT throws_ok($$INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES ('fast', '{x}', '500 milliseconds')$$,
+                 '23514', NULL, 'a sub-second token_ttl is refused');
+
+-- a session started earlier in the same statement is visible to the exchange
+SELECT ok(pg_temp.x(tokex.start_session('alice', 'asst', '{cal.read}')->>'session_token', :'at') ? 'access_token',
+          'exchange sees a session started in the same statement');
+
+-- an empty scope list makes a session that could grant nothing: refused
+SELECT throws_ok($$SELECT tokex.start_session('alice', 'asst', '{}')$$, '22023', NULL,
+                 'start_session with an empty scope list is refused');
+
+-- the audit row's client_id is the token's client_id
+SELECT tokex.start_session('alice', 'asst') AS s \gset
+SELECT pg_temp.x((:'s'::jsonb)->>'session_token', :'at') AS r \gset
+SELECT is((SELECT client_id FROM tokex.audit WHERE jti::text = (tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'jti'),
+          (tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'client_id',
+          'audit client_id equals the minted token''s client_id claim');
+SELECT is((tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'client_id', 'asst',
+          '... which defaults to the current actor');
+
+-- a tokex access token is a credential for its audience, not an actor credential
+SELECT is(pg_temp.x(tokex.jwt_sign(jsonb_build_object('sub', 'alice', 'exp', extract(epoch FROM now())::int + 600)),
+                    (:'r'::jsonb)->>'access_token')->>'error_description',
+          'actor_token: an access token minted for a resource is not an actor credential',
+          'an access token presented as actor_token is refused');
+
+-- a client registered for other grants cannot use token exchange, even through SQL
+INSERT INTO tokex.client (client_id, grant_types) VALUES ('cc-only', '{client_credentials}');
+SELECT is(pg_temp.x((:'s'::jsonb)->>'session_token', :'at', 'cc-only')->>'error', 'unauthorized_client',
+          'a client without the token-exchange grant type is refused by tokex.exchange');
+
+-- decommissioning the session's agent makes the session token inactive
+SELECT tokex.start_session('alice', 'asst') AS s2 \gset
+SELECT is(tokex.introspect((:'s2'::jsonb)->>'session_token')->'active', 'true'::jsonb, 'session token active');
+UPDATE tokex.identity SET status = 'decommissioned' WHERE id = 'asst';
+SELECT is(tokex.introspect((:'s2'::jsonb)->>'session_token'), '{"active": false}'::jsonb,
+          '... inactive once its agent is decommissioned');
+UPDATE tokex.identity SET status = 'active' WHERE id = 'asst';
+
+-- tokens_valid_after moving later is a revocation; moving it back or clearing it is not
+SELECT count(*) AS before FROM tokex.revocation \gset
+UPDATE tokex.identity SET tokens_valid_after = now() WHERE id = 'other';
+SELECT is((SELECT count(*) FROM tokex.revocation) - :before, 1::bigint, 'tokens_valid_after moving later: one revocation row');
+UPDATE tokex.identity SET tokens_valid_after = now() - interval '1 day' WHERE id = 'other';
+UPDATE tokex.identity SET tokens_valid_after = NULL WHERE id = 'other';
+SELECT is((SELECT count(*) FROM tokex.revocation) - :before, 1::bigint, '... moving it back or clearing it: none');
+UPDATE tokex.identity SET status = 'active' WHERE id = 'asst';
+SELECT is((SELECT count(*) FROM tokex.revocation) - :before, 1::bigint, '... nor a no-op status update');
+
+-- the audit log stays append-only under replication role (ENABLE ALWAYS)
+SET LOCAL session_replication_role = replica;
+SELECT throws_ok('DELETE FROM tokex.audit_event', '42501', NULL, 'audit_event: DELETE refused under replica role');
+SELECT throws_ok('UPDATE tokex.token_use SET outcome = NULL', '42501', NULL, 'token_use: UPDATE refused under replica role');
+SET LOCAL session_replication_role = origin;
+
+-- a session whose delegation lapsed cannot start new sessions either
+UPDATE tokex.delegation SET valid_from = now() - interval '1 hour', valid_until = now() - interval '1 second'
+ WHERE principal = 'alice';
+SELECT throws_ok($$SELECT tokex.start_session('alice', 'asst')$$, '28000', NULL,
+                 'start_session needs a live delegation');
+SELECT is(pg_temp.x((:'s2'::jsonb)->>'session_token', :'at')->>'error', 'invalid_grant',
+          'a session whose delegation lapsed is refused');
+
+SELECT * FROM finish();
+ROLLBACK;

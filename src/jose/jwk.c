@@ -137,12 +137,17 @@ pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, bool private)
 	return pkey;
 }
 
-/* EVP_PKEY_fromdata does not validate an EC point: check it is on the curve. */
+/*
+ * EVP_PKEY_fromdata validates nothing: check an EC point is on its curve,
+ * and that a private half belongs to the public half we were given (else
+ * the key would sign under a kid that names another key).
+ */
 static bool
-pkey_public_ok(EVP_PKEY *pkey)
+pkey_check(EVP_PKEY *pkey, bool private)
 {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-	bool		ok = ctx != NULL && EVP_PKEY_public_check(ctx) == 1;
+	bool		ok = ctx != NULL &&
+		(private ? EVP_PKEY_pairwise_check(ctx) == 1 : EVP_PKEY_public_check(ctx) == 1);
 
 	EVP_PKEY_CTX_free(ctx);
 	ERR_clear_error();
@@ -163,10 +168,13 @@ parse_ec(json_t *jwk, const curve_info *ci, bool allow_private, bool *has_privat
 	OSSL_PARAM_BLD *bld = NULL;
 	BIGNUM	   *bd = NULL;
 	EVP_PKEY   *pkey = NULL;
+	int			rc;
 
-	if (get_b64(jwk, "x", &x, &xl, err) != 0 || get_b64(jwk, "y", &y, &yl, err) != 0)
+	if ((rc = get_b64(jwk, "x", &x, &xl, err)) != 0 ||
+		(rc = get_b64(jwk, "y", &y, &yl, err)) != 0)
 	{
-		if (err->code != JOSE_E_JWK)
+		/* rc < 0: get_b64 said what is wrong; rc > 0: a member is missing */
+		if (rc > 0)
 			jose_seterr(err, JOSE_E_JWK, "EC JWK needs \"x\" and \"y\"");
 		goto done;
 	}
@@ -204,7 +212,7 @@ parse_ec(json_t *jwk, const curve_info *ci, bool allow_private, bool *has_privat
 		}
 	}
 	pkey = pkey_fromdata("EC", bld, d != NULL);
-	if (pkey == NULL || !pkey_public_ok(pkey))
+	if (pkey == NULL || !pkey_check(pkey, false) || (d && !pkey_check(pkey, true)))
 	{
 		EVP_PKEY_free(pkey);
 		pkey = NULL;
@@ -350,6 +358,11 @@ parse_rsa(json_t *jwk, bool allow_private, bool *has_private, jose_error *err)
 		priv = true;
 	}
 	pkey = pkey_fromdata("RSA", bld, priv);
+	if (pkey && priv && !pkey_check(pkey, true))
+	{
+		EVP_PKEY_free(pkey);
+		pkey = NULL;
+	}
 	if (pkey == NULL)
 		jose_seterr(err, JOSE_E_JWK, "RSA JWK is not a valid key");
 	else

@@ -12,6 +12,7 @@
 #include "funcapi.h"
 #include "access/htup_details.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 
 typedef struct JsonHolder
@@ -108,6 +109,7 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 		goto fail;
 	if (json_object_get(t->payload, "sub") != NULL)
 		t->sub = json_string_value(json_object_get(t->payload, "sub"));
+	t->payload_text = pnstrdup((char *) jws.payload, jws.payload_len);
 	jose_jws_clear(&jws);
 	return t;
 
@@ -116,17 +118,12 @@ fail:
 	return NULL;
 }
 
-/* Sign a claims object with tokex's active key (or kid) as a compact JWS in palloc memory. */
-char *
-tokex_sign(json_t *payload, const char *typ, const char *kid)
+/* tokex's signing key: the active one, or kid when it is active or next; ERROR if none */
+static const jose_key *
+signing_key(const char *kid)
 {
 	const jose_key *key;
 	jose_error	err;
-	json_t	   *header;
-	char	   *h,
-			   *p,
-			   *tok,
-			   *result;
 
 	if (tokex_issuer == NULL || tokex_issuer[0] == '\0')
 		ereport(ERROR,
@@ -141,16 +138,25 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
 				 errmsg("no signing key"),
 				 errdetail("%s", err.detail),
 				 errhint("Create one with tokex.create_key() or activate one with tokex.activate_key().")));
+	return key;
+}
 
-	header = json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg), "kid", key->kid, "typ", typ);
-	h = header ? json_dumps(header, JSON_COMPACT) : NULL;
+/* Compact JWS over payload text (a JSON object) in palloc memory. */
+static char *
+sign_text(const jose_key *key, const char *payload, size_t len, const char *typ)
+{
+	jose_error	err;
+	json_t	   *header = json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg),
+								   "kid", key->kid, "typ", typ);
+	char	   *h = header ? json_dumps(header, JSON_COMPACT) : NULL;
+	char	   *tok;
+	char	   *result;
+
 	json_decref(header);
-	p = json_dumps(payload, JSON_COMPACT);
-	tok = (h && p) ? jose_jws_sign(key, h, strlen(h), p, strlen(p), &err) : NULL;
-	if (!h || !p)
+	tok = h ? jose_jws_sign(key, h, strlen(h), payload, len, &err) : NULL;
+	if (h == NULL)
 		jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
 	free(h);
-	free(p);
 	if (tok == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -159,6 +165,34 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
 	result = pstrdup(tok);
 	free(tok);
 	return result;
+}
+
+/* Sign a claims object with tokex's active key (or kid) as a compact JWS in palloc memory. */
+char *
+tokex_sign(json_t *payload, const char *typ, const char *kid)
+{
+	const jose_key *key = signing_key(kid);
+	char	   *p = json_dumps(payload, JSON_COMPACT);
+	char	   *copy;
+
+	if (p == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	copy = pstrdup(p);
+	free(p);
+	return sign_text(key, copy, strlen(copy), typ);
+}
+
+/* why jansson refused a JSON text, without the caller's "payload is not..." prefix */
+static const char *
+json_reason(const jose_error *err)
+{
+	if (err->code == JOSE_E_JSON_DEPTH)
+		return "nested too deeply";
+	if (strstr(err->detail, "duplicate"))
+		return "duplicate member";
+	if (strstr(err->detail, "64-bit"))
+		return "integer outside the 64-bit range";
+	return "not valid JSON";
 }
 
 /* jsonb object -> jansson object (tracked), or ERROR */
@@ -180,7 +214,7 @@ jsonb_to_json(Jsonb *jb, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s", what),
-				 errdetail("%s", err.detail)));
+				 errdetail("The %s cannot be read (%s).", what, json_reason(&err))));
 	return j;
 }
 
@@ -194,24 +228,40 @@ PG_FUNCTION_INFO_V1(tokex_jwt_sign);
 Datum
 tokex_jwt_sign(PG_FUNCTION_ARGS)
 {
-	json_t	   *claims;
+	Jsonb	   *claims;
+	json_t	   *j;
 	json_t	   *iss;
 	char	   *kid = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const jose_key *key;
+	StringInfoData extra;
+	char	   *payload;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
-	claims = jsonb_to_json(PG_GETARG_JSONB_P(0), "claims");
-	iss = json_object_get(claims, "iss");
+	claims = PG_GETARG_JSONB_P(0);
+	j = jsonb_to_json(claims, "claims");	/* validates: an object jansson can parse */
+	iss = json_object_get(j, "iss");
 	if (iss && !(json_is_string(iss) && tokex_issuer && strcmp(json_string_value(iss), tokex_issuer) == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid claims"),
 				 errdetail("tokex signs only as its own issuer (tokex.issuer).")));
-	if (tokex_issuer && tokex_issuer[0] && iss == NULL)
-		json_object_set_new(claims, "iss", json_string(tokex_issuer));
-	if (json_object_get(claims, "iat") == NULL)
-		json_object_set_new(claims, "iat", json_integer(tokex_now()));
-	PG_RETURN_TEXT_P(cstring_to_text(tokex_sign(claims, "JWT", kid)));
+	key = signing_key(kid);
+
+	/* sign the jsonb text itself, so numbers keep the digits they were given */
+	initStringInfo(&extra);
+	if (iss == NULL)
+	{
+		appendStringInfoString(&extra, "\"iss\":");
+		escape_json(&extra, tokex_issuer);
+	}
+	if (json_object_get(j, "iat") == NULL)
+		appendStringInfo(&extra, "%s\"iat\":" INT64_FORMAT, extra.len ? "," : "", tokex_now());
+	if (extra.len)
+		claims = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(claims),
+													cstring_to_jsonb(psprintf("{%s}", extra.data))));
+	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+	PG_RETURN_TEXT_P(cstring_to_text(sign_text(key, payload, strlen(payload), "JWT")));
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_verify);
@@ -222,7 +272,6 @@ tokex_jwt_verify(PG_FUNCTION_ARGS)
 	char	   *aud = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	jose_error	err;
 	TokexToken *t;
-	char	   *claims;
 
 	if (PG_ARGISNULL(0))
 	{
@@ -233,15 +282,8 @@ tokex_jwt_verify(PG_FUNCTION_ARGS)
 	t = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), aud, &err);
 	if (t == NULL)
 		tokex_invalid_token(&err);
-	claims = json_dumps(t->payload, JSON_COMPACT);
-	if (claims == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	{
-		char	   *copy = pstrdup(claims);
-
-		free(claims);
-		PG_RETURN_DATUM(cstring_to_jsonb(copy));
-	}
+	/* the claims exactly as signed: re-serializing would reword numbers */
+	PG_RETURN_DATUM(cstring_to_jsonb(t->payload_text));
 }
 
 /* decode one base64url segment that must hold a JSON value; palloc'd text or ERROR */
@@ -266,9 +308,7 @@ decode_segment(const char *seg, size_t len, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed token"),
-				 errdetail("The %s is not JSON (%s).", what,
-						   err.code == JOSE_E_JSON_DEPTH ? "nested too deeply" :
-						   strstr(err.detail, "duplicate") ? "duplicate member" : "not valid JSON")));
+				 errdetail("The %s is not JSON (%s).", what, json_reason(&err))));
 	}
 	json_decref(j);
 	out = pnstrdup((char *) buf, n);

@@ -61,6 +61,7 @@ typedef struct TokexToken
 	const char *sub;			/* borrowed from payload, or NULL */
 	const char *kid;			/* kid of the key that verified it */
 	const char *typ;			/* header typ, or NULL */
+	char	   *payload_text;	/* the verified payload bytes, as signed */
 	MemoryContextCallback cb;
 } TokexToken;
 

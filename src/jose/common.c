@@ -305,7 +305,9 @@ jose_json_parse(const char *buf, size_t len, jose_errcode code, jose_error *err)
 	{
 		/* jerr.text names the problem (e.g. duplicate key) without echoing values */
 		jose_seterr(err, code, "%s: %s", jose_strerror(code),
-					strstr(jerr.text, "duplicate") ? "duplicate member" : "not valid JSON");
+					strstr(jerr.text, "duplicate") ? "duplicate member" :
+					strstr(jerr.text, "too big") ? "integer outside the 64-bit range" :
+					"not valid JSON");
 		return NULL;
 	}
 	return j;

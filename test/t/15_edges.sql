@@ -4,7 +4,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tokex;
 SET LOCAL tokex.issuer = 'https://tokex.test';
-SELECT plan(16);
+SELECT plan(19);
 
 SELECT tokex.create_key() IS NOT NULL AS k \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('asst', 'agent'), ('other', 'agent');
@@ -82,6 +82,14 @@ SELECT throws_ok($$SELECT tokex.start_session('alice', 'asst')$$, '28000', NULL,
                  'start_session needs a live delegation');
 SELECT is(pg_temp.x((:'s2'::jsonb)->>'session_token', :'at')->>'error', 'invalid_grant',
           'a session whose delegation lapsed is refused');
+
+-- claims are signed and returned as given: numbers keep their digits
+SELECT is(tokex.jwt_verify(tokex.jwt_sign('{"f": 0.1, "n": 12345678901234567, "exp": 9999999999}'))->'f',
+          '0.1'::jsonb, 'a decimal claim keeps its digits through sign and verify');
+SELECT is((tokex.jwt_decode(tokex.jwt_sign('{"f": 0.1, "exp": 9999999999}')))->'payload'->'f',
+          '0.1'::jsonb, '... in the signed payload too');
+SELECT throws_ok($$SELECT tokex.jwt_sign('{"n": 123456789012345678901, "exp": 9999999999}')$$, '22023',
+                 'invalid claims', 'an integer outside the 64-bit range is refused');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -309,6 +309,29 @@ BEGIN
 END
 $$;
 
+-- The common start of introspect and revoke (RFC 7662 §2.1, RFC 7009 §2.1):
+-- an authenticated client and a token, or the refusal to return.
+CREATE FUNCTION tokex._client_with_token(path text, token text, client_id text, client_secret text,
+                                         client_assertion text, client_assertion_type text,
+                                         OUT client tokex.client, OUT refusal jsonb)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+DECLARE
+  a record;
+BEGIN
+  SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
+                                           client_assertion_type, tokex._endpoint(path));
+  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
+                              401, 'Basic realm="tokex", charset="UTF-8"');
+  ELSIF token IS NULL THEN
+    refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
+                                                            'error_description', 'token is required'), 400);
+  ELSE
+    client := a.client;
+  END IF;
+END
+$$;
+
 -- POST /rpc/introspect (RFC 7662): authenticated clients only.
 CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
@@ -316,17 +339,12 @@ CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint te
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
 DECLARE
-  a record;
+  c record;
 BEGIN
-  SELECT * INTO a FROM tokex._authenticate(introspect.client_id, client_secret, client_assertion,
-                                           client_assertion_type, tokex._endpoint('/rpc/introspect'));
-  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
-                          401, 'Basic realm="tokex", charset="UTF-8"');
-  END IF;
-  IF introspect.token IS NULL THEN
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
-                                                        'error_description', 'token is required'), 400);
+  SELECT * INTO c FROM tokex._client_with_token('/rpc/introspect', introspect.token, introspect.client_id,
+                                                client_secret, client_assertion, client_assertion_type);
+  IF c.refusal IS NOT NULL THEN
+    RETURN c.refusal;
   END IF;
   RETURN tokex._respond(tokex.introspect(introspect.token));
 END
@@ -340,18 +358,13 @@ CREATE FUNCTION tokex_api.revoke(token text DEFAULT NULL, token_type_hint text D
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
 DECLARE
-  a record;
+  c record;
   claims jsonb;
 BEGIN
-  SELECT * INTO a FROM tokex._authenticate(revoke.client_id, client_secret, client_assertion,
-                                           client_assertion_type, tokex._endpoint('/rpc/revoke'));
-  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
-                          401, 'Basic realm="tokex", charset="UTF-8"');
-  END IF;
-  IF revoke.token IS NULL THEN
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
-                                                        'error_description', 'token is required'), 400);
+  SELECT * INTO c FROM tokex._client_with_token('/rpc/revoke', revoke.token, revoke.client_id,
+                                                client_secret, client_assertion, client_assertion_type);
+  IF c.refusal IS NOT NULL THEN
+    RETURN c.refusal;
   END IF;
   BEGIN
     claims := tokex.jwt_verify(revoke.token);
@@ -359,11 +372,11 @@ BEGIN
     claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
-    IF claims->>'client_id' IS DISTINCT FROM (a.client).client_id THEN
+    IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
       RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                             'error_description', 'the token was not issued to this client'), 400);
     END IF;
-    PERFORM tokex.revoke_token(claims->>'jti', 'revoked by client ' || (a.client).client_id);
+    PERFORM tokex.revoke_token(claims->>'jti', 'revoked by client ' || (c.client).client_id);
   END IF;
   RETURN tokex._respond('{}'::jsonb);
 END

@@ -550,6 +550,25 @@ decide(Exchange *x, MemoryContext keep)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * A tokex access token is a bearer credential for its audience.  Whoever
+ * received it (that resource server) may re-exchange it to narrow it, but
+ * reaching another audience takes a new actor with its own credential:
+ * otherwise any resource server could move a person's token sideways.
+ */
+static void
+check_rebinding(Exchange *x)
+{
+	json_t	   *aud;
+
+	if (x->act || !x->subj->own || x->subj->typ == NULL || strcmp(x->subj->typ, "at+jwt") != 0)
+		return;
+	aud = json_object_get(x->subj->payload, "aud");
+	if (!json_is_string(aud) || x->target == NULL || strcmp(json_string_value(aud), x->target) != 0)
+		deny(x, "invalid_target",
+			 "an access token is re-exchanged without a new actor only for its own audience");
+}
+
 /* Step 9: an RFC 9068 access token. */
 static void
 mint(Exchange *x, MemoryContext keep)
@@ -786,6 +805,8 @@ tokex_exchange(PG_FUNCTION_ARGS)
 		elog(ERROR, "tokex: SPI_connect failed");
 	if (!x->error)
 		decide(x, keep);
+	if (!x->error)
+		check_rebinding(x);
 	if (!x->error)
 		mint(x, keep);
 	audit(x);

@@ -4,7 +4,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tokex;
 SET LOCAL tokex.issuer = 'https://tokex.test';
-SELECT plan(19);
+SELECT plan(21);
 
 SELECT tokex.create_key() IS NOT NULL AS k \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('asst', 'agent'), ('other', 'agent');
@@ -50,6 +50,16 @@ SELECT is(pg_temp.x(tokex.jwt_sign(jsonb_build_object('sub', 'alice', 'exp', ext
 INSERT INTO tokex.client (client_id, grant_types) VALUES ('cc-only', '{client_credentials}');
 SELECT is(pg_temp.x((:'s'::jsonb)->>'session_token', :'at', 'cc-only')->>'error', 'unauthorized_client',
           'a client without the token-exchange grant type is refused by tokex.exchange');
+
+-- a resource server holding an access token cannot move it sideways without a new actor
+INSERT INTO tokex.resource (audience, scopes) VALUES ('cal2', '{cal.read}');
+SELECT is(tokex.exchange((:'r'::jsonb)->>'access_token', 'urn:ietf:params:oauth:token-type:access_token',
+                         audience => 'cal2')->>'error_description',
+          'an access token is re-exchanged without a new actor only for its own audience',
+          'an access token re-exchanged without an actor for another audience is refused');
+SELECT ok(tokex.exchange((:'r'::jsonb)->>'access_token', 'urn:ietf:params:oauth:token-type:access_token',
+                         audience => 'cal') ? 'access_token',
+          '... for its own audience it is granted');
 
 -- decommissioning the session's agent makes the session token inactive
 SELECT tokex.start_session('alice', 'asst') AS s2 \gset

@@ -39,7 +39,6 @@ c AS (  -- each chain position resolved to an identity
   SELECT r.n, r.sub, chain_iat[r.n] AS iat, r.id, r.kind, r.status, r.tokens_valid_after
     FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r
 ),
-n AS (SELECT pg_catalog.count(*)::int AS n FROM c),
 idp AS (  -- the first identity problem, in chain order
   SELECT CASE WHEN c.id IS NULL THEN
                 pg_catalog.format('%s "%s" is not a known identity',
@@ -98,7 +97,7 @@ tgt AS (
 ),
 hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
   SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
-         d.max_depth, ((SELECT n FROM n) - p.n) AS needed
+         d.max_depth, (pg_catalog.cardinality(chain_sub) - p.n) AS needed
     FROM c p JOIN c q ON q.n = p.n + 1
     LEFT JOIN LATERAL (
       SELECT d.* FROM tokex.delegation d
@@ -106,7 +105,7 @@ hop AS (  -- for each hop (principal at n, delegate at n+1), the best live deleg
          AND d.revoked_at IS NULL
          AND d.valid_from <= pg_catalog.now()
          AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
-       ORDER BY d.max_depth >= ((SELECT n FROM n) - p.n) DESC,
+       ORDER BY d.max_depth >= (pg_catalog.cardinality(chain_sub) - p.n) DESC,
                 (d.audiences IS NULL OR (SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
                 d.id
        LIMIT 1) d ON true
@@ -127,7 +126,7 @@ hopp AS (
     FROM hop h ORDER BY h.n
 ),
 subj AS (SELECT c.id, c.kind FROM c WHERE c.n = 1),
-act AS (SELECT c.id, c.kind FROM c WHERE c.n = (SELECT n FROM n) AND c.n > 1),
+act AS (SELECT c.id, c.kind FROM c WHERE c.n = pg_catalog.cardinality(chain_sub) AND c.n > 1),
 pol AS (
   SELECT p.* FROM tokex.policy p
    WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
@@ -136,7 +135,7 @@ pol AS (
      AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
      AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM tgt))
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
-     AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
+     AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
      AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
 ),
 -- allow rows that would match but for the audience: the target is what is refused
@@ -148,7 +147,7 @@ allow_elsewhere AS (
      AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
      AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
-     AND (p.max_depth IS NULL OR (SELECT n FROM n) - 1 <= p.max_depth)
+     AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
      AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
    LIMIT 1
 ),

@@ -99,7 +99,8 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	idx = jose_jws_verify_with(&jws, ti->keys, ti->nkeys, err);
 	if (idx < 0)
 		goto fail;
-	t->kid = ti->keys[idx]->kid;
+	/* a copy: a keystore reload later in this call would free the original */
+	t->kid = pstrdup(ti->keys[idx]->kid);
 	if (json_is_string(json_object_get(t->header, "typ")))
 		t->typ = json_string_value(json_object_get(t->header, "typ"));
 	if (jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)

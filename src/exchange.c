@@ -31,6 +31,8 @@
 
 typedef struct Exchange
 {
+	MemoryContext cxt;			/* the call's context: outlives SPI */
+
 	/* request */
 	text	   *subject_token;
 	char	   *subject_token_type;
@@ -95,9 +97,12 @@ static void
 deny(Exchange *x, const char *error, const char *fmt,...)
 {
 	StringInfoData buf;
+	MemoryContext old;
 
 	if (x->error)
 		return;					/* the first reason stands */
+	/* the reason is read after SPI_finish, so not in SPI's context */
+	old = MemoryContextSwitchTo(x->cxt);
 	initStringInfo(&buf);
 	for (;;)
 	{
@@ -111,6 +116,7 @@ deny(Exchange *x, const char *error, const char *fmt,...)
 			break;
 		enlargeStringInfo(&buf, needed);
 	}
+	MemoryContextSwitchTo(old);
 	x->error = error;
 	x->reason = buf.data;
 }
@@ -309,7 +315,13 @@ build_chain(Exchange *x)
 				 tokex_max_chain_depth);
 			return;
 		}
-		prior_iss[nprior] = pstrdup(iss ? json_string_value(iss) : x->subj->iss);
+		/* an issuer vouches only for its own namespace */
+		if (iss && strcmp(json_string_value(iss), x->subj->iss) != 0)
+		{
+			deny(x, "invalid_grant", "subject token act names an identity of another issuer");
+			return;
+		}
+		prior_iss[nprior] = pstrdup(x->subj->iss);
 		prior_sub[nprior] = pstrdup(json_string_value(sub));
 		nprior++;
 	}
@@ -388,8 +400,9 @@ check_may_act(Exchange *x)
 			deny(x, "invalid_grant", "subject token may_act claim is malformed");
 			return;
 		}
+		/* without iss, may_act names an identity of the subject token's issuer */
 		if (strcmp(json_string_value(sub), x->act->sub) == 0 &&
-			(iss == NULL || strcmp(json_string_value(iss), x->act->iss) == 0))
+			strcmp(iss ? json_string_value(iss) : x->subj->iss, x->act->iss) == 0)
 			return;
 	}
 	deny(x, "invalid_grant", "actor \"%s\" is not admitted by the subject token's may_act", x->act->sub);
@@ -624,7 +637,7 @@ mint(Exchange *x, MemoryContext keep)
 	}
 	if (act)
 		json_object_set_new(claims, "act", act);
-	if (json_is_string(sid))
+	if (x->has_sid)				/* only a tokex session; an IdP's sid means nothing here */
 		json_object_set(claims, "sid", sid);
 	tok = tokex_sign(claims, "at+jwt", NULL);
 	old = MemoryContextSwitchTo(keep);
@@ -755,6 +768,8 @@ tokex_exchange(PG_FUNCTION_ARGS)
 	MemoryContext keep = CurrentMemoryContext;
 	jose_error	err;
 
+	x->cxt = keep;
+
 	x->subject_token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	x->subject_token_type = arg_cstring(fcinfo, 1);
 	x->actor_token = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
@@ -795,6 +810,9 @@ tokex_exchange(PG_FUNCTION_ARGS)
 			deny(x, "invalid_grant", "actor_token: %s", err.detail);
 		else if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
 			deny(x, "invalid_grant", "actor_token: an access token minted for a resource is not an actor credential");
+		else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
+				 json_object_get(x->act->payload, "act"))
+			deny(x, "invalid_grant", "actor_token: a session or delegated token is not an actor credential");
 	}
 	if (!x->error)
 		build_chain(x);
@@ -891,6 +909,8 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	json_t	   *out;
 	char	   *s,
 			   *copy;
+
+	x->cxt = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_DATUM(inactive());

@@ -29,6 +29,7 @@
 #define JOSE_MAX_JSON_DEPTH		32			/* nesting of header/payload/JWK */
 #define JOSE_MAX_JWKS_KEYS		64
 #define JOSE_MIN_RSA_BITS		2048
+#define JOSE_MAX_NUMERIC_DATE	253402300799.0	/* 9999-12-31T23:59:59Z */
 
 typedef enum jose_alg
 {
@@ -247,7 +248,7 @@ int			jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys,
 
 /*
  * Registered-claim checks on a parsed payload object: exp/nbf/iat must be
- * JSON numbers (NumericDate) when present; exp required when require_exp;
+ * JSON numbers (NumericDate) between 0 and JOSE_MAX_NUMERIC_DATE when present; exp required when require_exp;
  * now < exp + skew; now >= nbf - skew; iat <= now + skew; iss/sub, when
  * present, strings; when audience != NULL, aud (string or array of strings)
  * must contain it.

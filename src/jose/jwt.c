@@ -17,6 +17,9 @@ numeric_date(json_t *payload, const char *name, double *out)
 	if (!json_is_number(v))
 		return -1;
 	*out = json_number_value(v);
+	/* 1970 to 9999: anything else cannot be a real time, and would overflow */
+	if (!(*out >= 0 && *out <= JOSE_MAX_NUMERIC_DATE))
+		return -1;
 	return 1;
 }
 

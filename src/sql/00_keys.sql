@@ -24,7 +24,7 @@ GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
 
 -- tokex.issuer, or a clear error when it is not set.
 CREATE FUNCTION tokex._issuer() RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE iss text := NULLIF(pg_catalog.current_setting('tokex.issuer', true), '');
 BEGIN
   IF iss IS NULL THEN
@@ -91,7 +91,7 @@ CREATE FUNCTION tokex._jwks_check(jwks jsonb) RETURNS integer
 -- Generate a key pair inside the database; the first key becomes active,
 -- later ones wait as 'next' (published, so relying parties can pre-fetch it).
 CREATE FUNCTION tokex.create_key(alg text DEFAULT 'ES256') RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   k record;
   st text;
@@ -111,7 +111,7 @@ END
 $$;
 
 CREATE FUNCTION tokex._key_status(p_kid text) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE st text;
 BEGIN
   SELECT status INTO st FROM tokex.key WHERE kid OPERATOR(pg_catalog.=) p_kid FOR UPDATE;
@@ -124,7 +124,7 @@ $$;
 
 -- Make kid the signing key; the previous active key is retired (still published).
 CREATE FUNCTION tokex.activate_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE st text;
 BEGIN
   LOCK TABLE tokex.key IN SHARE ROW EXCLUSIVE MODE;
@@ -143,7 +143,7 @@ $$;
 
 -- Stop signing with kid but keep publishing it until its tokens have expired.
 CREATE FUNCTION tokex.retire_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE st text;
 BEGIN
   st := tokex._key_status(retire_key.kid);
@@ -159,7 +159,7 @@ $$;
 -- Stop publishing kid: every token it signed fails verification from the next
 -- transaction on, in every backend.
 CREATE FUNCTION tokex.revoke_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   PERFORM tokex._key_status(revoke_key.kid);
   UPDATE tokex.key SET status = 'revoked', revoked_at = pg_catalog.now()
@@ -169,7 +169,7 @@ END
 $$;
 
 CREATE FUNCTION tokex.jwks() RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT pg_catalog.jsonb_build_object('keys',
            COALESCE(pg_catalog.jsonb_agg(public_jwk ORDER BY created_at), '[]'::jsonb))
     FROM tokex.key
@@ -178,7 +178,7 @@ $$;
 
 -- Register (or replace) an external issuer and its JWKS.
 CREATE FUNCTION tokex.trust_issuer(issuer text, jwks jsonb, audience text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   IF trust_issuer.issuer IS NULL OR trust_issuer.issuer OPERATOR(pg_catalog.=) '' OR trust_issuer.jwks IS NULL THEN
     RAISE EXCEPTION 'issuer and jwks are required' USING ERRCODE = 'null_value_not_allowed';
@@ -201,11 +201,11 @@ $$;
 ------------------------------------------------------------------------
 
 CREATE FUNCTION tokex.jwt_sign(claims jsonb, kid text DEFAULT NULL) RETURNS text
-  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex
+  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
   AS 'MODULE_PATHNAME', 'tokex_jwt_sign';
 
 CREATE FUNCTION tokex.jwt_verify(token text, audience text DEFAULT NULL) RETURNS jsonb
-  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex
+  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
   AS 'MODULE_PATHNAME', 'tokex_jwt_verify';
 
 CREATE FUNCTION tokex.jwt_decode(token text) RETURNS jsonb

@@ -78,7 +78,8 @@ CREATE TABLE tokex.client (
   audiences   text[] CHECK (pg_catalog.array_position(audiences, NULL) IS NULL),
   status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
   secret_hash text,            -- pbkdf2-sha256$iterations$salt$hash, never the secret
-  jwks        jsonb,           -- public keys for private_key_jwt (RFC 7523)
+  jwks        jsonb            -- public keys for private_key_jwt (RFC 7523); never secrets
+              CHECK (NOT pg_catalog.jsonb_path_exists(jwks, '$.keys[*] ? (@.kty == "oct")')),
   description text,
   created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -167,7 +168,7 @@ CREATE INDEX audit_event_subject ON tokex.audit_event (subject, at);
 SELECT pg_catalog.pg_extension_config_dump('tokex.audit_event', '');
 
 CREATE FUNCTION tokex._append_only() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   RAISE EXCEPTION '% is append-only', TG_TABLE_NAME
     USING ERRCODE = 'insufficient_privilege',

@@ -9,7 +9,7 @@
 CREATE FUNCTION tokex.start_session(principal text, agent text, scopes text[] DEFAULT NULL,
                                     ttl interval DEFAULT '1 hour')
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   d tokex.delegation;
   sid uuid := pg_catalog.gen_random_uuid();
@@ -74,7 +74,7 @@ $$;
 -- deployments without an external workload identity issuer.
 CREATE FUNCTION tokex.identity_token(identity text, ttl interval DEFAULT '15 minutes')
 RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   now_s bigint := pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint;
 BEGIN
@@ -96,7 +96,7 @@ END
 $$;
 
 CREATE FUNCTION tokex.revoke_session(session_id uuid, reason text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   UPDATE tokex.session SET revoked_at = pg_catalog.now(), revoke_reason = reason
    WHERE id OPERATOR(pg_catalog.=) session_id AND revoked_at IS NULL;
@@ -109,7 +109,7 @@ $$;
 -- Offboard a person or decommission an agent: every exchange it takes part
 -- in, and every token it appears in, stops at the next call.
 CREATE FUNCTION tokex.revoke_identity(id text, reason text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   UPDATE tokex.identity i
      SET status = CASE WHEN i.kind OPERATOR(pg_catalog.=) 'human' THEN 'offboarded' ELSE 'decommissioned' END,
@@ -123,7 +123,7 @@ END
 $$;
 
 CREATE FUNCTION tokex.revoke_delegation(principal text, delegate text, reason text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   UPDATE tokex.delegation d SET revoked_at = pg_catalog.now(), revoke_reason = reason
    WHERE d.principal OPERATOR(pg_catalog.=) revoke_delegation.principal
@@ -137,7 +137,7 @@ $$;
 
 -- Revoke one token, given as the token itself or its jti.
 CREATE FUNCTION tokex.revoke_token(token_or_jti text, reason text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   claims jsonb;
   j text := token_or_jti;
@@ -166,7 +166,7 @@ $$;
 -- A resource server or gateway records a downstream call made with a token
 -- tokex minted; the row links to the exchange that minted it.
 CREATE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   claims jsonb;
   xid uuid;
@@ -195,7 +195,7 @@ $$;
 -- announced on channel tokex_revocation, so caching gateways can drop them.
 -- Payload: {"kind": "...", "target": "...", "reason": "...", "at": "..."}.
 CREATE FUNCTION tokex._on_revocation() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   k text;
   t text;

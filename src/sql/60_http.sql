@@ -31,7 +31,7 @@ CREATE FUNCTION tokex.register_client(client_id text, identity text DEFAULT NULL
     grant_types text[] DEFAULT '{urn:ietf:params:oauth:grant-type:token-exchange}',
     audiences text[] DEFAULT NULL, jwks jsonb DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   secret text;
 BEGIN
@@ -51,7 +51,7 @@ $$;
 -- application/x-www-form-urlencoded value -> text (RFC 6749 §2.3.1 encodes
 -- client_id and secret this way inside HTTP Basic).  NULL when malformed.
 CREATE FUNCTION tokex._form_decode(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   out bytea := '';
   i int := 1;
@@ -80,7 +80,7 @@ $$;
 -- no-store headers, always.
 CREATE FUNCTION tokex._respond(body jsonb, status int DEFAULT 200, www_authenticate text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   PERFORM pg_catalog.set_config('response.status', status::text, true);
   PERFORM pg_catalog.set_config('response.headers',
@@ -97,13 +97,13 @@ $$;
 -- An HTTP-level refusal still leaves its audit row.
 CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL)
 RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
   INSERT INTO tokex.audit_event (exchange_id, decision, error, reason, client_id, audience)
   VALUES (pg_catalog.gen_random_uuid(), 'denied', error, reason, client_id, audience)
 $$;
 
 CREATE FUNCTION tokex._endpoint(path text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT pg_catalog.rtrim(COALESCE(NULLIF(pg_catalog.current_setting('tokex.base_url', true), ''),
                                    pg_catalog.current_setting('tokex.issuer', true)), '/')
          OPERATOR(pg_catalog.||) path
@@ -116,7 +116,7 @@ CREATE FUNCTION tokex._authenticate(client_id text, client_secret text, client_a
                                     client_assertion_type text, endpoint text,
                                     OUT client tokex.client, OUT why text, OUT used_basic boolean,
                                     OUT claimed_id text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   hdrs jsonb;
   auth text;
@@ -237,7 +237,7 @@ CREATE FUNCTION tokex_api.token(
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   a record;
   r jsonb;
@@ -314,7 +314,7 @@ $$;
 CREATE FUNCTION tokex._client_with_token(path text, token text, client_id text, client_secret text,
                                          client_assertion text, client_assertion_type text,
                                          OUT client tokex.client, OUT refusal jsonb)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   a record;
 BEGIN
@@ -337,7 +337,7 @@ CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint te
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
 BEGIN
@@ -356,7 +356,7 @@ CREATE FUNCTION tokex_api.revoke(token text DEFAULT NULL, token_type_hint text D
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
   claims jsonb;
@@ -384,7 +384,7 @@ $$;
 
 -- GET /rpc/jwks: public keys, cacheable.
 CREATE FUNCTION tokex_api.jwks() RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   PERFORM pg_catalog.set_config('response.headers',
     '[{"Cache-Control": "public, max-age=300"}]', true);
@@ -394,7 +394,7 @@ $$;
 
 -- GET /rpc/oauth_authorization_server: RFC 8414 metadata.
 CREATE FUNCTION tokex_api.oauth_authorization_server() RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   auth_methods jsonb := '["client_secret_basic", "client_secret_post", "private_key_jwt"]';
   signing jsonb := '["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]';

@@ -194,12 +194,12 @@ SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'tokex'::regnam
 SELECT is_empty(
   $$SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'tokex'::regnamespace AND p.prosecdef
-       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, tokex'], false)$$,
-  'every SECURITY DEFINER function in tokex has SET search_path = pg_catalog, tokex');
+       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, tokex, pg_temp'], false)$$,
+  'every SECURITY DEFINER function in tokex has SET search_path = pg_catalog, tokex, pg_temp (pg_temp last: its types cannot shadow)');
 SELECT is_empty(
   $$SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'tokex_api'::regnamespace AND p.prosecdef
-       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, tokex'], false)$$,
+       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, tokex, pg_temp'], false)$$,
   'and so does every SECURITY DEFINER function in tokex_api');
 SELECT is_empty(
   $$SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner

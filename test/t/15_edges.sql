@@ -4,7 +4,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tokex;
 SET LOCAL tokex.issuer = 'https://tokex.test';
-SELECT plan(21);
+SELECT plan(24);
 
 SELECT tokex.create_key() IS NOT NULL AS k \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('asst', 'agent'), ('other', 'agent');
@@ -60,6 +60,29 @@ SELECT is(tokex.exchange((:'r'::jsonb)->>'access_token', 'urn:ietf:params:oauth:
 SELECT ok(tokex.exchange((:'r'::jsonb)->>'access_token', 'urn:ietf:params:oauth:token-type:access_token',
                          audience => 'cal') ? 'access_token',
           '... for its own audience it is granted');
+
+-- a session token (or any delegated token) is not an actor credential
+SELECT is(pg_temp.x((:'s'::jsonb)->>'session_token', (:'s'::jsonb)->>'session_token')->>'error_description',
+          'actor_token: a session or delegated token is not an actor credential',
+          'a session token presented as actor_token is refused');
+
+-- client JWKS hold public keys only: a shared secret there would be readable by admins
+SELECT throws_ok($$INSERT INTO tokex.client (client_id, jwks)
+                   VALUES ('hs', '{"keys":[{"kty":"oct","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}')$$,
+                 '23514', NULL, 'an oct key in a client JWKS is refused');
+
+-- a caller's temporary types cannot shadow the types SECURITY DEFINER code names:
+-- pg_temp comes last in the pinned search_path
+CREATE ROLE tokex_test_mallory NOLOGIN IN ROLE tokex_app;
+GRANT TEMPORARY ON DATABASE :"DBNAME" TO tokex_test_mallory;
+SET LOCAL ROLE tokex_test_mallory;
+CREATE TYPE pg_temp.uuid AS ENUM ('x');
+CREATE FUNCTION pg_temp.evil(pg_catalog.uuid) RETURNS pg_temp.uuid LANGUAGE plpgsql AS
+  $f$ BEGIN RAISE EXCEPTION 'ran as %', current_user; END $f$;
+CREATE CAST (pg_catalog.uuid AS pg_temp.uuid) WITH FUNCTION pg_temp.evil(pg_catalog.uuid) AS ASSIGNMENT;
+SELECT lives_ok($$SELECT tokex.start_session('alice', 'asst')$$,
+                'a temporary uuid type and cast do not hijack start_session');
+RESET ROLE;
 
 -- decommissioning the session's agent makes the session token inactive
 SELECT tokex.start_session('alice', 'asst') AS s2 \gset

@@ -1104,7 +1104,11 @@ test_claims(void)
 	C("exp = now + 0.5 (fractional)", 0, NULL, true, JOSE_OK, "{\"exp\":%d.5}", NOW);
 	C("exp = now - 0.5 (fractional)", 0, NULL, true, JOSE_E_EXPIRED, "{\"exp\":%d.5}", NOW - 1);
 	C("exp = 0", 0, NULL, true, JOSE_E_EXPIRED, "{\"exp\":0}");
-	C("exp negative", 0, NULL, true, JOSE_E_EXPIRED, "{\"exp\":-1}");
+	/* outside 1970..9999 a NumericDate is malformed (and would overflow time_t math) */
+	C("exp negative", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":-1}");
+	C("iat far in the past (-1e13)", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":%d,\"iat\":-1e13}", NOW + 100);
+	C("exp 1e300", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":1e300}");
+	C("nbf past year 9999", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":%d,\"nbf\":253402300800}", NOW + 100);
 	C("exp as string \"123\"", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":\"123\"}");
 	C("exp as string, not required", 0, NULL, false, JOSE_E_CLAIM_TYPE, "{\"exp\":\"%d\"}", NOW + 100);
 	C("exp null", 0, NULL, true, JOSE_E_CLAIM_TYPE, "{\"exp\":null}");

@@ -144,6 +144,9 @@ load_issuers(Keystore *ks)
 
 		rc = j ? jose_jwks_parse(j, &keys, &n, &err) : -1;
 		json_decref(j);
+		/* an issuer's JWKS may hold HMAC secrets: keep only the parsed keys */
+		explicit_bzero(jwks, strlen(jwks));
+		pfree(jwks);
 		if (rc < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),

@@ -50,14 +50,7 @@ pbkdf2(const char *secret, size_t len, const uint8 *salt, size_t saltlen, int it
 static char *
 b64(const uint8 *p, size_t n)
 {
-	char	   *s = jose_b64url_encode(p, n, NULL);
-	char	   *copy;
-
-	if (s == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	copy = pstrdup(s);
-	free(s);
-	return copy;
+	return tokex_adopt(jose_b64url_encode(p, n, NULL));
 }
 
 /* tokex._hash_secret(secret) -> 'pbkdf2-sha256$<iterations>$<salt>$<hash>' */
@@ -176,12 +169,7 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 	jose_keys_free(keys, nkeys);
 	if (rc < 0)
 		tokex_invalid_token(&err);
-	{
-		char	   *copy = pstrdup(out);
-
-		free(out);
-		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
-	}
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(out))));
 }
 
 /* tokex._random_secret() -> 256 random bits, base64url: a new client secret */

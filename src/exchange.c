@@ -739,8 +739,7 @@ static Datum
 response(Exchange *x)
 {
 	json_t	   *j;
-	char	   *s,
-			   *copy;
+	char	   *s;
 
 	if (x->error)
 		j = json_pack("{s:s,s:s}", "error", x->error, "error_description", x->reason);
@@ -753,11 +752,7 @@ response(Exchange *x)
 					  "scope", scope_string(x->scope_out, x->nscope));
 	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
-	if (s == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	copy = pstrdup(s);
-	free(s);
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(copy));
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(s)));
 }
 
 PG_FUNCTION_INFO_V1(tokex_exchange);
@@ -907,8 +902,6 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	jose_error	err;
 	bool		active;
 	json_t	   *out;
-	char	   *s,
-			   *copy;
 
 	x->cxt = CurrentMemoryContext;
 
@@ -939,10 +932,6 @@ tokex_introspect(PG_FUNCTION_ARGS)
 		if (v)
 			json_object_set(out, members[i], v);
 	}
-	s = json_dumps(out, JSON_COMPACT);
-	if (s == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	copy = pstrdup(s);
-	free(s);
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(tokex_adopt(json_dumps(out, JSON_COMPACT)))));
 }

@@ -99,8 +99,6 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	idx = jose_jws_verify_with(&jws, ti->keys, ti->nkeys, err);
 	if (idx < 0)
 		goto fail;
-	/* a copy: a keystore reload later in this call would free the original */
-	t->kid = pstrdup(ti->keys[idx]->kid);
 	if (json_is_string(json_object_get(t->header, "typ")))
 		t->typ = json_string_value(json_object_get(t->header, "typ"));
 	if (jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)
@@ -151,7 +149,6 @@ sign_text(const jose_key *key, const char *payload, size_t len, const char *typ)
 								   "kid", key->kid, "typ", typ);
 	char	   *h = header ? json_dumps(header, JSON_COMPACT) : NULL;
 	char	   *tok;
-	char	   *result;
 
 	json_decref(header);
 	tok = h ? jose_jws_sign(key, h, strlen(h), payload, len, &err) : NULL;
@@ -163,9 +160,7 @@ sign_text(const jose_key *key, const char *payload, size_t len, const char *typ)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("cannot sign token"),
 				 errdetail("%s", err.detail)));
-	result = pstrdup(tok);
-	free(tok);
-	return result;
+	return tokex_adopt(tok);
 }
 
 /* Sign a claims object with tokex's active key (or kid) as a compact JWS in palloc memory. */
@@ -173,14 +168,9 @@ char *
 tokex_sign(json_t *payload, const char *typ, const char *kid)
 {
 	const jose_key *key = signing_key(kid);
-	char	   *p = json_dumps(payload, JSON_COMPACT);
-	char	   *copy;
+	char	   *p = tokex_adopt(json_dumps(payload, JSON_COMPACT));
 
-	if (p == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	copy = pstrdup(p);
-	free(p);
-	return sign_text(key, copy, strlen(copy), typ);
+	return sign_text(key, p, strlen(p), typ);
 }
 
 /* why jansson refused a JSON text, without the caller's "payload is not..." prefix */
@@ -393,14 +383,9 @@ tokex_generate_key(PG_FUNCTION_ARGS)
 	memcpy(VARDATA(b), der, derlen);
 	explicit_bzero(der, derlen);
 	free(der);
-	{
-		char	   *copy = pstrdup(pubtext);
-
-		free(pubtext);
-		values[0] = CStringGetTextDatum(kid);
-		values[1] = cstring_to_jsonb(copy);
-		values[2] = PointerGetDatum(b);
-	}
+	values[0] = CStringGetTextDatum(kid);
+	values[1] = cstring_to_jsonb(tokex_adopt(pubtext));
+	values[2] = PointerGetDatum(b);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(td), values, nulls)));
 }
 

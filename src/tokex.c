@@ -86,6 +86,25 @@ tokex_now(void)
 	return (int64) timestamptz_to_time_t(GetCurrentTimestamp());
 }
 
+char *
+tokex_adopt(char *s)
+{
+	char	   *copy = NULL;
+
+	if (s != NULL)
+	{
+		size_t		len = strlen(s);
+
+		copy = palloc_extended(len + 1, MCXT_ALLOC_NO_OOM);
+		if (copy)
+			memcpy(copy, s, len + 1);
+		free(s);
+	}
+	if (copy == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	return copy;
+}
+
 void
 tokex_invalid_token(const jose_error *err)
 {

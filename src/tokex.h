@@ -34,6 +34,13 @@ extern int	tokex_secret_iterations;
 /* Current wall-clock time in Unix seconds (tokens care about now, not xact start). */
 extern int64 tokex_now(void);
 
+/*
+ * Take a malloc'd string from jansson or the JOSE core into palloc memory and
+ * free the original; NULL (their out-of-memory) or a failed copy is an ERROR,
+ * raised only after the original is freed.
+ */
+extern char *tokex_adopt(char *s);
+
 /* Raise the contract error for a failed verification: 28000, "invalid token". */
 extern void tokex_invalid_token(const jose_error *err) pg_attribute_noreturn();
 
@@ -59,7 +66,6 @@ typedef struct TokexToken
 	bool		own;			/* issued by tokex itself */
 	const char *iss;			/* borrowed from payload */
 	const char *sub;			/* borrowed from payload, or NULL */
-	const char *kid;			/* kid of the key that verified it */
 	const char *typ;			/* header typ, or NULL */
 	char	   *payload_text;	/* the verified payload bytes, as signed */
 	MemoryContextCallback cb;

@@ -4,7 +4,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION tokex;
 SET LOCAL tokex.issuer = 'https://tokex.test';
-SELECT plan(24);
+SELECT plan(26);
 
 SELECT tokex.create_key() IS NOT NULL AS k \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('asst', 'agent'), ('other', 'agent');
@@ -123,6 +123,16 @@ SELECT is((tokex.jwt_decode(tokex.jwt_sign('{"f": 0.1, "exp": 9999999999}')))->'
           '0.1'::jsonb, '... in the signed payload too');
 SELECT throws_ok($$SELECT tokex.jwt_sign('{"n": 123456789012345678901, "exp": 9999999999}')$$, '22023',
                  'invalid claims', 'an integer outside the 64-bit range is refused');
+
+-- client secrets are stored as salted PBKDF2 with the configured iterations, never in clear
+SET LOCAL tokex.secret_hash_iterations = 100000;
+SELECT tokex.register_client('iter-app') AS secret \gset
+SELECT matches((SELECT secret_hash FROM tokex.client WHERE client_id = 'iter-app'),
+               '^pbkdf2-sha256\$100000\$[A-Za-z0-9_-]{22}\$[A-Za-z0-9_-]{43}$',
+               'the secret hash records tokex.secret_hash_iterations, a salt and the hash');
+SELECT ok(tokex._verify_secret(:'secret', (SELECT secret_hash FROM tokex.client WHERE client_id = 'iter-app'))
+          AND NOT tokex._verify_secret(:'secret' || 'x', (SELECT secret_hash FROM tokex.client WHERE client_id = 'iter-app')),
+          '... and verifies the secret it was made from, and nothing else');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -94,18 +94,22 @@ BEGIN
 END
 $$;
 
--- An HTTP-level refusal still leaves its audit row.
-CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL)
+-- An HTTP-level refusal still leaves its audit row, committed whatever
+-- PostgREST's transaction does.  operation: 'exchange' (the token endpoint),
+-- 'introspect' or 'revoke'.
+CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL,
+                                     operation text DEFAULT 'exchange')
 RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  INSERT INTO tokex.audit_event (exchange_id, decision, error, reason, client_id, audience)
-  VALUES (pg_catalog.gen_random_uuid(), 'denied', error, reason, client_id, audience)
+  SELECT tokex._audit_write(pg_catalog.jsonb_build_object(
+    'exchange_id', pg_catalog.gen_random_uuid(), 'operation', operation, 'decision', 'denied',
+    'error', error, 'reason', pg_catalog.left(reason, 1024),
+    'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false)
 $$;
 
 CREATE FUNCTION tokex._endpoint(path text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT pg_catalog.rtrim(COALESCE(NULLIF(pg_catalog.current_setting('tokex.base_url', true), ''),
-                                   pg_catalog.current_setting('tokex.issuer', true)), '/')
+  SELECT pg_catalog.rtrim(COALESCE(tokex._setting('base_url'), tokex._setting('issuer')), '/')
          OPERATOR(pg_catalog.||) path
 $$;
 
@@ -207,7 +211,7 @@ BEGIN
     INSERT INTO tokex.client_assertion_jti (client_id, jti, expires_at)
     VALUES (id, claims->>'jti',
             pg_catalog.to_timestamp((claims->>'exp')::double precision)
-              OPERATOR(pg_catalog.+) pg_catalog.current_setting('tokex.clock_skew')::interval)
+              OPERATOR(pg_catalog.+) tokex._setting('clock_skew')::interval)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
       client := NULL; why := 'client_assertion jti was already used'; RETURN;
@@ -286,23 +290,25 @@ BEGIN
         'error_description', 'client_credentials tokens carry no scope or audience; exchange them'), 400);
     END IF;
     xid := pg_catalog.gen_random_uuid();
-    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint;
-    ttl := extract(epoch FROM LEAST(pg_catalog.current_setting('tokex.default_ttl')::interval,
-                                    pg_catalog.current_setting('tokex.max_ttl')::interval))::int;
-    tok := tokex.jwt_sign(pg_catalog.jsonb_build_object(
+    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint;
+    ttl := extract(epoch FROM LEAST(tokex._setting('default_ttl')::interval,
+                                    tokex._setting('max_ttl')::interval))::int;
+    tok := tokex._sign(pg_catalog.jsonb_build_object(
+             'iss', tokex._issuer(),
              'sub', (a.client).identity, 'client_id', (a.client).client_id,
              'aud', tokex._issuer(),
-             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl));
-    INSERT INTO tokex.audit_event (exchange_id, decision, subject, client_id, audience, jti, expires_at,
-                                   subject_issuer, issued_token_type)
-    VALUES (xid, 'granted', (a.client).identity, (a.client).client_id,
-            tokex._issuer(), xid, pg_catalog.to_timestamp(now_s + ttl),
-            tokex._issuer(), 'urn:ietf:params:oauth:token-type:access_token');
+             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl), 'JWT');
+    -- committed before the token is returned
+    PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
+      'exchange_id', xid, 'operation', 'client_credentials', 'decision', 'granted',
+      'subject', (a.client).identity, 'client_id', (a.client).client_id, 'audience', tokex._issuer(),
+      'jti', xid, 'expires_at', pg_catalog.to_timestamp(now_s + ttl), 'subject_issuer', tokex._issuer(),
+      'issued_token_type', 'urn:ietf:params:oauth:token-type:access_token'));
     RETURN tokex._respond(pg_catalog.jsonb_build_object('access_token', tok, 'token_type', 'Bearer',
                                                         'expires_in', ttl));
   END IF;
 
-  r := tokex.exchange(subject_token, subject_token_type, actor_token, actor_token_type,
+  r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
                       token.audience, token.resource, token.scope, requested_token_type,
                       (a.client).client_id);
   RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
@@ -376,7 +382,7 @@ BEGIN
       RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                             'error_description', 'the token was not issued to this client'), 400);
     END IF;
-    PERFORM tokex.revoke_token(claims->>'jti', 'revoked by client ' || (c.client).client_id);
+    PERFORM tokex.revoke_token(revoke.token, 'revoked by client ' || (c.client).client_id);
   END IF;
   RETURN tokex._respond('{}'::jsonb);
 END

@@ -10,10 +10,10 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION tokex;
+CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
 SET LOCAL tokex.issuer = 'https://tokex.test';
 SET LOCAL client_min_messages = warning;
-SELECT plan(112);
+SELECT plan(113);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
   SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
@@ -79,7 +79,10 @@ SELECT tokex.jwt_verify(:'t1') AS v1 \gset
 SELECT is(:'v1'::jsonb->>'sub', 'alice', 'sign/verify round trip');
 SELECT is(:'v1'::jsonb->>'iss', 'https://tokex.test', 'jwt_sign fills in iss from tokex.issuer');
 SELECT ok(abs((:'v1'::jsonb->>'iat')::bigint - :now) <= 5, 'jwt_sign fills in iat = now');
-SELECT is(:'v1'::jsonb - 'iss' - 'iat', :'c1'::jsonb, 'every claim survives the round trip (nested, unicode)');
+SELECT is(:'v1'::jsonb - 'iss' - 'iat' - 'jti', :'c1'::jsonb, 'every claim survives the round trip (nested, unicode)');
+SELECT is((SELECT count(*) FROM tokex.audit WHERE operation = 'jwt_sign' AND jti = (:'v1'::jsonb->>'jti')::uuid
+              AND subject = 'alice' AND decision = 'granted'), 1::bigint,
+          'jwt_sign adds a jti and commits an audit row for it');
 SELECT is(tokex.jwt_decode(:'t1'),
           jsonb_build_object('header', jsonb_build_object('alg', 'ES256', 'kid', :'kid', 'typ', 'JWT'),
                              'payload', :'v1'::jsonb),

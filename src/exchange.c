@@ -524,10 +524,10 @@ note_presented(Exchange *x, TokexToken *t, const char *which)
  * caller's own uncommitted changes stay visible.
  */
 static int
-execute_now(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only)
+execute_now(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long tcount)
 {
 	return SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
-								read_only, false, 1);
+								read_only, false, tcount);
 }
 
 /* Steps 2-8 of the decision: tokex.decide, then may_act. Runs inside SPI. */
@@ -582,7 +582,7 @@ decide(Exchange *x, MemoryContext keep)
 		nulls[12] = nulls[13] = 'n';
 	values[14] = TimestampTzGetDatum(x->at);
 
-	rc = execute_now(decide_plan, values, nulls, false);
+	rc = execute_now(decide_plan, values, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: decision query failed: %s", SPI_result_code_string(rc));
 	tup = SPI_tuptable->vals[0];
@@ -891,7 +891,7 @@ resolve_sql_client(Exchange *x)
 		client_plan = p;
 	}
 	v[0] = ObjectIdGetDatum(caller);
-	rc = execute_now(client_plan, v, NULL, true);
+	rc = execute_now(client_plan, v, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "tokex: client query failed: %s", SPI_result_code_string(rc));
 	n = (int) SPI_processed;
@@ -1067,7 +1067,7 @@ token_active(Exchange *x)
 	else
 		n[7] = 'n';
 	v[8] = TimestampTzGetDatum(x->at);
-	rc = execute_now(active_plan, v, n, true);
+	rc = execute_now(active_plan, v, n, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: token state query failed: %s", SPI_result_code_string(rc));
 	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

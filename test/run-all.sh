@@ -2,7 +2,8 @@
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
-# as PostgREST calls it, and revocation racing concurrent exchanges.  Exits
+# as PostgREST calls it, revocation racing concurrent exchanges, and a
+# cluster without tokex preloaded (its own pg_virtualenv).  Exits
 # non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,7 @@ suite "pgTAP" pgtap
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
+suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 
 echo
 [ $fail -eq 0 ] || echo "failed suites: ${failed[*]}"

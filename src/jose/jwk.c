@@ -379,6 +379,53 @@ done:
 	return pkey;
 }
 
+/* A JSON string equal to lit (length-checked, so an embedded NUL cannot match). */
+static bool
+json_str_is(json_t *v, const char *lit)
+{
+	return json_is_string(v) && json_string_length(v) == strlen(lit) &&
+		memcmp(json_string_value(v), lit, strlen(lit)) == 0;
+}
+
+/*
+ * RFC 7517 §4.3 "key_ops": absent means the key may sign and verify; present,
+ * it must be an array of distinct strings and the key may do only the
+ * signature operations it names (*ops).  *other tells whether it names
+ * operations tokex does not do (encrypt, wrapKey, ...), which §4.3 allows but
+ * which contradict a "use" of "sig".
+ */
+static int
+jwk_key_ops(json_t *jwk, unsigned *ops, bool *other, jose_error *err)
+{
+	json_t	   *arr = json_object_get(jwk, "key_ops");
+	json_t	   *op;
+	size_t		i;
+
+	*ops = JOSE_OP_SIGN | JOSE_OP_VERIFY;
+	*other = false;
+	if (arr == NULL)
+		return 0;
+	/* eight values are registered; a longer list is not a key_ops */
+	if (!json_is_array(arr) || json_array_size(arr) > 16)
+		return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of strings");
+	*ops = 0;
+	json_array_foreach(arr, i, op)
+	{
+		if (!json_is_string(op))
+			return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of strings");
+		for (size_t j = 0; j < i; j++)
+			if (json_equal(op, json_array_get(arr, j)))
+				return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" values must be distinct");
+		if (json_str_is(op, "sign"))
+			*ops |= JOSE_OP_SIGN;
+		else if (json_str_is(op, "verify"))
+			*ops |= JOSE_OP_VERIFY;
+		else
+			*other = true;
+	}
+	return 0;
+}
+
 /* Fill key->thumbprint and, when kid is NULL, key->kid. */
 static int
 finish_key(jose_key *key, const char *kid, jose_error *err)
@@ -401,6 +448,8 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 	const char *kty;
 	jose_key   *key;
 	jose_alg	alg = JOSE_ALG_UNKNOWN;
+	unsigned	ops;
+	bool		other_ops;
 
 	if (!json_is_object(jwk))
 	{
@@ -419,6 +468,20 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 	if (juse && !(json_is_string(juse) && strcmp(json_string_value(juse), "sig") == 0))
 	{
 		jose_seterr(err, JOSE_E_JWK, "JWK \"use\" is not \"sig\"");
+		return NULL;
+	}
+	if (jwk_key_ops(jwk, &ops, &other_ops, err) < 0)
+		return NULL;
+	/* like a "use" other than "sig": not a signature key at all */
+	if (ops == 0)
+	{
+		jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" has neither \"sign\" nor \"verify\"");
+		return NULL;
+	}
+	if (juse && other_ops)
+	{
+		jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" names operations other than "
+					"\"sign\" and \"verify\", contradicting \"use\": \"sig\"");
 		return NULL;
 	}
 	if (jkid && (!json_is_string(jkid) || json_string_length(jkid) == 0 ||
@@ -516,6 +579,7 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 		goto fail;
 	}
 	key->alg = alg;
+	key->ops = ops;
 	if (finish_key(key, jkid ? json_string_value(jkid) : NULL, err) < 0)
 		goto fail;
 	return key;
@@ -712,6 +776,7 @@ jose_key_generate(jose_alg alg, jose_error *err)
 	key->alg = alg;
 	key->kty = jose_alg_kty(alg);
 	key->has_private = true;
+	key->ops = JOSE_OP_SIGN | JOSE_OP_VERIFY;
 	if (ci)
 		key->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", ci->group);
 	else if (alg == JOSE_ALG_EDDSA)
@@ -779,6 +844,7 @@ jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len, jose_error *err)
 	key->alg = alg;
 	key->kty = jose_alg_kty(alg);
 	key->has_private = true;
+	key->ops = JOSE_OP_SIGN | JOSE_OP_VERIFY;
 	key->pkey = p8 ? EVP_PKCS82PKEY(p8) : NULL;
 	PKCS8_PRIV_KEY_INFO_free(p8);
 	ERR_clear_error();
@@ -839,14 +905,23 @@ jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys, jose_error *err)
 		json_t	   *use = json_object_get(jwk, "use");
 		jose_error	kerr;
 		jose_alg	dflt;
+		unsigned	ops;
+		bool		other_ops;
 
 		if (!json_is_object(jwk) || !json_is_string(kty))
 		{
 			jose_keys_free(out, n);
 			return jose_seterr(err, JOSE_E_JWKS, "JWKS key %zu is not a JWK", i);
 		}
-		/* RFC 7517 §5: skip keys for other uses */
+		/* RFC 7517 §5: skip keys for other uses, or that may not verify */
 		if (use && json_is_string(use) && strcmp(json_string_value(use), "sig") != 0)
+			continue;
+		if (jwk_key_ops(jwk, &ops, &other_ops, &kerr) < 0)
+		{
+			jose_keys_free(out, n);
+			return jose_seterr(err, JOSE_E_JWKS, "JWKS key %zu: %s", i, kerr.detail);
+		}
+		if (!(ops & JOSE_OP_VERIFY))
 			continue;
 		/*
 		 * RSA/oct JWKs without "alg" (common in IdP JWKS) are bound to RS256

@@ -310,6 +310,45 @@ public_pem(const jose_key *k)
 	return out;
 }
 
+/* Public JWK of k with members edited: set from a JSON object text, then "alg"/"use" dropped if asked. */
+static json_t *
+jwk_edited(const jose_key *k, const char *set, bool drop_alg, bool drop_use)
+{
+	jose_error	err = noerr();
+	json_t	   *j = jose_jwk_public(k, &err);
+
+	if (j == NULL)
+		abort();
+	if (drop_alg)
+		json_object_del(j, "alg");
+	if (drop_use)
+		json_object_del(j, "use");
+	if (set)
+	{
+		json_t	   *m = json_fixture(set);
+
+		json_object_update(j, m);
+		json_decref(m);
+	}
+	return j;
+}
+
+/* Keys of a JWKS built from jwks (stolen); aborts when it does not parse. */
+static jose_key **
+jwks_keys(json_t *jwks, size_t *n)
+{
+	jose_key  **keys = NULL;
+	jose_error	err = noerr();
+
+	if (jose_jwks_parse(jwks, &keys, n, &err) < 0)
+	{
+		fprintf(stderr, "fixture: JWKS refused: %s\n", err.detail);
+		abort();
+	}
+	json_decref(jwks);
+	return keys;
+}
+
 /* oct HS256 key whose secret is the given bytes (the attacker's HMAC key). */
 static jose_key *
 hmac_key_from(const void *secret, size_t len)
@@ -702,6 +741,54 @@ main(void)
 			   JOSE_E_SIGNATURE, "verify");
 		free(a);
 		free(h2);
+	}
+
+	/* ---- key_ops (RFC 7517 §4.3) and use (§4.2): a key does only what its JWK says ---- */
+	refuse_jwk("RSA JWK without alg or use, key_ops [\"encrypt\"] (Wycheproof JWS tc355)",
+			   jwk_edited(rs, "{\"key_ops\":[\"encrypt\"]}", true, true), JOSE_ALG_RS256,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK without alg or use, key_ops [\"encrypt\"] (Wycheproof JWS tc356)",
+			   jwk_edited(es, "{\"key_ops\":[\"encrypt\"]}", true, true), JOSE_ALG_UNKNOWN,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("RSA JWK use enc (Wycheproof JWS tc353)",
+			   jwk_edited(rs, "{\"use\":\"enc\"}", true, false), JOSE_ALG_RS256, JOSE_E_JWK, "use");
+	refuse_jwk("EC JWK with key_ops \"verify\" (a string, not an array)",
+			   jwk_edited(es, "{\"key_ops\":\"verify\"}", false, true), JOSE_ALG_UNKNOWN,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK with key_ops [\"verify\",\"verify\"]",
+			   jwk_edited(es, "{\"key_ops\":[\"verify\",\"verify\"]}", false, true),
+			   JOSE_ALG_UNKNOWN, JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK use sig with key_ops [\"verify\",\"encrypt\"] (use and key_ops disagree)",
+			   jwk_edited(es, "{\"key_ops\":[\"verify\",\"encrypt\"]}", false, false),
+			   JOSE_ALG_UNKNOWN, JOSE_E_JWK, "key_ops");
+	{
+		json_t	   *j = jwk_edited(es, "{\"kid\":\"k-es\",\"key_ops\":[\"sign\"]}", false, true);
+		jose_key   *signonly = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &err);
+		jose_key  **keys;
+		size_t		n = 0;
+
+		json_decref(j);
+		if (signonly == NULL)
+			abort();
+		refuse("valid ES256 token, jose_jws_verify on a key_ops [\"sign\"] key",
+			   token_signed(es_hdr, good, es), &signonly, 1, ONE_KEY, JOSE_E_KEY_OPS, "verify");
+		refuse("valid ES256 token naming a key_ops [\"sign\"] key by kid",
+			   token_signed(es_hdr, good, es), &signonly, 1, WITH_KEYS, JOSE_E_KEY_OPS, "verify");
+		refuse("valid ES256 token without kid, only a key_ops [\"sign\"] key",
+			   token_signed("{\"alg\":\"ES256\"}", good, es), &signonly, 1, WITH_KEYS,
+			   JOSE_E_NO_KEY, "no key");
+		jose_key_free(signonly);
+
+		/* a trusted issuer's JWKS: the encrypt-only RSA key is not a verification key */
+		keys = jwks_keys(json_pack("{s:[o,o]}", "keys",
+								   jwk_edited(es, "{\"kid\":\"k-es\"}", false, false),
+								   jwk_edited(rs, "{\"kid\":\"rsa\",\"key_ops\":[\"encrypt\"]}",
+											  true, true)), &n);
+		tap_ok(n == 1, "JWKS: the key_ops [\"encrypt\"] key is skipped (%zu key left)", n);
+		refuse("valid RS256 token naming a JWKS key whose key_ops is [\"encrypt\"]",
+			   token_signed("{\"alg\":\"RS256\",\"kid\":\"rsa\"}", good, rs), keys, n,
+			   WITH_KEYS, JOSE_E_NO_KEY, "kid");
+		jose_keys_free(keys, n);
 	}
 
 	/* ---- weak keys ---- */

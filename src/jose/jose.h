@@ -194,9 +194,10 @@ jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
  * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
  * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
  * other key that does not parse makes the whole JWKS an error (a trust anchor
- * is not half-read), as do zero signature keys or more than
- * JOSE_MAX_JWKS_KEYS.  RSA/oct keys without "alg" are bound to RS256/HS256.
- * Private members are never read.
+ * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
+ * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
+ * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
+ * members are never read.
  */
 int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
 							jose_error *err);

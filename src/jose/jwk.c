@@ -889,6 +889,8 @@ jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys, jose_error *err)
 				n = 0;
 	json_t	   *jwk;
 	jose_key  **out;
+	bool		saw_oct = false,
+				saw_asym = false;
 
 	*keys = NULL;
 	*nkeys = 0;
@@ -912,6 +914,23 @@ jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys, jose_error *err)
 		{
 			jose_keys_free(out, n);
 			return jose_seterr(err, JOSE_E_JWKS, "JWKS key %zu is not a JWK", i);
+		}
+
+		/*
+		 * Shared secrets and public keys never belong in one set: a set that
+		 * holds both is a private keyset published, or pasted, by mistake
+		 * (Wycheproof's "MixedKeySet").  Counted over every key, skipped or
+		 * not, since a secret leaks wherever the set goes.
+		 */
+		if (strcmp(json_string_value(kty), "oct") == 0)
+			saw_oct = true;
+		else
+			saw_asym = true;
+		if (saw_oct && saw_asym)
+		{
+			jose_keys_free(out, n);
+			return jose_seterr(err, JOSE_E_JWKS,
+							   "JWKS mixes symmetric (oct) and asymmetric keys (key %zu)", i);
 		}
 		/* RFC 7517 §5: skip keys for other uses, or that may not verify */
 		if (use && json_is_string(use) && strcmp(json_string_value(use), "sig") != 0)

@@ -1003,6 +1003,47 @@ done:
 		jose_keys_free(keys, n);
 		json_decref(j);
 	}
+	{
+		/* one kind of key per set: every asymmetric kind together, or only secrets */
+		static const char oct1[] = "{\"kty\":\"oct\",\"kid\":\"h1\",\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		static const char oct2[] = "{\"kty\":\"oct\",\"kid\":\"h2\",\"alg\":\"HS384\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVm\"}";
+		json_t	   *j;
+		jose_error	e = noerr();
+
+		j = json_pack("{s:[o,o,o]}", "keys", pub_jwk(es_a, "a", NULL), pub_jwk(ed, "b", NULL),
+					  pub_jwk(rs, "c", NULL));
+		keys = NULL;
+		n = 0;
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc == 0 && n == 3, "jwks: EC, OKP and RSA keys together are one kind (%s)",
+			   rc == 0 ? "ok" : e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+
+		j = json_pack("{s:[o,o]}", "keys", json_fixture(oct1), json_fixture(oct2));
+		keys = NULL;
+		n = 0;
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc == 0 && n == 2, "jwks: two oct keys together are one kind (%s)",
+			   rc == 0 ? "ok" : e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+
+		j = json_pack("{s:[o,o,o]}", "keys", pub_jwk(es_a, "a", NULL), pub_jwk(rs, "c", NULL),
+					  json_fixture(oct1));
+		keys = NULL;
+		n = 0;
+		e = noerr();
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc < 0 && keys == NULL && n == 0 && e.code == JOSE_E_JWKS &&
+			   strstr(e.detail, "mixes symmetric (oct) and asymmetric keys") &&
+			   strstr(e.detail, "key 2"),
+			   "jwks: an oct key after two public keys refuses the set, naming it (got %s \"%s\")",
+			   errname(e.code), e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+	}
 	jose_key_free(es_e);
 	jose_key_free(foreign);
 	jose_key_free(rs_as_ps);

@@ -791,6 +791,44 @@ main(void)
 		jose_keys_free(keys, n);
 	}
 
+	/* ---- a JWKS is either shared secrets or public keys, never both ---- */
+	{
+		static const char oct_jwk[] =
+			"{\"kty\":\"oct\",\"alg\":\"HS256\",\"use\":\"sig\",\"kid\":\"h\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		static const char oct_enc[] =
+			"{\"kty\":\"oct\",\"use\":\"enc\",\"kid\":\"wrap\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		struct
+		{
+			const char *name;
+			json_t	   *jwks;
+		}			mixed[] = {
+			{"JWKS with an HS256 key and an ES256 key (Wycheproof JWK tc1)",
+			json_pack("{s:[o,o]}", "keys", json_fixture(oct_jwk), jwk_edited(es, NULL, false, false))},
+			{"JWKS with an RS256 key then an HS256 key",
+			json_pack("{s:[o,o]}", "keys", jwk_edited(rs, NULL, false, false), json_fixture(oct_jwk))},
+			{"JWKS with an EdDSA key and an oct key marked use enc",
+			json_pack("{s:[o,o]}", "keys", jwk_edited(ed, NULL, false, false), json_fixture(oct_enc))},
+		};
+
+		for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++)
+		{
+			jose_key  **keys = NULL;
+			size_t		n = 0;
+			jose_error	e = noerr();
+			int			rc = jose_jwks_parse(mixed[i].jwks, &keys, &n, &e);
+			bool		ok = rc < 0 && keys == NULL && n == 0 && e.code == JOSE_E_JWKS &&
+				contains(e.detail, "symmetric") && contains(e.detail, "asymmetric");
+
+			tap_ok(ok, "%s -> JWKS", mixed[i].name);
+			if (!ok)
+				tap_diag("  got rc=%d %s \"%s\"", rc, errname(e.code), e.detail);
+			jose_keys_free(keys, n);
+			json_decref(mixed[i].jwks);
+		}
+	}
+
 	/* ---- weak keys ---- */
 	refuse_jwk("RSA 1024-bit JWK", rsa_jwk_of_bits(1024), JOSE_ALG_RS256,
 			   JOSE_E_KEY_TOO_WEAK, "2048");

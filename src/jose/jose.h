@@ -170,10 +170,12 @@ jose_key   *jose_key_generate(jose_alg alg, jose_error *err);
  * array of distinct strings that names "sign" or "verify" (and nothing else
  * when "use" is also present: RFC 7517 §4.3 wants them consistent); the key
  * is then limited to what it names (key->ops): jose_sign_raw and
- * jose_verify_raw refuse the other operation with JOSE_E_KEY_OPS.  EC public points are checked to be on the curve; RSA
- * moduli must be >= 2048 bits; oct keys must be at least as long as the hash
- * of their alg.  Private members (d, p, ...) are read only when
- * allow_private; otherwise their presence is ignored.
+ * jose_verify_raw refuse the other operation with JOSE_E_KEY_OPS.
+ * EC public points are checked to be on the curve; RSA moduli must be >= 2048
+ * bits and free of the ROCA fingerprint (CVE-2017-15361, JOSE_E_KEY_TOO_WEAK);
+ * oct keys must be at least as long as the hash of their alg.  Private
+ * members (d, p, ...) are read only when allow_private; otherwise their
+ * presence is ignored.
  */
 jose_key   *jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private,
 						   jose_error *err);

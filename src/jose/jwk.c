@@ -286,8 +286,9 @@ done:
 
 /*
  * ROCA (CVE-2017-15361, Nemec et al., CCS 2017): Infineon's RSALib made
- * primes k*M + (65537^a mod M), M a primorial, so their moduli factor in
- * CPU-months.  Such a modulus is itself a power of 65537 modulo each small
+ * primes k*M + (65537^a mod M), M a primorial, and that structure lets
+ * Coppersmith's method factor their moduli (RSA-2048 in CPU-years rather
+ * than never).  Such a modulus is itself a power of 65537 modulo each small
  * prime; the published fingerprint tests that for the primes 3..167 and
  * refuses a modulus for which it holds for all of them.  A random modulus
  * passes by chance with probability about 2^-28 (the product, over those
@@ -467,12 +468,12 @@ jwk_key_ops(json_t *jwk, unsigned *ops, bool *other, jose_error *err)
 		return 0;
 	/* eight values are registered; a longer list is not a key_ops */
 	if (!json_is_array(arr) || json_array_size(arr) > 16)
-		return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of strings");
+		return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of at most 16 strings");
 	*ops = 0;
 	json_array_foreach(arr, i, op)
 	{
 		if (!json_is_string(op))
-			return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of strings");
+			return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" must be an array of at most 16 strings");
 		for (size_t j = 0; j < i; j++)
 			if (json_equal(op, json_array_get(arr, j)))
 				return jose_seterr(err, JOSE_E_JWK, "JWK \"key_ops\" values must be distinct");

@@ -1187,6 +1187,8 @@ test_key_ops(void)
 			{"an object", "{\"verify\":true}", NULL, "array"},
 			{"an array with a number", "[\"verify\",1]", NULL, "array"},
 			{"an array with null", "[null]", NULL, "array"},
+			{"17 entries", "[\"verify\",\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\","
+			"\"l\",\"m\",\"n\",\"o\",\"p\"]", NULL, "at most 16"},
 			{"\"verify\" twice", "[\"verify\",\"verify\"]", NULL, "distinct"},
 			{"\"encrypt\" twice", "[\"verify\",\"encrypt\",\"encrypt\"]", NULL, "distinct"},
 			{"empty", "[]", NULL, "neither"},

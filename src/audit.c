@@ -48,6 +48,7 @@
 #define AUDIT_SLOT_BYTES	16384	/* one row as JSON; fields are capped to fit */
 #define AUDIT_MAX_DBS		32
 #define WRITER_IDLE_MS		1000
+#define WRITER_START_MS		10000	/* a start not seen through by then is retried */
 
 typedef enum
 {
@@ -82,6 +83,7 @@ typedef struct AuditWriter
 	Oid			dboid;
 	int			pgprocno;
 	pid_t		pid;
+	TimestampTz since;			/* when it was asked to start */
 } AuditWriter;
 
 typedef struct AuditShmem
@@ -285,6 +287,10 @@ submit(const char *json, size_t len)
 
 		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
 		w = find_writer(MyDatabaseId);
+		/* a launcher that died before registering the worker leaves it STARTING */
+		if (w && w->state == WRITER_STARTING &&
+			TimestampDifferenceExceeds(w->since, GetCurrentTimestamp(), WRITER_START_MS))
+			w->state = WRITER_NONE, w = NULL;
 		if (w == NULL)
 		{
 			for (int i = 0; i < AUDIT_MAX_DBS; i++)
@@ -293,6 +299,7 @@ submit(const char *json, size_t len)
 					w = &audit_shmem->writers[i];
 					w->state = WRITER_STARTING;
 					w->dboid = MyDatabaseId;
+					w->since = GetCurrentTimestamp();
 					launch = i;
 					break;
 				}
@@ -440,6 +447,7 @@ tokex_audit_write_sql(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 static int	writer_index = -1;
+static Oid	writer_db = InvalidOid;
 
 /* Whatever ends the writer: pending rows fail (their tokens are not issued). */
 static void
@@ -451,7 +459,8 @@ writer_exit(int code, Datum arg)
 		return;
 	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
 	if (audit_shmem->writers[writer_index].pid == MyProcPid ||
-		audit_shmem->writers[writer_index].state == WRITER_STARTING)
+		(audit_shmem->writers[writer_index].state == WRITER_STARTING &&
+		 audit_shmem->writers[writer_index].dboid == writer_db))
 	{
 		Oid			db = audit_shmem->writers[writer_index].dboid;
 
@@ -557,6 +566,7 @@ tokex_audit_writer_main(Datum arg)
 
 	writer_index = DatumGetInt32(arg);
 	memcpy(&db, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	writer_db = db;
 	before_shmem_exit(writer_exit, (Datum) 0);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -571,6 +581,14 @@ tokex_audit_writer_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+	if (audit_shmem->writers[writer_index].state != WRITER_STARTING ||
+		audit_shmem->writers[writer_index].dboid != db)
+	{
+		/* given up on (WRITER_START_MS) or taken over: not ours any more */
+		LWLockRelease(audit_shmem->lock);
+		writer_index = -1;
+		proc_exit(0);
+	}
 	audit_shmem->writers[writer_index].pgprocno = MyProc->pgprocno;
 	audit_shmem->writers[writer_index].pid = MyProcPid;
 	audit_shmem->writers[writer_index].state = WRITER_RUNNING;

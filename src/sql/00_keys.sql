@@ -1,4 +1,4 @@
--- tokex 0.1 install script.
+-- tokex install script, first part (make assembles src/sql/*.sql in name order).
 --
 -- Hardened against search_path: every reference is schema-qualified and
 -- every SECURITY DEFINER function pins search_path to pg_catalog, tokex.

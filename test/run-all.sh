@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
-# ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
-# as PostgREST calls it, revocation racing concurrent exchanges, and a
+# ASan/UBSan, pg_regress, the upgrade check (every earlier version updated
+# to this one has its schema and keeps its rows), pgTAP, interop with npm
+# jose, the HTTP face replayed as PostgREST calls it, revocation racing
+# concurrent exchanges, and a
 # cluster without tokex preloaded (its own pg_virtualenv).  Exits
 # non-zero if any suite fails.
 set -uo pipefail
@@ -44,6 +46,7 @@ pgtap() {
 suite "JOSE unit tests" make -s -C test/unit check
 suite "JOSE unit tests under ASan/UBSan" make -s -C test/unit asan
 suite "pg_regress" regress
+suite "upgrade: ALTER EXTENSION UPDATE equals a fresh install" bash test/upgrade/run.sh
 suite "pgTAP" pgtap
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh

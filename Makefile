@@ -25,6 +25,28 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# The other test suites, PGXS-style: like installcheck, against the server
+# the PG* environment names, with tokex installed (make install).
+#   make unitcheck     the JOSE core without PostgreSQL, plain and ASan/UBSan
+#   make tapcheck      pgTAP, each file in a fresh database (TAP_TESTS=files)
+#   make upgradecheck  each earlier version, updated, equals a fresh install
+#   make check-all     every suite, as CI runs them (test/run-all.sh)
+.PHONY: unitcheck tapcheck upgradecheck check-all
+unitcheck:
+	$(MAKE) -C $(srcdir)/test/unit check asan
+tapcheck:
+	PG_CONFIG='$(PG_CONFIG)' bash $(srcdir)/test/pgtap.sh $(TAP_TESTS)
+upgradecheck:
+	PG_CONFIG='$(PG_CONFIG)' bash $(srcdir)/test/upgrade/run.sh
+check-all:
+	PG_CONFIG='$(PG_CONFIG)' bash $(srcdir)/test/run-all.sh
+
+# A VPATH build (pg_buildext builds each PostgreSQL version in its own
+# build-<version>/ directory) needs the object directories there.
+ifdef VPATH
+$(shell mkdir -p $(sort $(dir $(OBJS))))
+endif
+
 ifeq ($(EXTVERSION),)
 $(error cannot read default_version from tokex.control)
 endif

@@ -28,26 +28,11 @@ regress() {
   return 1
 }
 
-# Each file runs in a fresh database where tokex is installed and committed:
-# the audit writer commits audit rows in its own transaction, so the table
-# must exist outside the file's BEGIN ... ROLLBACK.
-pgtap() {
-  local db=tokex_tap f rc=0
-  for f in test/t/*.sql; do
-    dropdb --force --if-exists "$db" && createdb "$db" &&
-      psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
-        -c 'CREATE EXTENSION pgtap; CREATE EXTENSION pgcrypto; CREATE EXTENSION tokex' || return 1
-    pg_prove -d "$db" "$f" || rc=1
-  done
-  dropdb --force --if-exists "$db"
-  return $rc
-}
-
 suite "JOSE unit tests" make -s -C test/unit check
 suite "JOSE unit tests under ASan/UBSan" make -s -C test/unit asan
 suite "pg_regress" regress
-suite "upgrade: ALTER EXTENSION UPDATE equals a fresh install" bash test/upgrade/run.sh
-suite "pgTAP" pgtap
+suite "upgrade: ALTER EXTENSION UPDATE equals a fresh install" make -s upgradecheck
+suite "pgTAP" make -s tapcheck
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh

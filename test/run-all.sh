@@ -4,9 +4,9 @@
 # ASan/UBSan, pg_regress, the upgrade check (every earlier version updated
 # to this one has its schema and keeps its rows), pgTAP, interop with npm
 # jose, the HTTP face replayed as PostgREST calls it, revocation racing
-# concurrent exchanges, and a
-# cluster without tokex preloaded (its own pg_virtualenv).  Exits
-# non-zero if any suite fails.
+# concurrent exchanges, a cluster without tokex preloaded (its own
+# pg_virtualenv), and the Debian package built, inspected and smoke-tested.
+# Exits non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
@@ -37,6 +37,9 @@ suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
+# last: with CI=true it installs the .deb into the system PostgreSQL, then
+# purges it and puts the tree's build back
+suite "Debian package (postgresql-15-tokex)" bash test/package/run.sh
 
 echo
 [ $fail -eq 0 ] || echo "failed suites: ${failed[*]}"

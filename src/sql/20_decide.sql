@@ -39,7 +39,7 @@ RETURNS TABLE (
   error text, reason text, -- steps 4-7, or NULL when granted
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl interval, may_act_ids text[])
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
 LANGUAGE sql STABLE AS $$
 WITH
 c AS (  -- each chain position resolved to an identity
@@ -226,7 +226,7 @@ SELECT COALESCE((SELECT problem FROM tok), (SELECT problem FROM idp WHERE proble
        ARRAY(SELECT p.id FROM pol p ORDER BY p.id),
        (SELECT (r).audience FROM tgt),
        (SELECT scopes FROM granted),
-       (SELECT (r).token_ttl FROM tgt),
+       (SELECT pg_catalog.floor(extract(epoch FROM (r).token_ttl))::bigint FROM tgt),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
           FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
   FROM ids

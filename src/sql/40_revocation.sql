@@ -5,112 +5,52 @@
 -- The credential an agent holds for a person: a tokex JWT with sub = the
 -- person, may_act = the agent and sid = the session.  It only works as the
 -- subject_token of an exchange (with the agent's actor_token) while the
--- session, the delegation and both identities are live.
+-- session, the delegation and both identities are live.  Issued in C
+-- (src/session.c) through the same steps as every token.
 CREATE FUNCTION tokex.start_session(principal text, agent text, scopes text[] DEFAULT NULL,
                                     ttl interval DEFAULT '1 hour')
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  d tokex.delegation;
-  sid uuid := pg_catalog.gen_random_uuid();
-  jti uuid := pg_catalog.gen_random_uuid();
-  granted text[];
-  at timestamptz := pg_catalog.clock_timestamp();   -- the call, not the transaction's start
-  exp timestamptz;
-  tok text;
-BEGIN
-  IF principal IS NULL OR agent IS NULL OR ttl IS NULL THEN
-    RAISE EXCEPTION 'principal, agent and ttl are required' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF ttl <= '0'::interval OR ttl > '1 day'::interval THEN
-    RAISE EXCEPTION 'session ttl must be positive and at most 1 day' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF pg_catalog.cardinality(scopes) = 0 OR pg_catalog.array_position(scopes, NULL) IS NOT NULL THEN
-    RAISE EXCEPTION 'scopes must be NULL (the delegation''s) or a list of scopes'
-      USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF EXISTS (SELECT 1 FROM tokex.identity i
-              WHERE i.id OPERATOR(pg_catalog.=) ANY (ARRAY[principal, agent])
-                AND i.status OPERATOR(pg_catalog.<>) 'active')
-     OR (SELECT pg_catalog.count(*) FROM tokex.identity i
-          WHERE i.id OPERATOR(pg_catalog.=) ANY (ARRAY[principal, agent])) <> 2 THEN
-    RAISE EXCEPTION 'cannot start a session for "%" and "%"', principal, agent
-      USING ERRCODE = 'invalid_authorization_specification',
-            DETAIL = 'Both must be known, active identities.';
-  END IF;
-  SELECT * INTO d FROM tokex.delegation x
-   WHERE x.principal OPERATOR(pg_catalog.=) start_session.principal
-     AND x.delegate OPERATOR(pg_catalog.=) start_session.agent
-     AND x.revoked_at IS NULL AND x.valid_from <= at
-     AND (x.valid_until IS NULL OR x.valid_until > at)
-     AND (start_session.scopes IS NULL OR x.scopes OPERATOR(pg_catalog.@>) start_session.scopes)
-   ORDER BY x.id LIMIT 1;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no live delegation from "%" to "%"%', principal, agent,
-      CASE WHEN scopes IS NULL THEN '' ELSE ' covering the requested scopes' END
-      USING ERRCODE = 'invalid_authorization_specification';
-  END IF;
-  -- ARRAY(...) over no rows is '{}', not NULL: test the argument itself
-  granted := CASE WHEN start_session.scopes IS NULL THEN d.scopes
-                  ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(start_session.scopes) s ORDER BY s) END;
-  exp := at OPERATOR(pg_catalog.+) ttl;
-  IF d.valid_until IS NOT NULL AND d.valid_until < exp THEN
-    exp := d.valid_until;
-  END IF;
-  INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, created_at, expires_at)
-  VALUES (sid, principal, agent, d.id, granted, at, exp);
-  tok := tokex._sign(pg_catalog.jsonb_build_object(
-           'iss', tokex._issuer(),
-           'sub', principal,
-           'may_act', pg_catalog.jsonb_build_object('sub', agent, 'iss', tokex._issuer()),
-           'sid', sid::text,
-           'jti', jti::text,
-           'scope', pg_catalog.array_to_string(granted, ' '),
-           'iat', pg_catalog.floor(extract(epoch FROM at))::bigint,
-           'nbf', pg_catalog.floor(extract(epoch FROM at))::bigint,
-           'exp', pg_catalog.floor(extract(epoch FROM exp))::bigint), 'JWT');
-  -- committed before the credential is returned, whatever this transaction does
-  PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
-    'exchange_id', jti, 'at', at, 'operation', 'session', 'decision', 'granted',
-    'subject', principal, 'actor', agent, 'actor_chain', ARRAY[agent], 'scope', granted,
-    'jti', jti, 'expires_at', exp, 'delegation_ids', ARRAY[d.id], 'subject_issuer', tokex._issuer(),
-    'subject_sid', sid, 'issued_token_type', 'urn:ietf:params:oauth:token-type:jwt'));
-  RETURN pg_catalog.jsonb_build_object('session_token', tok, 'session_id', sid, 'expires_at', exp);
-END
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS 'MODULE_PATHNAME', 'tokex_start_session';
+
+-- Its decision: both identities known and active, and the first live
+-- delegation from principal to agent that covers scopes (NULL: any); the
+-- session's scopes (the requested ones, or the delegation's).
+CREATE FUNCTION tokex._decide_session(principal text, agent text, scopes text[], at timestamptz)
+RETURNS TABLE (problem text, delegation_ids bigint[], scopes text[], valid_until timestamptz)
+LANGUAGE sql STABLE AS $$
+  SELECT CASE WHEN (SELECT pg_catalog.count(*) FROM tokex.identity i
+                     WHERE i.id OPERATOR(pg_catalog.=) ANY (ARRAY[principal, agent])
+                       AND i.status OPERATOR(pg_catalog.=) 'active') OPERATOR(pg_catalog.<>) 2
+              THEN 'identities'
+              WHEN d.id IS NULL THEN 'delegation' END,
+         ARRAY[d.id],
+         CASE WHEN _decide_session.scopes IS NULL THEN d.scopes
+              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(_decide_session.scopes) s ORDER BY s) END,
+         d.valid_until
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (
+      SELECT x.id, x.scopes, x.valid_until FROM tokex.delegation x
+       WHERE x.principal OPERATOR(pg_catalog.=) _decide_session.principal
+         AND x.delegate OPERATOR(pg_catalog.=) _decide_session.agent
+         AND x.revoked_at IS NULL AND x.valid_from OPERATOR(pg_catalog.<=) _decide_session.at
+         AND (x.valid_until IS NULL OR x.valid_until OPERATOR(pg_catalog.>) _decide_session.at)
+         AND (_decide_session.scopes IS NULL OR x.scopes OPERATOR(pg_catalog.@>) _decide_session.scopes)
+       ORDER BY x.id LIMIT 1) d ON true
 $$;
 
 -- An actor token for an agent or service registered in tokex, for
--- deployments without an external workload identity issuer.
+-- deployments without an external workload identity issuer (src/session.c).
 CREATE FUNCTION tokex.identity_token(identity text, ttl interval DEFAULT '15 minutes')
 RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  now_s bigint := pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint;
-  exp_s bigint;
-  jti uuid := pg_catalog.gen_random_uuid();
-  tok text;
-BEGIN
-  IF ttl IS NULL OR ttl <= '0'::interval OR ttl > '1 day'::interval THEN
-    RAISE EXCEPTION 'ttl must be positive and at most 1 day' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM tokex.identity i
-                  WHERE i.id OPERATOR(pg_catalog.=) identity_token.identity
-                    AND i.kind IN ('agent', 'service') AND i.status OPERATOR(pg_catalog.=) 'active') THEN
-    RAISE EXCEPTION 'cannot mint a credential for "%"', identity
-      USING ERRCODE = 'invalid_authorization_specification',
-            DETAIL = 'Only active agents and services get identity tokens.';
-  END IF;
-  exp_s := now_s OPERATOR(pg_catalog.+) pg_catalog.floor(extract(epoch FROM ttl))::bigint;
-  tok := tokex._sign(pg_catalog.jsonb_build_object(
-           'iss', tokex._issuer(), 'sub', identity, 'jti', jti::text,
-           'iat', now_s, 'nbf', now_s, 'exp', exp_s), 'JWT');
-  PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
-    'exchange_id', jti, 'operation', 'identity_token', 'decision', 'granted',
-    'subject', identity, 'jti', jti, 'expires_at', pg_catalog.to_timestamp(exp_s),
-    'subject_issuer', tokex._issuer(), 'issued_token_type', 'urn:ietf:params:oauth:token-type:jwt'));
-  RETURN tok;
-END
-$$;
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS 'MODULE_PATHNAME', 'tokex_identity_token';
+
+-- The client_credentials grant for a client the HTTP face authenticated
+-- (src/session.c); granted to no one.
+CREATE FUNCTION tokex._client_credentials(client_id text, scope text, audience text, resource text)
+RETURNS jsonb
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_client_credentials';
 
 CREATE FUNCTION tokex.revoke_session(session_id uuid, reason text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$

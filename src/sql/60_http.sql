@@ -245,10 +245,6 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, 
 DECLARE
   a record;
   r jsonb;
-  now_s bigint;
-  ttl int;
-  tok text;
-  xid uuid;
 BEGIN
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
@@ -276,36 +272,8 @@ BEGIN
 
   IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN
     -- an actor token for the identity the client acts for (RFC 6749 §4.4)
-    IF (a.client).identity IS NULL OR NOT EXISTS (
-         SELECT 1 FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) (a.client).identity
-            AND i.status OPERATOR(pg_catalog.=) 'active') THEN
-      PERFORM tokex._audit_refusal('unauthorized_client', 'the client has no active identity', (a.client).client_id);
-      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
-                            'error_description', 'the client has no active identity'), 400);
-    END IF;
-    IF token.scope IS NOT NULL OR token.audience IS NOT NULL OR token.resource IS NOT NULL THEN
-      PERFORM tokex._audit_refusal('invalid_scope', 'client_credentials tokens carry no scope or audience; exchange them',
-                                   (a.client).client_id, token.audience);
-      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_scope',
-        'error_description', 'client_credentials tokens carry no scope or audience; exchange them'), 400);
-    END IF;
-    xid := pg_catalog.gen_random_uuid();
-    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint;
-    ttl := extract(epoch FROM LEAST(tokex._setting('default_ttl')::interval,
-                                    tokex._setting('max_ttl')::interval))::int;
-    tok := tokex._sign(pg_catalog.jsonb_build_object(
-             'iss', tokex._issuer(),
-             'sub', (a.client).identity, 'client_id', (a.client).client_id,
-             'aud', tokex._issuer(),
-             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl), 'JWT');
-    -- committed before the token is returned
-    PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
-      'exchange_id', xid, 'operation', 'client_credentials', 'decision', 'granted',
-      'subject', (a.client).identity, 'client_id', (a.client).client_id, 'audience', tokex._issuer(),
-      'jti', xid, 'expires_at', pg_catalog.to_timestamp(now_s + ttl), 'subject_issuer', tokex._issuer(),
-      'issued_token_type', 'urn:ietf:params:oauth:token-type:access_token'));
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('access_token', tok, 'token_type', 'Bearer',
-                                                        'expires_in', ttl));
+    r := tokex._client_credentials((a.client).client_id, token.scope, token.audience, token.resource);
+    RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
   END IF;
 
   r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,

@@ -209,7 +209,7 @@ tokex_identity_token(PG_FUNCTION_ARGS)
 	/* decide: an active agent or service */
 	keep(&identity_plan,
 		 "SELECT 1 FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) $1 "
-		 "AND i.kind IN ('agent', 'service') AND i.status OPERATOR(pg_catalog.=) 'active'",
+		 "AND i.kind OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'service']) AND i.status OPERATOR(pg_catalog.=) 'active'",
 		 1, types);
 	v[0] = identity ? CStringGetTextDatum(identity) : (Datum) 0;
 	if (identity == NULL ||

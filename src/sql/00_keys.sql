@@ -64,7 +64,7 @@ CREATE UNIQUE INDEX key_one_active ON tokex.key ((true)) WHERE status = 'active'
 
 -- Trusted external issuers (IdPs, agent platforms) and their JWKS.  jwks may
 -- hold shared secrets (oct keys for HS*), so it is owner-only as well.
-CREATE TABLE tokex.issuer (
+CREATE TABLE tokex.trusted_issuer (
   issuer     text PRIMARY KEY CHECK (issuer <> '' AND pg_catalog.length(issuer) <= 1024),
   jwks       jsonb NOT NULL,
   audience   text,
@@ -73,19 +73,19 @@ CREATE TABLE tokex.issuer (
 );
 
 SELECT pg_catalog.pg_extension_config_dump('tokex.key', '');
-SELECT pg_catalog.pg_extension_config_dump('tokex.issuer', '');
+SELECT pg_catalog.pg_extension_config_dump('tokex.trusted_issuer', '');
 
-REVOKE ALL ON tokex.key, tokex.issuer FROM PUBLIC;
+REVOKE ALL ON tokex.key, tokex.trusted_issuer FROM PUBLIC;
 GRANT SELECT (kid, alg, status, public_jwk, created_at, activated_at, retired_at, revoked_at)
   ON tokex.key TO tokex_admin;
-GRANT SELECT (issuer, audience, created_at, updated_at) ON tokex.issuer TO tokex_admin;
+GRANT SELECT (issuer, audience, created_at, updated_at) ON tokex.trusted_issuer TO tokex_admin;
 
 -- Any committed change to keys or issuers drops every backend's key cache.
 CREATE FUNCTION tokex._keystore_invalidate() RETURNS trigger
   LANGUAGE C AS 'MODULE_PATHNAME', 'tokex_keystore_invalidate';
 CREATE TRIGGER key_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokex.key
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._keystore_invalidate();
-CREATE TRIGGER issuer_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokex.issuer
+CREATE TRIGGER issuer_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokex.trusted_issuer
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._keystore_invalidate();
 
 CREATE FUNCTION tokex._generate_key(alg text, OUT kid text, OUT public_jwk jsonb, OUT private_key bytea)
@@ -195,9 +195,9 @@ BEGIN
             DETAIL = 'It is tokex''s own issuer (tokex.issuer); its keys are tokex.key.';
   END IF;
   PERFORM tokex._jwks_check(trust_issuer.jwks);
-  INSERT INTO tokex.issuer AS i (issuer, jwks, audience)
+  INSERT INTO tokex.trusted_issuer AS i (issuer, jwks, audience)
   VALUES (trust_issuer.issuer, trust_issuer.jwks, trust_issuer.audience)
-  ON CONFLICT ON CONSTRAINT issuer_pkey DO UPDATE
+  ON CONFLICT ON CONSTRAINT trusted_issuer_pkey DO UPDATE
     SET jwks = EXCLUDED.jwks, audience = EXCLUDED.audience, updated_at = pg_catalog.now();
 END
 $$;

@@ -9,7 +9,8 @@ const PUBLIC_CACHE = [{ 'Cache-Control': 'public, max-age=300' }];
 describe('GET endpoints', () => {
   test('jwks: the public keys, cacheable', () => {
     const r = request('jwks', {}, { method: 'GET' });
-    assert.equal(r.status, null);
+    assert.equal(r.status, 200);
+    assert.equal(r.gucStatus, null);
     assert.deepEqual(r.headers, PUBLIC_CACHE);
     assert.ok(Array.isArray(r.body.keys) && r.body.keys.length >= 1);
     for (const k of r.body.keys) {
@@ -22,7 +23,8 @@ describe('GET endpoints', () => {
 
   test('oauth_authorization_server: RFC 8414 metadata under base_url', () => {
     const r = request('oauth_authorization_server', {}, { method: 'GET' });
-    assert.equal(r.status, null);
+    assert.equal(r.status, 200);
+    assert.equal(r.gucStatus, null);
     assert.deepEqual(r.headers, PUBLIC_CACHE);
     const m = r.body;
     assert.equal(m.issuer, ISSUER);

@@ -227,6 +227,30 @@ BEGIN
 END
 $$;
 
+-- RFC 8693 §2.1: audience and resource may be repeated; tokex mints for
+-- exactly one target, so a repeat is invalid_target.  PostgREST keeps only
+-- the last value of a repeated form key and cannot pass them all to this
+-- function (a VARIADIC parameter resolves only when a request sends every
+-- parameter), so the reverse proxy in front of it counts them and lists the
+-- repeated names in the Tokex-Repeated-Parameters request header
+-- (contrib/nginx).  A client can only refuse its own request with it.
+-- Returns 'audience' or 'resource', or NULL.
+CREATE FUNCTION tokex._repeated_target() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  hdr text;
+BEGIN
+  BEGIN
+    hdr := NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb
+           ->> 'tokex-repeated-parameters';
+  EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+  END;
+  RETURN (SELECT n FROM pg_catalog.regexp_split_to_table(pg_catalog.lower(hdr), '[[:space:],]+') n
+           WHERE n IN ('audience', 'resource') ORDER BY n LIMIT 1);
+END
+$$;
+
 -- POST /rpc/token
 CREATE FUNCTION tokex_api.token(
   grant_type text DEFAULT NULL,
@@ -268,6 +292,12 @@ BEGIN
                                  (a.client).client_id, token.audience);
     RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                           'error_description', 'the client may not use this grant_type'), 400);
+  END IF;
+  IF tokex._repeated_target() IS NOT NULL THEN
+    PERFORM tokex._audit_refusal('invalid_target', tokex._repeated_target() || ' given more than once',
+                                 (a.client).client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_target',
+                          'error_description', 'exactly one audience or resource may be requested'), 400);
   END IF;
 
   IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN

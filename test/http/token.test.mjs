@@ -307,3 +307,49 @@ describe('client_credentials', () => {
                                    client_id: id, client_secret: secret }), 400, 'invalid_scope');
   });
 });
+
+// RFC 8693 §2.1 lets a client repeat audience and resource; tokex mints for
+// exactly one, so more than one is invalid_target.  PostgREST keeps only the
+// last value of a repeated key (postgrest.test.mjs), so the function cannot
+// count them; the reverse proxy in front of it (contrib/nginx) does and says
+// so in the Tokex-Repeated-Parameters header.
+describe('a repeated audience or resource (RFC 8693 §2.1)', () => {
+  const REPEATED = 'tokex-repeated-parameters';
+
+  for (const [key, values] of [['audience', ['mail-api', 'calendar-api']],
+                               ['resource', ['https://mail.test/', 'https://calendar.test/']]]) {
+    test(`two ${key} values, flagged by the proxy: 400 invalid_target, audited`, () => {
+      const reason = `${key} given more than once`;
+      const before = auditReason('invalid_target', reason);
+      const { audience, scope, ...p } = exchangeParams(tokens());
+      const r = request('token', { ...p, [key]: values, ...jwtAuth() }, { headers: { [REPEATED]: key } });
+      assertError(r, 400, 'invalid_target');
+      assert.equal(auditReason('invalid_target', reason), before + 1);
+    });
+  }
+
+  test('the header lists several names, any order, any case', () => {
+    const { audience, scope, ...p } = exchangeParams(tokens());
+    const r = request('token', { ...p, audience: ['mail-api', 'calendar-api'], ...jwtAuth() },
+                      { headers: { [REPEATED]: 'scope, Audience' } });
+    assertError(r, 400, 'invalid_target');
+  });
+
+  test('a header naming another parameter does not refuse', () => {
+    const { scope, ...p } = exchangeParams(tokens());
+    const r = request('token', { ...p, ...jwtAuth() }, { headers: { [REPEATED]: 'audiences' } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  });
+
+  // what PostgREST alone does (documented in the README): the last value is
+  // the only one the function sees, and the exchange is decided on it
+  test('without the proxy: PostgREST passes only the last audience or resource', () => {
+    const { audience, scope, ...p } = exchangeParams(tokens());
+    for (const extra of [{ audience: ['mail-api', 'calendar-api'] },
+                         { resource: ['https://mail.test/', 'https://calendar.test/'] }]) {
+      const r = request('token', { ...p, ...extra, ...jwtAuth() });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(decode(r.body.access_token).payload.aud, 'calendar-api');
+    }
+  });
+});

@@ -18,8 +18,12 @@ CREATE INDEX client_assertion_jti_expiry ON tokex.client_assertion_jti (expires_
 
 CREATE FUNCTION tokex._hash_secret(secret text) RETURNS text
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_hash_secret';
+-- stored = '' for a client without a secret (or unknown): it costs the same
 CREATE FUNCTION tokex._verify_secret(secret text, stored text) RETURNS boolean
   LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_secret';
+-- PBKDF2 iterations this backend has run (for tests of what a check costs)
+CREATE FUNCTION tokex._pbkdf2_iterations() RETURNS bigint
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_pbkdf2_iterations';
 CREATE FUNCTION tokex._random_secret() RETURNS text
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_random_secret';
 CREATE FUNCTION tokex._verify_assertion(token text, jwks jsonb) RETURNS jsonb
@@ -216,13 +220,22 @@ BEGIN
   END IF;
 
   SELECT * INTO client FROM tokex.client c WHERE c.client_id OPERATOR(pg_catalog.=) id;
-  -- check a hash even for unknown clients, so timing does not tell them apart
-  IF NOT tokex._verify_secret(COALESCE(secret, ''),
-                              COALESCE(client.secret_hash,
-                                       'pbkdf2-sha256$600000$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'))
+  -- an unknown client costs what a known one costs (_verify_secret pads
+  -- every failure to tokex.secret_hash_iterations), so timing does not
+  -- tell them apart
+  IF NOT tokex._verify_secret(COALESCE(secret, ''), COALESCE(client.secret_hash, ''))
      OR client.client_id IS NULL OR client.secret_hash IS NULL
      OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
     client := NULL; why := 'client authentication failed';
+  ELSIF pg_catalog.split_part(client.secret_hash, '$', 2)
+          OPERATOR(pg_catalog.<>) pg_catalog.current_setting('tokex.secret_hash_iterations')
+        AND pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'off'
+        AND NOT pg_catalog.pg_is_in_recovery() THEN
+    -- rehash at the configured count, so stored hashes converge on it and a
+    -- failure for a known client costs what one for an unknown client costs
+    UPDATE tokex.client c SET secret_hash = tokex._hash_secret(secret)
+     WHERE c.client_id OPERATOR(pg_catalog.=) client.client_id
+       AND c.secret_hash OPERATOR(pg_catalog.=) client.secret_hash;
   END IF;
 END
 $$;

@@ -68,8 +68,9 @@ export function formPairs(params) {
 // Replay one PostgREST request to /rpc/<fn>: params as formPairs takes them
 // (the form of a POST, the query of a GET), headers lower-case.  Returns
 // { status (HTTP), body, headers and rawHeaders (what the function put in
-// response.headers), gucStatus (response.status, null when unset) }.
-export function request(fn, params = {}, { method = 'POST', headers = {}, schema = 'tokex_api' } = {}) {
+// response.headers), gucStatus (response.status, null when unset) }.  env:
+// extra environment for psql (e.g. PGOPTIONS, for server settings).
+export function request(fn, params = {}, { method = 'POST', headers = {}, schema = 'tokex_api', env = {} } = {}) {
   const hdrs = {
     host: 'auth.test',
     'user-agent': 'tokex-http-test',
@@ -81,7 +82,8 @@ export function request(fn, params = {}, { method = 'POST', headers = {}, schema
   const found = findProc(routines(schema), schema, fn, new Set(pairs.map(([k]) => k)));
   if (found.error) return { ...found.error, headers: null, rawHeaders: '', gucStatus: null };
   const { script, vars } = requestScript(found.routine, { method, path: `/rpc/${fn}`, pairs, headers: hdrs });
-  const r = spawnSync('psql', psqlArgs(vars), { input: script, encoding: 'utf8', maxBuffer: 16 << 20, env: process.env });
+  const r = spawnSync('psql', psqlArgs(vars), { input: script, encoding: 'utf8', maxBuffer: 16 << 20,
+                                                env: { ...process.env, ...env } });
   if (r.error) throw r.error;
   return toResponse(r);
 }

@@ -352,8 +352,17 @@ BEGIN
 END
 $$;
 
+-- ' at the introspection endpoint': where an audited refusal happened
+CREATE FUNCTION tokex._at_endpoint(path text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT ' at the ' OPERATOR(pg_catalog.||)
+         CASE path WHEN '/rpc/introspect' THEN 'introspection' WHEN '/rpc/revoke' THEN 'revocation'
+                   ELSE path END OPERATOR(pg_catalog.||) ' endpoint'
+$$;
+
 -- The common start of introspect and revoke (RFC 7662 §2.1, RFC 7009 §2.1):
 -- an authenticated client and a token, or the refusal to return.
+-- Refusals are audited like /rpc/token's, the reason naming the endpoint.
 CREATE FUNCTION tokex._client_with_token(path text, token text, client_id text, client_secret text,
                                          client_assertion text, client_assertion_type text,
                                          OUT client tokex.client, OUT refusal jsonb)
@@ -364,9 +373,12 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_client', a.why || tokex._at_endpoint(path), a.claimed_id, NULL);
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
                               401, 'Basic realm="tokex", charset="UTF-8"');
   ELSIF token IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_request', 'token is required' || tokex._at_endpoint(path),
+                                 (a.client).client_id, NULL);
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
                                                             'error_description', 'token is required'), 400);
   ELSE
@@ -416,6 +428,10 @@ BEGIN
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
     IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
+      PERFORM tokex._audit_refusal('unauthorized_client',
+                                   'the token was not issued to this client' || tokex._at_endpoint('/rpc/revoke'),
+                                   (c.client).client_id,
+                                   CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END);
       RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                             'error_description', 'the token was not issued to this client'), 400);
     END IF;

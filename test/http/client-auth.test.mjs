@@ -5,7 +5,7 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
-import { request, sql } from './lib.mjs';
+import { fx, request, sql } from './lib.mjs';
 
 const stored = (id) => sql(`SELECT secret_hash FROM tokex.client WHERE client_id = :'c'`, { c: id });
 const iterations = (id) => Number(stored(id).split('$')[1]);
@@ -66,4 +66,38 @@ describe('a failed authentication takes as long for a known client id as for an 
     assert.ok(ratio > 0.6 && ratio < 1.6, `known ${known.toFixed(0)} ms, unknown ${unknown.toFixed(0)} ms`);
     assert.equal(iterations('timing-app'), 100000, 'a failure does not rehash');
   });
+});
+
+// /rpc/token audits every refusal; introspection and revocation must too,
+// or guessing client secrets there leaves no trace.
+describe('refusals at /rpc/introspect and /rpc/revoke leave audit rows', () => {
+  const rows = (reason) => Number(sql(`SELECT count(*) FROM tokex.audit WHERE decision = 'denied'
+                                         AND error = split_part(:'r', '|', 1) AND reason = split_part(:'r', '|', 2)
+                                         AND client_id IS NOT DISTINCT FROM NULLIF(split_part(:'r', '|', 3), '')`,
+                                      { r: reason }));
+  const secretClient = () => fx().secretClient;
+
+  for (const [fn, where] of [['introspect', 'the introspection endpoint'], ['revoke', 'the revocation endpoint']]) {
+    test(`${fn}: a wrong secret, naming the claimed client and the endpoint`, () => {
+      const key = `invalid_client|client authentication failed at ${where}|web-app`;
+      const before = rows(key);
+      assert.equal(request(fn, { token: 'x', client_id: 'web-app', client_secret: 'wrong' }).status, 401);
+      assert.equal(rows(key), before + 1);
+    });
+
+    test(`${fn}: no client authentication at all`, () => {
+      const key = `invalid_client|client authentication is required at ${where}|`;
+      const before = rows(key);
+      assert.equal(request(fn, { token: 'x' }).status, 401);
+      assert.equal(rows(key), before + 1);
+    });
+
+    test(`${fn}: an authenticated client without a token (invalid_request)`, () => {
+      const { id, secret } = secretClient();
+      const key = `invalid_request|token is required at ${where}|${id}`;
+      const before = rows(key);
+      assert.equal(request(fn, { client_id: id, client_secret: secret }).status, 400);
+      assert.equal(rows(key), before + 1);
+    });
+  }
 });

@@ -116,9 +116,14 @@ describe('revoke', () => {
     }
   });
 
-  test("someone else's token: 400 unauthorized_client, and it stays active", () => {
+  test("someone else's token: 400 unauthorized_client, audited, and it stays active", () => {
     const tok = mint('web-app');
+    const audited = () => Number(sql(`SELECT count(*) FROM tokex.audit WHERE error = 'unauthorized_client'
+                                        AND client_id = :'c' AND reason = 'the token was not issued to this client at the revocation endpoint'`,
+                                     { c: fx().jwtClient.id }));
+    const before = audited();
     const r = revoke(tok);
+    assert.equal(audited(), before + 1);
     assert.equal(r.status, 400, JSON.stringify(r.body));
     assert.equal(r.body.error, 'unauthorized_client');
     assert.deepEqual(r.headers, NO_STORE);

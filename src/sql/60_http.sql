@@ -387,7 +387,31 @@ BEGIN
 END
 $$;
 
--- POST /rpc/introspect (RFC 7662): authenticated clients only.
+-- RFC 7662 §4: the server decides which protected resource may learn about
+-- a token.  A client learns about the tokens issued to it (client_id), the
+-- tokens for an audience it is registered for (tokex.client.audiences lists
+-- one of the token's aud; NULL, "any audience" when exchanging, does not
+-- count here), and, when flagged introspect_any, about every token (a
+-- gateway in front of many resource servers).  The column belongs to the HTTP
+-- face, so it is added here.
+ALTER TABLE tokex.client ADD COLUMN introspect_any boolean NOT NULL DEFAULT false;
+GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
+
+CREATE FUNCTION tokex._may_introspect(client tokex.client, claims jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(client.introspect_any
+      OR claims->>'client_id' OPERATOR(pg_catalog.=) client.client_id
+      OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
+                   CASE pg_catalog.jsonb_typeof(claims->'aud')
+                        WHEN 'array' THEN claims->'aud'
+                        WHEN 'string' THEN pg_catalog.jsonb_build_array(claims->'aud')
+                        ELSE '[]'::jsonb END) aud
+                  WHERE aud OPERATOR(pg_catalog.=) ANY (client.audiences)), false)
+$$;
+
+-- POST /rpc/introspect (RFC 7662): authenticated clients, each about the
+-- tokens it may learn about (_may_introspect); any other token looks like
+-- an invalid one.
 CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
@@ -395,13 +419,18 @@ RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
+  r jsonb;
 BEGIN
   SELECT * INTO c FROM tokex._client_with_token('/rpc/introspect', introspect.token, introspect.client_id,
                                                 client_secret, client_assertion, client_assertion_type);
   IF c.refusal IS NOT NULL THEN
     RETURN c.refusal;
   END IF;
-  RETURN tokex._respond(tokex.introspect(introspect.token));
+  r := tokex.introspect(introspect.token);
+  IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
+    r := '{"active": false}';
+  END IF;
+  RETURN tokex._respond(r);
 END
 $$;
 

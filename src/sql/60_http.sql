@@ -80,12 +80,47 @@ EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
 END
 $$;
 
+-- What an HTTP caller is told about a refusal.  The reason names
+-- identities, delegations, policies and clients ("identity \"alice\" is
+-- offboarded"), which is the graph's business, not the caller's: over HTTP
+-- invalid_grant, invalid_target and unauthorized_client get one text per
+-- code, and invalid_client says only "client authentication failed" once
+-- the answer could tell a known client id from an unknown one (before a
+-- client_assertion's signature is verified).  The audit row keeps the reason.
+-- invalid_request, invalid_scope and unsupported_grant_type describe the
+-- request itself and are kept.
+CREATE FUNCTION tokex._public_description(error text, reason text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT CASE error
+    WHEN 'invalid_grant' THEN
+      'the subject or actor token is invalid, expired or revoked, or does not allow this exchange'
+    WHEN 'invalid_target' THEN
+      'the requested audience or resource is unknown, not allowed here, or not exactly one'
+    WHEN 'unauthorized_client' THEN
+      'the client is not authorized to make this request'
+    WHEN 'invalid_client' THEN
+      CASE WHEN reason IN ('client authentication is required', 'use exactly one client authentication method',
+                           'malformed Basic credentials', 'client_id does not match the Basic credentials',
+                           'unsupported client_assertion_type', 'malformed client_assertion',
+                           -- only a holder of the client's key gets past its signature to these
+                           'client_assertion must have iss = sub = client_id and a jti',
+                           'client_assertion aud does not name this server',
+                           'client_assertion expires more than an hour from now',
+                           'client_assertion jti was already used')
+           THEN reason ELSE 'client authentication failed' END
+    ELSE reason END
+$$;
+
 -- RFC 6749 §5.2 / RFC 7009 / RFC 7662 answers: body plus status and
--- no-store headers, always.
+-- no-store headers, always; an error described as _public_description says.
 CREATE FUNCTION tokex._respond(body jsonb, status int DEFAULT 200, www_authenticate text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  IF body ? 'error' THEN
+    body := body OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('error_description',
+              tokex._public_description(body->>'error', body->>'error_description'));
+  END IF;
   PERFORM pg_catalog.set_config('response.status', status::text, true);
   PERFORM pg_catalog.set_config('response.headers',
     (pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('Cache-Control', 'no-store'),

@@ -141,11 +141,16 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
   VALUES (pg_catalog.gen_random_uuid(), 'denied', error, reason, client_id, audience)
 $$;
 
+-- The public URL of an endpoint, path as PostgREST serves it ('/rpc/token'):
+-- under tokex.base_url (default tokex.issuer), at that path or, with
+-- tokex.endpoint_style = plain, at the path the reverse proxy serves ('/token').
 CREATE FUNCTION tokex._endpoint(path text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT pg_catalog.rtrim(COALESCE(NULLIF(pg_catalog.current_setting('tokex.base_url', true), ''),
                                    pg_catalog.current_setting('tokex.issuer', true)), '/')
-         OPERATOR(pg_catalog.||) path
+         OPERATOR(pg_catalog.||)
+         CASE WHEN pg_catalog.current_setting('tokex.endpoint_style', true) OPERATOR(pg_catalog.=) 'plain'
+              THEN pg_catalog.regexp_replace(path, '^/rpc/', '/') ELSE path END
 $$;
 
 -- Authenticate the calling client: client_secret_basic (the Authorization

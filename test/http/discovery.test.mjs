@@ -2,7 +2,7 @@
 // transactions, as PostgREST runs GETs), and what the anon role can reach.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, ISSUER, TE, request, sql, sqlJson } from './lib.mjs';
+import { BASE, ISSUER, JWT_TYPE, TE, jwtAuth, request, sql, sqlJson } from './lib.mjs';
 
 const PUBLIC_CACHE = [{ 'Cache-Control': 'public, max-age=300' }];
 
@@ -93,5 +93,40 @@ describe('the anon role', () => {
                    EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE 'refused'; END $$;
                    ROLLBACK;`);
     assert.equal(r, '');
+  });
+});
+
+// Behind the reverse proxy of contrib/nginx the endpoints live at plain
+// paths; tokex.endpoint_style = plain makes the metadata (and the audiences
+// a client assertion may name) say so.
+describe('tokex.endpoint_style', () => {
+  const plain = { env: { PGOPTIONS: '-c tokex.endpoint_style=plain' } };
+
+  test('plain: metadata advertises <base_url>/token, /introspect, /revoke, /jwks', () => {
+    const m = request('oauth_authorization_server', {}, { method: 'GET', ...plain }).body;
+    assert.equal(m.issuer, ISSUER);
+    assert.equal(m.token_endpoint, `${BASE}/token`);
+    assert.equal(m.introspection_endpoint, `${BASE}/introspect`);
+    assert.equal(m.revocation_endpoint, `${BASE}/revoke`);
+    assert.equal(m.jwks_uri, `${BASE}/jwks`);
+  });
+
+  test('the default is rpc', () => {
+    assert.equal(sql(`SELECT current_setting('tokex.endpoint_style')`), 'rpc');
+  });
+
+  test('plain: a client assertion names the plain token endpoint, not the /rpc/ one', () => {
+    const t = sqlJson(`SELECT json_build_object(
+        'subject', tokex.start_session('alice', 'agent-a', '{calendar.read}', '1 hour')->>'session_token',
+        'actor', tokex.identity_token('agent-a'))`);
+    const params = (aud) => ({
+      grant_type: TE, subject_token: t.subject, subject_token_type: JWT_TYPE,
+      actor_token: t.actor, actor_token_type: JWT_TYPE, audience: 'calendar-api', ...jwtAuth({ aud }) });
+    assert.equal(request('token', params(`${BASE}/token`), plain).status, 200);
+    assert.equal(request('token', params(`${BASE}/rpc/token`), plain).status, 401);
+  });
+
+  test('an unknown style is refused', () => {
+    assert.throws(() => sql(`SET tokex.endpoint_style = 'nginx'`), /invalid value/);
   });
 });

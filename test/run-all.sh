@@ -2,7 +2,8 @@
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
-# as PostgREST calls it, and revocation racing concurrent exchanges.  Exits
+# as PostgREST calls it, a real OAuth client library through the nginx recipe,
+# and revocation racing concurrent exchanges.  Exits
 # non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,7 @@ suite "pg_regress" regress
 suite "pgTAP" pgtap
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
+suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 
 echo

@@ -2,7 +2,7 @@
 EXTENSION  = tokex
 MODULE_big = tokex
 DATA_built = tokex--0.1.sql
-OBJS       = src/tokex.o src/keystore.o src/token.o src/exchange.o src/client.o \
+OBJS       = src/tokex.o src/audit.o src/keystore.o src/token.o src/exchange.o src/client.o \
              src/jose/common.o src/jose/jwk.o src/jose/jws.o src/jose/jwt.o
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -13,8 +13,13 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/snapmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/datetime.h"
 #include "utils/datum.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -60,6 +65,16 @@ typedef struct Exchange
 	const char *issued_type;
 	bool		has_sid;		/* subject token is tokex's and names a session */
 	pg_uuid_t	sid;
+	bool		sql_face;		/* tokex.exchange: the client comes from the caller's role */
+	int			nmay;			/* the subject token's may_act entries */
+	char	  **may_iss;
+	char	  **may_sub;
+	char	  **may_id;			/* resolved by tokex.decide; NULL = no known identity */
+	int			nrevkeys;		/* revocation keys of the presented tokens */
+	bytea	   *revkeys[2];
+	int			nown;			/* jtis of presented tokens tokex issued */
+	pg_uuid_t	own_jti[2];
+	TimestampTz at;				/* the time of the call */
 
 	/* decision */
 	const char *error;			/* OAuth error code, NULL when granted */
@@ -88,7 +103,6 @@ prepare(const char *sql, int nargs, Oid *types)
 {
 	return SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 }
-static SPIPlanPtr audit_plan = NULL;
 
 static void
 deny(Exchange *x, const char *error, const char *fmt,...) pg_attribute_printf(3, 4);
@@ -216,42 +230,6 @@ check_params(Exchange *x)
 	}
 }
 
-/* Parse the canonical 8-4-4-4-12 form; anything else is not one of ours. */
-static bool
-parse_uuid(const char *s, pg_uuid_t *out)
-{
-	int			j = 0;
-
-	if (s == NULL || strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++)
-	{
-		char		c = s[i];
-		int			v;
-
-		if (i == 8 || i == 13 || i == 18 || i == 23)
-		{
-			if (c != '-')
-				return false;
-			continue;
-		}
-		if (c >= '0' && c <= '9')
-			v = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v = c - 'A' + 10;
-		else
-			return false;
-		if (j % 2 == 0)
-			out->data[j / 2] = (unsigned char) (v << 4);
-		else
-			out->data[j / 2] |= (unsigned char) v;
-		j++;
-	}
-	return true;
-}
-
 static TimestampTz
 claim_time(json_t *payload, const char *name)
 {
@@ -286,7 +264,7 @@ build_chain(Exchange *x)
 	{
 		json_t	   *sid = json_object_get(x->subj->payload, "sid");
 
-		if (!json_is_string(sid) || !parse_uuid(json_string_value(sid), &x->sid))
+		if (!json_is_string(sid) || !tokex_parse_uuid(json_string_value(sid), &x->sid))
 		{
 			deny(x, "invalid_grant", "subject token sid is malformed");
 			return;
@@ -350,59 +328,73 @@ build_chain(Exchange *x)
 			 tokex_max_chain_depth);
 }
 
-/* may_act (RFC 8693 §4.4): an object or an array of objects naming who may act. */
+/*
+ * may_act (RFC 8693 §4.4): an object or an array of objects naming who may
+ * act.  Read here; tokex.decide resolves each entry to an identity, and
+ * check_may_act compares identities, so an agent known under several
+ * issuers is admitted whichever credential it presents.
+ */
 static void
-check_may_act(Exchange *x)
+read_may_act(Exchange *x)
 {
 	json_t	   *m = json_object_get(x->subj->payload, "may_act");
-	json_t	   *one[1];
-	json_t	  **list;
 	size_t		n;
 
 	if (m == NULL)
+		return;
+	if (json_is_object(m))
+		n = 1;
+	else if (json_is_array(m) && json_array_size(m) > 0 && json_array_size(m) <= 64)
+		n = json_array_size(m);
+	else
+	{
+		deny(x, "invalid_grant", "subject token may_act claim is malformed");
+		return;
+	}
+	x->may_iss = palloc(sizeof(char *) * n);
+	x->may_sub = palloc(sizeof(char *) * n);
+	for (size_t i = 0; i < n; i++)
+	{
+		json_t	   *e = json_is_object(m) ? m : json_array_get(m, i);
+		json_t	   *sub = json_object_get(e, "sub");
+		json_t	   *iss = json_object_get(e, "iss");
+
+		if (!json_is_object(e) || !json_is_string(sub) || (iss && !json_is_string(iss)))
+		{
+			deny(x, "invalid_grant", "subject token may_act claim is malformed");
+			return;
+		}
+		/* without iss, may_act names an identity of the subject token's issuer */
+		x->may_iss[i] = pstrdup(iss ? json_string_value(iss) : x->subj->iss);
+		x->may_sub[i] = pstrdup(json_string_value(sub));
+	}
+	x->nmay = (int) n;
+}
+
+static void
+check_may_act(Exchange *x)
+{
+	const char *actor_id;
+
+	if (json_object_get(x->subj->payload, "may_act") == NULL)
 		return;
 	if (x->act == NULL)
 	{
 		/* a delegated chain re-exchanged without a new actor adds no one */
 		if (x->nchain > 1)
 			return;
-		{
-			deny(x, "invalid_request", "the subject token names who may act (may_act): an actor_token is required");
-			return;
-		}
-	}
-	if (json_is_object(m))
-	{
-		one[0] = m;
-		list = one;
-		n = 1;
-	}
-	else if (json_is_array(m) && json_array_size(m) > 0)
-	{
-		list = palloc(sizeof(json_t *) * json_array_size(m));
-		n = json_array_size(m);
-		for (size_t i = 0; i < n; i++)
-			list[i] = json_array_get(m, i);
-	}
-	else
-	{
-		deny(x, "invalid_grant", "subject token may_act claim is malformed");
+		deny(x, "invalid_request", "the subject token names who may act (may_act): an actor_token is required");
 		return;
 	}
-
-	for (size_t i = 0; i < n; i++)
+	actor_id = x->chain_id[x->nchain - 1];
+	for (int i = 0; i < x->nmay; i++)
 	{
-		json_t	   *sub = json_object_get(list[i], "sub");
-		json_t	   *iss = json_object_get(list[i], "iss");
-
-		if (!json_is_object(list[i]) || !json_is_string(sub) || (iss && !json_is_string(iss)))
-		{
-			deny(x, "invalid_grant", "subject token may_act claim is malformed");
+		/* the same identity, whichever issuer names it */
+		if (x->may_id && x->may_id[i] && actor_id && strcmp(x->may_id[i], actor_id) == 0)
 			return;
-		}
-		/* without iss, may_act names an identity of the subject token's issuer */
-		if (strcmp(json_string_value(sub), x->act->sub) == 0 &&
-			strcmp(iss ? json_string_value(iss) : x->subj->iss, x->act->iss) == 0)
+		/* an entry that names no known identity matches only its exact pair */
+		if ((x->may_id == NULL || x->may_id[i] == NULL) &&
+			strcmp(x->may_sub[i], x->act->sub) == 0 && strcmp(x->may_iss[i], x->act->iss) == 0)
 			return;
 	}
 	deny(x, "invalid_grant", "actor \"%s\" is not admitted by the subject token's may_act", x->act->sub);
@@ -471,12 +463,79 @@ token_scope(Exchange *x, bool *isnull)
 	return text_array(items, n);
 }
 
+static Datum
+bytea_array(bytea **items, int n)
+{
+	return PointerGetDatum(construct_array((Datum *) items, n, BYTEAOID, -1, false, TYPALIGN_INT));
+}
+
+static Datum
+uuid_array(pg_uuid_t *items, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * (n ? n : 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = UUIDPGetDatum(&items[i]);
+	return PointerGetDatum(construct_array(d, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+/*
+ * What revocation needs of a presented token: its key (issuer, jti), and
+ * for a token of ours, the jti that names its audit row.  A token of ours
+ * whose jti is no UUID has no audit row, so it was never issued.
+ */
+static bool
+note_presented(Exchange *x, TokexToken *t, const char *which)
+{
+	json_t	   *jti = json_object_get(t->payload, "jti");
+	char	   *text = NULL;
+
+	if (jti)
+	{
+		bytea	   *k;
+
+		text = tokex_jti_text(jti);
+		if (text == NULL)
+		{
+			deny(x, "invalid_grant", "%s: jti is neither a string nor a number", which);
+			return false;
+		}
+		k = palloc(VARHDRSZ + 32);
+		SET_VARSIZE(k, VARHDRSZ + 32);
+		tokex_jti_key(t->iss, text, (uint8 *) VARDATA(k));
+		x->revkeys[x->nrevkeys++] = k;
+	}
+	if (t->own)
+	{
+		if (text == NULL || !tokex_parse_uuid(text, &x->own_jti[x->nown]))
+		{
+			deny(x, "invalid_grant", "%s: a token of tokex's without its audit row was never issued", which);
+			return false;
+		}
+		x->nown++;
+	}
+	return true;
+}
+
+/*
+ * Decisions are judged as of the call: the latest committed state (not the
+ * snapshot of a REPEATABLE READ or SERIALIZABLE transaction opened before a
+ * revocation committed) and the clock (not the transaction's start).  The
+ * caller's own uncommitted changes stay visible.
+ */
+static int
+execute_now(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long tcount)
+{
+	return SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(), InvalidSnapshot,
+								read_only, false, tcount);
+}
+
 /* Steps 2-8 of the decision: tokex.decide, then may_act. Runs inside SPI. */
 static void
 decide(Exchange *x, MemoryContext keep)
 {
-	Datum		values[11];
-	char		nulls[11];
+	Datum		values[15];
+	char		nulls[15];
 	bool		isnull;
 	HeapTuple	tup;
 	TupleDesc	td;
@@ -487,10 +546,11 @@ decide(Exchange *x, MemoryContext keep)
 
 	if (decide_plan == NULL)
 	{
-		Oid			types[11] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
-		TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, TEXTARRAYOID, UUIDOID};
-		SPIPlanPtr	p = prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-								11, types);
+		Oid			types[15] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
+			TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, BYTEAARRAYOID, UUIDOID, UUIDARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+		SPIPlanPtr	p = prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+								"$11, $12, $13, $14, $15)", 15, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the decision query: %s", SPI_result_code_string(SPI_result));
@@ -507,25 +567,22 @@ decide(Exchange *x, MemoryContext keep)
 	nulls[6] = isnull ? 'n' : ' ';
 	values[7] = x->client_id ? CStringGetTextDatum(x->client_id) : (nulls[7] = 'n', (Datum) 0);
 	values[8] = CStringGetTextDatum(tokex_issuer ? tokex_issuer : "");
-	{
-		char	   *jtis[2];
-		int			njti = 0;
-		json_t	   *j = json_object_get(x->subj->payload, "jti");
-
-		if (json_is_string(j))
-			jtis[njti++] = (char *) json_string_value(j);
-		j = x->act ? json_object_get(x->act->payload, "jti") : NULL;
-		if (json_is_string(j))
-			jtis[njti++] = (char *) json_string_value(j);
-		values[9] = text_array(jtis, njti);
-	}
+	values[9] = bytea_array(x->revkeys, x->nrevkeys);
 	if (x->has_sid)
 		values[10] = UUIDPGetDatum(&x->sid);
 	else
 		nulls[10] = 'n';
+	values[11] = uuid_array(x->own_jti, x->nown);
+	if (x->nmay > 0)
+	{
+		values[12] = text_array(x->may_iss, x->nmay);
+		values[13] = text_array(x->may_sub, x->nmay);
+	}
+	else
+		nulls[12] = nulls[13] = 'n';
+	values[14] = TimestampTzGetDatum(x->at);
 
-	/* not read-only: see what this statement wrote before (a session just started) */
-	rc = SPI_execute_plan(decide_plan, values, nulls, false, 1);
+	rc = execute_now(decide_plan, values, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: decision query failed: %s", SPI_result_code_string(rc));
 	tup = SPI_tuptable->vals[0];
@@ -555,6 +612,9 @@ decide(Exchange *x, MemoryContext keep)
 				(int64) iv->day * SECS_PER_DAY + (int64) iv->month * 30 * SECS_PER_DAY;
 		}
 	}
+	if (x->nmay > 0 && !heap_attisnull(tup, 11, td) &&
+		untext_array(SPI_getbinval(tup, td, 11, &isnull), &x->may_id) != x->nmay)
+		x->may_id = NULL;
 	if (identity_error)
 		deny(x, "invalid_grant", "%s", identity_error);
 	check_may_act(x);
@@ -645,94 +705,133 @@ mint(Exchange *x, MemoryContext keep)
 	MemoryContextSwitchTo(old);
 }
 
+/* A text for the audit row, capped so that client-chosen strings cannot outgrow it. */
+static json_t *
+jcap(const char *s, int cap)
+{
+	int			len = strlen(s);
+
+	if (len > cap)
+		return json_stringn(s, pg_mbcliplen(s, len, cap));
+	return json_string(s);
+}
+
+static json_t *
+jcap_array(char **items, int n, int cap)
+{
+	json_t	   *a = json_array();
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(a, jcap(items[i], cap));
+	return a;
+}
+
+static json_t *
+jint8_array(Datum arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	json_t	   *a = json_array();
+
+	deconstruct_array(DatumGetArrayTypeP(arr), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			json_array_append_new(a, json_integer((json_int_t) DatumGetInt64(elems[i])));
+	return a;
+}
+
+static json_t *
+jhex(const uint8 *p, int n)
+{
+	char		hex[2 + 64 + 1];
+
+	hex[0] = '\\';
+	hex[1] = 'x';
+	hex_encode((const char *) p, n, hex + 2);
+	hex[2 + 2 * n] = '\0';
+	return json_string(hex);
+}
+
+/*
+ * The exchange's audit row, granted or denied.  A granted row is committed
+ * (by the audit writer) before the token is returned: see audit.c.
+ */
 static void
 audit(Exchange *x)
 {
-	Datum		v[21];
-	char		n[21];
-	int			rc;
-	char	  **actors = x->nchain > 1 ? palloc(sizeof(char *) * x->nchain) : NULL;
+	json_t	   *row = tokex_json_track(json_pack("{}"));
+	char		id[UUID_LEN * 2 + 5];
 
-	if (audit_plan == NULL)
+#define PUT(k, v) json_object_set_new(row, (k), (v))
+	snprintf(id, sizeof(id), "%s",
+			 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))));
+	PUT("exchange_id", json_string(id));
+	PUT("operation", json_string("exchange"));
+	PUT("decision", json_string(x->error ? "denied" : "granted"));
+	if (x->error)
 	{
-		Oid			types[21] = {UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID,
-			TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, UUIDOID, TIMESTAMPTZOID, INT8ARRAYOID,
-		INT8ARRAYOID, TEXTOID, TEXTOID, BYTEAOID, BYTEAOID, TEXTOID, TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("INSERT INTO tokex.audit_event (exchange_id, decision, error, reason, "
-									"subject, actor, actor_chain, client_id, audience, requested_scope, scope, "
-									"jti, expires_at, delegation_ids, policy_ids, subject_issuer, actor_issuer, "
-									"subject_token_sha256, actor_token_sha256, subject_sid, issued_token_type) "
-									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-									"$15, $16, $17, $18, $19, $20, $21)", 21, types);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "tokex: cannot prepare the audit insert: %s", SPI_result_code_string(SPI_result));
-		audit_plan = p;
+		PUT("error", json_string(x->error));
+		PUT("reason", jcap(x->reason, 1024));
 	}
-	memset(n, 'n', sizeof(n));
-#define SET(i, d) (v[i] = (d), n[i] = ' ')
-#define SETS(i, s) do { if (s) SET(i, CStringGetTextDatum(s)); } while (0)
-	SET(0, UUIDPGetDatum(&x->exchange_id));
-	SET(1, CStringGetTextDatum(x->error ? "denied" : "granted"));
-	SETS(2, x->error);
-	SETS(3, x->reason);
-	for (int i = 0; i < x->nchain; i++)
+	if (x->nchain > 0)
 	{
-		char	   *who = x->chain_id[i] ? x->chain_id[i] : x->chain_sub[i];
+		json_t	   *chain = json_array();
 
-		if (i == 0)
-			SETS(4, who);
+		for (int i = 0; i < x->nchain; i++)
+		{
+			char	   *who = x->chain_id[i] ? x->chain_id[i] : x->chain_sub[i];
+
+			if (i == 0)
+				PUT("subject", jcap(who, 512));
+			else
+				json_array_append_new(chain, jcap(who, 512));
+			if (i == x->nchain - 1 && i > 0)
+				PUT("actor", jcap(who, 512));
+		}
+		if (x->nchain > 1)
+			PUT("actor_chain", chain);
 		else
-			actors[i - 1] = who;
+			json_decref(chain);
 	}
-	if (actors)
 	{
-		SETS(5, actors[x->nchain - 2]);
-		SET(6, text_array(actors, x->nchain - 1));
+		const char *client = x->error ? x->client_id : x->token_client_id;
+
+		if (client)
+			PUT("client_id", jcap(client, 256));
 	}
-	SETS(7, x->error ? x->client_id : x->token_client_id);
-	SETS(8, x->target ? x->target : x->audience ? x->audience : x->resource);
+	if (x->target || x->audience || x->resource)
+		PUT("audience", jcap(x->target ? x->target : x->audience ? x->audience : x->resource, 1024));
 	if (x->scope)
-		SET(9, text_array(x->requested, x->nrequested));
+		PUT("requested_scope", jcap_array(x->requested, x->nrequested, 256));
 	if (!x->error)
 	{
-		SET(10, text_array(x->scope_out, x->nscope));
-		SET(11, UUIDPGetDatum(&x->exchange_id));
-		SET(12, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) x->exp)));
+		char		buf[MAXDATELEN + 1];
+
+		PUT("scope", jcap_array(x->scope_out, x->nscope, 256));
+		PUT("jti", json_string(id));
+		JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) x->exp)),
+						   TIMESTAMPTZOID, NULL);
+		PUT("expires_at", json_string(buf));
+		PUT("issued_token_type", json_string(x->issued_type));
 	}
 	if (x->delegation_ids)
-		SET(13, x->delegation_ids);
+		PUT("delegation_ids", jint8_array(x->delegation_ids));
 	if (x->policy_ids)
-		SET(14, x->policy_ids);
+		PUT("policy_ids", jint8_array(x->policy_ids));
 	if (x->subj)
-		SETS(15, x->subj->iss);
+		PUT("subject_issuer", jcap(x->subj->iss, 1024));
 	if (x->act)
-		SETS(16, x->act->iss);
+		PUT("actor_issuer", jcap(x->act->iss, 1024));
 	if (x->subject_token)
-	{
-		bytea	   *b = palloc(VARHDRSZ + 32);
-
-		SET_VARSIZE(b, VARHDRSZ + 32);
-		memcpy(VARDATA(b), x->subject_hash, 32);
-		SET(17, PointerGetDatum(b));
-	}
+		PUT("subject_token_sha256", jhex(x->subject_hash, 32));
 	if (x->actor_token)
-	{
-		bytea	   *b = palloc(VARHDRSZ + 32);
-
-		SET_VARSIZE(b, VARHDRSZ + 32);
-		memcpy(VARDATA(b), x->actor_hash, 32);
-		SET(18, PointerGetDatum(b));
-	}
+		PUT("actor_token_sha256", jhex(x->actor_hash, 32));
 	if (x->subj && json_is_string(json_object_get(x->subj->payload, "sid")))
-		SETS(19, json_string_value(json_object_get(x->subj->payload, "sid")));
-	if (!x->error)
-		SETS(20, x->issued_type);
-#undef SET
-#undef SETS
-	rc = SPI_execute_plan(audit_plan, v, n, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "tokex: audit insert failed: %s", SPI_result_code_string(rc));
+		PUT("subject_sid", jcap(json_string_value(json_object_get(x->subj->payload, "sid")), 64));
+#undef PUT
+	tokex_audit_write(row, x->error == NULL);
 }
 
 static Datum
@@ -755,15 +854,81 @@ response(Exchange *x)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(s)));
 }
 
-PG_FUNCTION_INFO_V1(tokex_exchange);
-Datum
-tokex_exchange(PG_FUNCTION_ARGS)
+/*
+ * Who the client of a SQL call is, from something the caller cannot choose:
+ * its role.  A role that is a member of one of a client's db_roles acts as
+ * that client; when it maps to several it must name one (client_id), and it
+ * may name only those.  A role mapped to none acts as no client (policy and
+ * audience rows scoped to a client never match it).  Superusers may name
+ * any client.  The HTTP face authenticates the client itself and calls
+ * tokex._exchange_for_client, which no role may call directly.
+ */
+static SPIPlanPtr client_plan = NULL;
+
+static void
+resolve_sql_client(Exchange *x)
+{
+	Oid			caller = GetOuterUserId();
+	Datum		v[1];
+	int			rc;
+	int			n;
+	bool		named_ok = false;
+
+	if (superuser_arg(caller))
+		return;
+	if (client_plan == NULL)
+	{
+		Oid			types[1] = {OIDOID};
+		SPIPlanPtr	p = prepare("SELECT c.client_id FROM tokex.client c "
+								"WHERE c.db_roles IS NOT NULL AND EXISTS ("
+								"  SELECT 1 FROM pg_catalog.unnest(c.db_roles) rn "
+								"    JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) rn "
+								"   WHERE pg_catalog.pg_has_role($1, r.oid, 'MEMBER')) "
+								"ORDER BY 1 LIMIT 64", 1, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "tokex: cannot prepare the client query: %s", SPI_result_code_string(SPI_result));
+		client_plan = p;
+	}
+	v[0] = ObjectIdGetDatum(caller);
+	rc = execute_now(client_plan, v, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "tokex: client query failed: %s", SPI_result_code_string(rc));
+	n = (int) SPI_processed;
+	for (int i = 0; i < n && x->client_id; i++)
+		if (strcmp(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), x->client_id) == 0)
+			named_ok = true;
+	if (x->client_id && !named_ok)
+		deny(x, "unauthorized_client", "role \"%s\" may not act for client \"%s\"",
+			 GetUserNameFromId(caller, false), x->client_id);
+	else if (x->client_id == NULL && n > 1)
+		deny(x, "invalid_request", "role \"%s\" acts for several clients: client_id is required",
+			 GetUserNameFromId(caller, false));
+	else if (x->client_id == NULL && n == 1)
+		x->client_id = MemoryContextStrdup(x->cxt,
+										   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+}
+
+/* A token bound to a key (RFC 7800 cnf) cannot become a bearer token. */
+static void
+check_unbound(Exchange *x, TokexToken *t, const char *which)
+{
+	if (t && json_object_get(t->payload, "cnf"))
+		deny(x, "invalid_grant",
+			 "%s: a sender-constrained token (cnf) is exchanged only with proof of possession, "
+			 "which tokex does not verify yet", which);
+}
+
+static Datum
+exchange(FunctionCallInfo fcinfo, bool sql_face)
 {
 	Exchange   *x = palloc0(sizeof(Exchange));
 	MemoryContext keep = CurrentMemoryContext;
 	jose_error	err;
 
 	x->cxt = keep;
+	x->sql_face = sql_face;
+	x->at = GetCurrentTimestamp();
 
 	x->subject_token = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	x->subject_token_type = arg_cstring(fcinfo, 1);
@@ -796,6 +961,8 @@ tokex_exchange(PG_FUNCTION_ARGS)
 							   NULL, &err);
 		if (x->subj == NULL)
 			deny(x, "invalid_grant", "subject_token: %s", err.detail);
+		else if (note_presented(x, x->subj, "subject_token"))
+			check_unbound(x, x->subj, "subject_token");
 	}
 	if (!x->error && x->actor_token)
 	{
@@ -808,24 +975,49 @@ tokex_exchange(PG_FUNCTION_ARGS)
 		else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
 				 json_object_get(x->act->payload, "act"))
 			deny(x, "invalid_grant", "actor_token: a session or delegated token is not an actor credential");
+		else if (note_presented(x, x->act, "actor_token"))
+			check_unbound(x, x->act, "actor_token");
 	}
 	if (!x->error)
 		build_chain(x);
+	if (!x->error)
+		read_may_act(x);
 	if (!x->error && x->audience && strchr(x->audience, ' '))
 		deny(x, "invalid_target", "exactly one audience may be requested");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
+	if (!x->error && sql_face)
+		resolve_sql_client(x);
 	if (!x->error)
 		decide(x, keep);
 	if (!x->error)
 		check_rebinding(x);
 	if (!x->error)
+	{
+		/* refuse before signing anything whose row could not be made durable */
+		tokex_audit_require_durable();
 		mint(x, keep);
+	}
 	audit(x);
 	SPI_finish();
 
 	PG_RETURN_DATUM(response(x));
+}
+
+PG_FUNCTION_INFO_V1(tokex_exchange);
+Datum
+tokex_exchange(PG_FUNCTION_ARGS)
+{
+	return exchange(fcinfo, true);
+}
+
+/* tokex._exchange_for_client: the HTTP face, which authenticated the client. */
+PG_FUNCTION_INFO_V1(tokex_exchange_for_client);
+Datum
+tokex_exchange_for_client(PG_FUNCTION_ARGS)
+{
+	return exchange(fcinfo, false);
 }
 
 /*
@@ -838,20 +1030,18 @@ static SPIPlanPtr active_plan = NULL;
 static bool
 token_active(Exchange *x)
 {
-	Datum		v[8];
-	char		n[8];
-	json_t	   *jti = json_object_get(x->subj->payload, "jti");
-	pg_uuid_t	jti_uuid;
+	Datum		v[9];
+	char		n[9];
 	bool		isnull;
 	bool		active;
 	int			rc;
 
 	if (active_plan == NULL)
 	{
-		Oid			types[8] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
-		TEXTOID, UUIDOID, UUIDOID};
-		SPIPlanPtr	p = prepare("SELECT active FROM tokex._token_active($1, $2, $3, $4, $5, $6, $7, $8)",
-								8, types);
+		Oid			types[9] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
+		BYTEAOID, UUIDOID, UUIDOID, TIMESTAMPTZOID};
+		SPIPlanPtr	p = prepare("SELECT active FROM tokex._token_active($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								9, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the token state query: %s",
@@ -864,19 +1054,20 @@ token_active(Exchange *x)
 	v[2] = TimestampTzGetDatum(x->chain_iat[0]);
 	v[3] = CStringGetTextDatum(tokex_issuer ? tokex_issuer : "");
 	v[4] = BoolGetDatum(x->subj->own);
-	if (json_is_string(jti))
-		v[5] = CStringGetTextDatum(json_string_value(jti));
+	if (x->nrevkeys > 0)
+		v[5] = PointerGetDatum(x->revkeys[0]);
 	else
 		n[5] = 'n';
-	if (x->subj->own && json_is_string(jti) && parse_uuid(json_string_value(jti), &jti_uuid))
-		v[6] = UUIDPGetDatum(&jti_uuid);
+	if (x->nown > 0)
+		v[6] = UUIDPGetDatum(&x->own_jti[0]);
 	else
 		n[6] = 'n';
 	if (x->has_sid)
 		v[7] = UUIDPGetDatum(&x->sid);
 	else
 		n[7] = 'n';
-	rc = SPI_execute_plan(active_plan, v, n, true, 1);
+	v[8] = TimestampTzGetDatum(x->at);
+	rc = execute_now(active_plan, v, n, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: token state query failed: %s", SPI_result_code_string(rc));
 	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -904,6 +1095,7 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	json_t	   *out;
 
 	x->cxt = CurrentMemoryContext;
+	x->at = GetCurrentTimestamp();
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_DATUM(inactive());
@@ -912,6 +1104,8 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	if (x->subj == NULL)
 		PG_RETURN_DATUM(inactive());
 	build_chain(x);
+	if (!x->error)
+		note_presented(x, x->subj, "token");
 	if (x->error)
 		PG_RETURN_DATUM(inactive());
 

@@ -12,8 +12,11 @@
 #include "funcapi.h"
 #include "access/htup_details.h"
 #include "utils/builtins.h"
+#include "catalog/pg_type.h"
+#include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 typedef struct JsonHolder
 {
@@ -226,6 +229,10 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	const jose_key *key;
 	StringInfoData extra;
 	char	   *payload;
+	json_t	   *jti;
+	char	   *jti_text;
+	char	   *token;
+	json_t	   *row;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
@@ -248,11 +255,63 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	}
 	if (json_object_get(j, "iat") == NULL)
 		appendStringInfo(&extra, "%s\"iat\":" INT64_FORMAT, extra.len ? "," : "", tokex_now());
+	/* every token tokex signs has an audit row, keyed by its jti */
+	jti = json_object_get(j, "jti");
+	if (jti == NULL)
+	{
+		pg_uuid_t	u;
+
+		if (!pg_strong_random(u.data, UUID_LEN))
+			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a jti")));
+		u.data[6] = (u.data[6] & 0x0f) | 0x40;
+		u.data[8] = (u.data[8] & 0x3f) | 0x80;
+		jti_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
+		appendStringInfo(&extra, "%s\"jti\":\"%s\"", extra.len ? "," : "", jti_text);
+	}
+	else
+	{
+		pg_uuid_t	u;
+
+		if (!json_is_string(jti) || !tokex_parse_uuid(json_string_value(jti), &u))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid claims"),
+					 errdetail("jti must be a UUID: it keys the token's audit row."),
+					 errhint("Leave jti out and tokex generates one.")));
+		jti_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
+	}
 	if (extra.len)
 		claims = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(claims),
 													cstring_to_jsonb(psprintf("{%s}", extra.data))));
 	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
-	PG_RETURN_TEXT_P(cstring_to_text(sign_text(key, payload, strlen(payload), "JWT")));
+	token = sign_text(key, payload, strlen(payload), "JWT");
+
+	/* the row commits (by the audit writer) before the token is returned */
+	row = tokex_json_track(json_pack("{s:s,s:s,s:s,s:s,s:s}", "exchange_id", jti_text,
+									 "operation", "jwt_sign", "decision", "granted",
+									 "jti", jti_text, "subject_issuer", tokex_issuer));
+	if (row == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	if (json_is_string(json_object_get(j, "sub")))
+		json_object_set(row, "subject", json_object_get(j, "sub"));
+	if (json_is_string(json_object_get(j, "aud")))
+		json_object_set(row, "audience", json_object_get(j, "aud"));
+	if (json_is_string(json_object_get(j, "client_id")))
+		json_object_set(row, "client_id", json_object_get(j, "client_id"));
+	if (json_is_integer(json_object_get(j, "exp")))
+	{
+		char		buf[MAXDATELEN + 1];
+		json_int_t	exp = json_integer_value(json_object_get(j, "exp"));
+
+		if (exp > 0 && exp < INT64CONST(253402300800))
+		{
+			JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) exp)),
+							   TIMESTAMPTZOID, NULL);
+			json_object_set_new(row, "expires_at", json_string(buf));
+		}
+	}
+	tokex_audit_write(row, true);
+	PG_RETURN_TEXT_P(cstring_to_text(token));
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_verify);
@@ -406,4 +465,24 @@ tokex_jwks_check(PG_FUNCTION_ARGS)
 				 errdetail("%s", err.detail)));
 	jose_keys_free(keys, n);
 	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * tokex._sign(claims, typ): sign claims as they are, with the active key.
+ * For tokex's own functions, which write the token's audit row themselves
+ * (sessions, identity tokens, client_credentials); granted to no one.
+ */
+PG_FUNCTION_INFO_V1(tokex_sign_internal);
+Datum
+tokex_sign_internal(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *claims = PG_GETARG_JSONB_P(0);
+	char	   *typ = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	const jose_key *key = signing_key(NULL);
+	char	   *payload;
+
+	if (!JB_ROOT_IS_OBJECT(claims))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("claims must be a JSON object")));
+	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+	PG_RETURN_TEXT_P(cstring_to_text(sign_text(key, payload, strlen(payload), typ)));
 }

@@ -4,8 +4,13 @@
 #include "tokex.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
+#include "common/shortest_dec.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
+
+#include <openssl/evp.h>
 
 PG_MODULE_MAGIC;
 
@@ -91,6 +96,8 @@ _PG_init(void)
 							"PBKDF2-HMAC-SHA256 iterations for newly hashed client secrets.",
 							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		tokex_audit_init();
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("tokex");
 #else
@@ -130,4 +137,165 @@ tokex_invalid_token(const jose_error *err)
 			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 			 errmsg("invalid token"),
 			 errdetail("%s", err->detail[0] ? err->detail : jose_strerror(err->code))));
+}
+
+/* Parse the canonical 8-4-4-4-12 form; anything else is not one of ours. */
+bool
+tokex_parse_uuid(const char *s, pg_uuid_t *out)
+{
+	int			j = 0;
+
+	if (s == NULL || strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++)
+	{
+		char		c = s[i];
+		int			v;
+
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+		{
+			if (c != '-')
+				return false;
+			continue;
+		}
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return false;
+		if (j % 2 == 0)
+			out->data[j / 2] = (unsigned char) (v << 4);
+		else
+			out->data[j / 2] |= (unsigned char) v;
+		j++;
+	}
+	return true;
+}
+
+/*
+ * tokex._setting(name): a tokex setting as the library holds it.  SQL must
+ * not read tokex.* with current_setting(): before the library is loaded in
+ * a backend, any role can SET a placeholder of that name, and
+ * current_setting() would return it.  Calling this C function loads the
+ * library first, which drops a placeholder that role was not allowed to
+ * set, and returns the checked value.
+ */
+PG_FUNCTION_INFO_V1(tokex_setting);
+Datum
+tokex_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *s = NULL;
+	int			secs = -1;
+
+	if (strcmp(name, "issuer") == 0)
+		s = tokex_issuer;
+	else if (strcmp(name, "base_url") == 0)
+		s = tokex_base_url;
+	else if (strcmp(name, "clock_skew") == 0)
+		secs = tokex_clock_skew;
+	else if (strcmp(name, "default_ttl") == 0)
+		secs = tokex_default_ttl;
+	else if (strcmp(name, "max_ttl") == 0)
+		secs = tokex_max_ttl;
+	else if (strcmp(name, "endpoint_style") == 0)
+		s = tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "plain" : "rpc";
+	else if (strcmp(name, "secret_hash_iterations") == 0)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d", tokex_secret_iterations)));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown tokex setting \"%s\"", name)));
+	if (secs >= 0)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d seconds", secs)));
+	if (s == NULL || s[0] == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(s));
+}
+
+/*
+ * A jti as text, for revocation: a string as it is, an integer in decimal,
+ * a real in its shortest round-trip form (as float8out writes it).  Other
+ * JSON types are no identifier: NULL.
+ */
+char *
+tokex_jti_text(const json_t *jti)
+{
+	if (json_is_string(jti))
+		return pstrdup(json_string_value(jti));
+	if (json_is_integer(jti))
+		return psprintf(INT64_FORMAT, (int64) json_integer_value(jti));
+	if (json_is_real(jti))
+	{
+		char		buf[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+		double_to_shortest_decimal_buf(json_real_value(jti), buf);
+		return pstrdup(buf);
+	}
+	return NULL;
+}
+
+/* The revocation key of (issuer, jti): SHA-256 of issuer, NUL, jti. */
+void
+tokex_jti_key(const char *iss, const char *jti, uint8 out[32])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int n = 0;
+	bool		ok;
+
+	ok = ctx != NULL &&
+		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+		EVP_DigestUpdate(ctx, iss, strlen(iss) + 1) == 1 &&	/* with its NUL */
+		EVP_DigestUpdate(ctx, jti, strlen(jti)) == 1 &&
+		EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
+}
+
+/* tokex._jti_key(issuer, jti) -> bytea */
+PG_FUNCTION_INFO_V1(tokex_jti_key_sql);
+Datum
+tokex_jti_key_sql(PG_FUNCTION_ARGS)
+{
+	char	   *iss = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *jti = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	bytea	   *b = palloc(VARHDRSZ + 32);
+
+	SET_VARSIZE(b, VARHDRSZ + 32);
+	tokex_jti_key(iss, jti, (uint8 *) VARDATA(b));
+	PG_RETURN_BYTEA_P(b);
+}
+
+/*
+ * tokex._jti_text(jti jsonb) -> text: the same text for a jti read from a
+ * token in SQL, or NULL when it is no identifier.
+ */
+PG_FUNCTION_INFO_V1(tokex_jti_text_sql);
+Datum
+tokex_jti_text_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
+	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	json_error_t jerr;
+	json_t	   *j = json_loads(s, JSON_DECODE_ANY, &jerr);
+	char	   *volatile out = NULL;
+
+	if (j == NULL)
+		PG_RETURN_NULL();
+	PG_TRY();
+	{
+		out = tokex_jti_text(j);
+	}
+	PG_FINALLY();
+	{
+		json_decref(j);
+	}
+	PG_END_TRY();
+	if (out == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(out));
 }

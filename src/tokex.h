@@ -20,6 +20,8 @@
 #undef json_object
 #undef json_typeof
 
+#include "utils/uuid.h"
+
 #include "jose/jose.h"
 
 /* GUCs (tokex.c) */
@@ -44,6 +46,13 @@ extern int64 tokex_now(void);
  * raised only after the original is freed.
  */
 extern char *tokex_adopt(char *s);
+
+/* Parse a UUID in its canonical 8-4-4-4-12 form only. */
+extern bool tokex_parse_uuid(const char *s, pg_uuid_t *out);
+
+/* Revocation by (issuer, jti): the jti's text (NULL: no identifier) and key. */
+extern char *tokex_jti_text(const json_t *jti);
+extern void tokex_jti_key(const char *iss, const char *jti, uint8 out[32]);
 
 /* Raise the contract error for a failed verification: 28000, "invalid token". */
 extern void tokex_invalid_token(const jose_error *err) pg_attribute_noreturn();
@@ -79,5 +88,11 @@ extern TokexToken *tokex_verify(const char *token, size_t len, const char *audie
 								jose_error *err);
 extern char *tokex_sign(json_t *payload, const char *typ, const char *kid);
 extern json_t *tokex_json_track(json_t *j);
+
+/* audit.c: the audit writer (no token without its committed row) */
+extern void tokex_audit_init(void);
+extern bool tokex_audit_durable(void);
+extern void tokex_audit_require_durable(void);
+extern void tokex_audit_write(json_t *row, bool granted);
 
 #endif							/* TOKEX_H */

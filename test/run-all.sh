@@ -3,7 +3,8 @@
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
 # as PostgREST calls it, a real OAuth client library through the nginx recipe,
-# and revocation racing concurrent exchanges.  Exits
+# revocation racing concurrent exchanges, and a cluster without tokex
+# preloaded (its own pg_virtualenv).  Exits
 # non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +27,19 @@ regress() {
   return 1
 }
 
+# Each file runs in a fresh database where tokex is installed and committed:
+# the audit writer commits audit rows in its own transaction, so the table
+# must exist outside the file's BEGIN ... ROLLBACK.
 pgtap() {
-  local db=tokex_tap
-  dropdb --if-exists "$db" && createdb "$db" || return 1
-  pg_prove -d "$db" test/t/*.sql
+  local db=tokex_tap f rc=0
+  for f in test/t/*.sql; do
+    dropdb --force --if-exists "$db" && createdb "$db" &&
+      psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+        -c 'CREATE EXTENSION pgtap; CREATE EXTENSION pgcrypto; CREATE EXTENSION tokex' || return 1
+    pg_prove -d "$db" "$f" || rc=1
+  done
+  dropdb --force --if-exists "$db"
+  return $rc
 }
 
 suite "JOSE unit tests" make -s -C test/unit check
@@ -40,6 +50,7 @@ suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
+suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 
 echo
 [ $fail -eq 0 ] || echo "failed suites: ${failed[*]}"

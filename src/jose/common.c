@@ -34,6 +34,7 @@ static const char *const errtext[JOSE_E_COUNT_] = {
 	[JOSE_E_JWK] = "invalid JWK",
 	[JOSE_E_JWKS] = "invalid JWKS",
 	[JOSE_E_JSON_DEPTH] = "JSON nested too deeply",
+	[JOSE_E_KEY_OPS] = "key not allowed for this operation",
 };
 
 const char *

@@ -85,6 +85,7 @@ typedef enum jose_errcode
 	JOSE_E_JWK,					/* malformed / unsupported JWK */
 	JOSE_E_JWKS,				/* malformed JWKS */
 	JOSE_E_JSON_DEPTH,			/* JSON nested deeper than JOSE_MAX_JSON_DEPTH */
+	JOSE_E_KEY_OPS,				/* the key's "key_ops" do not allow this operation */
 	JOSE_E_COUNT_
 } jose_errcode;
 
@@ -134,6 +135,10 @@ json_t	   *jose_json_parse(const char *buf, size_t len, jose_errcode code,
 
 /* ---------------- keys ---------------- */
 
+/* What a key may be used for: RFC 7517 §4.3 "key_ops" values tokex acts on. */
+#define JOSE_OP_SIGN			0x1u
+#define JOSE_OP_VERIFY			0x2u
+
 typedef struct jose_key
 {
 	jose_kty	kty;
@@ -144,6 +149,7 @@ typedef struct jose_key
 	uint8_t    *secret;			/* oct only */
 	size_t		secret_len;
 	bool		has_private;
+	unsigned	ops;			/* JOSE_OP_*: from "key_ops", else both */
 } jose_key;
 
 void		jose_key_free(jose_key *key);
@@ -160,10 +166,16 @@ jose_key   *jose_key_generate(jose_alg alg, jose_error *err);
  *   - absent: EC P-256/P-384/P-521 -> ES256/ES384/ES512, OKP Ed25519 -> EdDSA;
  *     RSA and oct have no single implied alg, so `default_alg` is used
  *     (JOSE_ALG_UNKNOWN there -> JOSE_E_JWK "JWK has no alg").
- * "use", when present, must be "sig". EC public points are checked to be on
- * the curve; RSA moduli must be >= 2048 bits; oct keys must be at least as
- * long as the hash of their alg.  Private members (d, p, ...) are read only
- * when allow_private; otherwise their presence is ignored.
+ * "use", when present, must be "sig".  "key_ops", when present, must be an
+ * array of distinct strings that names "sign" or "verify" (and nothing else
+ * when "use" is also present: RFC 7517 §4.3 wants them consistent); the key
+ * is then limited to what it names (key->ops): jose_sign_raw and
+ * jose_verify_raw refuse the other operation with JOSE_E_KEY_OPS.
+ * EC public points are checked to be on the curve; RSA moduli must be >= 2048
+ * bits and free of the ROCA fingerprint (CVE-2017-15361, JOSE_E_KEY_TOO_WEAK);
+ * oct keys must be at least as long as the hash of their alg.  Private
+ * members (d, p, ...) are read only when allow_private; otherwise their
+ * presence is ignored.
  */
 jose_key   *jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private,
 						   jose_error *err);
@@ -181,11 +193,13 @@ jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
 							  jose_error *err);
 
 /*
- * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig"
- * are skipped (RFC 7517 §5); any other key that does not parse makes the whole
- * JWKS an error (a trust anchor is not half-read), as do zero signature keys
- * or more than JOSE_MAX_JWKS_KEYS.  RSA/oct keys without "alg" are bound to
- * RS256/HS256.  Private members are never read.
+ * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
+ * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
+ * other key that does not parse makes the whole JWKS an error (a trust anchor
+ * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
+ * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
+ * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
+ * members are never read.
  */
 int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
 							jose_error *err);

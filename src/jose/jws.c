@@ -135,6 +135,8 @@ jose_sign_raw(const jose_key *key, const uint8_t *msg, size_t msglen,
 	*siglen = 0;
 	if (check_binding(key, key->alg, err) < 0)
 		return -1;
+	if (!(key->ops & JOSE_OP_SIGN))
+		return jose_seterr(err, JOSE_E_KEY_OPS, "the key's \"key_ops\" do not include \"sign\"");
 	if (key->kty == JOSE_KTY_OCT)
 	{
 		unsigned int len = 0;
@@ -237,6 +239,8 @@ jose_verify_raw(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t ms
 
 	if (check_binding(key, alg, err) < 0)
 		return -1;
+	if (!(key->ops & JOSE_OP_VERIFY))
+		return jose_seterr(err, JOSE_E_KEY_OPS, "the key's \"key_ops\" do not include \"verify\"");
 	switch (key->kty)
 	{
 		case JOSE_KTY_OCT:
@@ -471,6 +475,9 @@ jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys, size_t nkeys,
 	for (size_t i = 0; i < nkeys; i++)
 	{
 		if (jws->kid ? strcmp(keys[i]->kid, jws->kid) != 0 : keys[i]->alg != jws->alg)
+			continue;
+		/* without a kid, a key that may not verify is no candidate */
+		if (!jws->kid && !(keys[i]->ops & JOSE_OP_VERIFY))
 			continue;
 		tried = true;
 		if (jose_jws_verify(jws, keys[i], err) == 0)

@@ -22,10 +22,16 @@ $$;
 
 GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
 
+-- A tokex setting as the library holds it (issuer, base_url, clock_skew,
+-- default_ttl, max_ttl, endpoint_style, secret_hash_iterations).  Never current_setting('tokex.…'): before the
+-- library is loaded, any role can SET a placeholder of that name.
+CREATE FUNCTION tokex._setting(name text) RETURNS text
+  LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'tokex_setting';
+
 -- tokex.issuer, or a clear error when it is not set.
 CREATE FUNCTION tokex._issuer() RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE iss text := NULLIF(pg_catalog.current_setting('tokex.issuer', true), '');
+DECLARE iss text := tokex._setting('issuer');
 BEGIN
   IF iss IS NULL THEN
     RAISE EXCEPTION 'tokex.issuer is not set' USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -183,7 +189,7 @@ BEGIN
   IF trust_issuer.issuer IS NULL OR trust_issuer.issuer OPERATOR(pg_catalog.=) '' OR trust_issuer.jwks IS NULL THEN
     RAISE EXCEPTION 'issuer and jwks are required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF trust_issuer.issuer OPERATOR(pg_catalog.=) pg_catalog.current_setting('tokex.issuer', true) THEN
+  IF trust_issuer.issuer OPERATOR(pg_catalog.=) tokex._setting('issuer') THEN
     RAISE EXCEPTION 'cannot trust "%" as an external issuer', trust_issuer.issuer
       USING ERRCODE = 'invalid_parameter_value',
             DETAIL = 'It is tokex''s own issuer (tokex.issuer); its keys are tokex.key.';
@@ -199,6 +205,11 @@ $$;
 ------------------------------------------------------------------------
 -- JWT primitives
 ------------------------------------------------------------------------
+
+-- Sign claims as they are (tokex's own functions, which audit the token
+-- themselves); granted to no one.
+CREATE FUNCTION tokex._sign(claims jsonb, typ text) RETURNS text
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_sign_internal';
 
 CREATE FUNCTION tokex.jwt_sign(claims jsonb, kid text DEFAULT NULL) RETURNS text
   LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp

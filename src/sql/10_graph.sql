@@ -78,6 +78,9 @@ CREATE TABLE tokex.client (
   audiences   text[] CHECK (pg_catalog.array_position(audiences, NULL) IS NULL),
   status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
   secret_hash text,            -- pbkdf2-sha256$iterations$salt$hash, never the secret
+  -- database roles that call tokex.exchange as this client (SQL face): a
+  -- member of one of them is this client; see tokex._sql_client
+  db_roles    text[] CHECK (pg_catalog.array_position(db_roles, NULL) IS NULL),
   jwks        jsonb            -- public keys for private_key_jwt (RFC 7523); never secrets
               CHECK (NOT pg_catalog.jsonb_path_exists(jwks, '$.keys[*] ? (@.kty == "oct")')),
   description text,
@@ -111,13 +114,30 @@ CREATE TABLE tokex.session (
 );
 CREATE INDEX session_principal ON tokex.session (principal);
 
--- Individually revoked tokens, by jti.
+-- Individually revoked tokens, by issuer and jti.  key is the SHA-256 of
+-- issuer, a NUL and the jti's text (a string jti as it is, a numeric one in
+-- its shortest decimal form), computed by a trigger: any jti length, and a
+-- jti of one issuer never revokes another issuer's token.
 CREATE TABLE tokex.revoked_token (
-  jti        text PRIMARY KEY,
+  key        bytea PRIMARY KEY,
+  issuer     text NOT NULL,  -- NULL on INSERT: tokex itself
+  jti        text NOT NULL,
   revoked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
   expires_at timestamptz,
   reason     text
 );
+CREATE FUNCTION tokex._jti_key(issuer text, jti text) RETURNS bytea
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_key_sql';
+CREATE FUNCTION tokex._revoked_token_key() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  NEW.issuer := COALESCE(NEW.issuer, tokex._issuer());
+  NEW.key := tokex._jti_key(NEW.issuer, NEW.jti);
+  RETURN NEW;
+END
+$$;
+CREATE TRIGGER revoked_token_key BEFORE INSERT OR UPDATE ON tokex.revoked_token
+  FOR EACH ROW EXECUTE FUNCTION tokex._revoked_token_key();
 
 -- Every revocation, whichever way it was made (function or plain DML).
 CREATE TABLE tokex.revocation (
@@ -139,6 +159,12 @@ SELECT pg_catalog.pg_extension_config_dump('tokex.revocation', '');
 CREATE TABLE tokex.audit_event (
   exchange_id          uuid PRIMARY KEY,
   at                   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  -- what issued (or refused) a token: an exchange, client_credentials, a
+  -- session credential, an identity token, an admin's jwt_sign, or a refused
+  -- call at the introspection / revocation endpoint
+  operation            text NOT NULL DEFAULT 'exchange'
+                       CHECK (operation IN ('exchange', 'client_credentials', 'session', 'identity_token',
+                                            'jwt_sign', 'introspect', 'revoke')),
   decision             text NOT NULL CHECK (decision IN ('granted', 'denied')),
   error                text,
   reason               text,
@@ -166,6 +192,13 @@ CREATE INDEX audit_event_at ON tokex.audit_event (at);
 CREATE UNIQUE INDEX audit_event_jti ON tokex.audit_event (jti) WHERE jti IS NOT NULL;
 CREATE INDEX audit_event_subject ON tokex.audit_event (subject, at);
 SELECT pg_catalog.pg_extension_config_dump('tokex.audit_event', '');
+
+-- Write one audit_event row (a JSON object of its columns) so that it is
+-- committed before the caller hands out the token it stands for, whatever
+-- the caller's transaction does next (see src/audit.c).  granted = false: a
+-- refusal, which hands out nothing.  Only tokex's own functions call it.
+CREATE FUNCTION tokex._audit_write(fields jsonb, granted boolean DEFAULT true) RETURNS void
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_audit_write_sql';
 
 CREATE FUNCTION tokex._append_only() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$

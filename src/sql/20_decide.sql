@@ -3,8 +3,13 @@
 -- tokex.exchange.  Administrators can run it themselves to see why.
 --
 -- chain_iss/chain_sub/chain_iat: position 1 is the subject, 2.. the actors
--- from the first (closest to the subject) to the current one.  jtis: the
--- presented tokens' jti claims; sid: the session of the subject token.
+-- from the first (closest to the subject) to the current one.
+-- revoked_keys: the presented tokens' revocation keys (tokex._jti_key of
+-- their iss and jti); sid: the session of the subject token; own_jtis: the
+-- jtis of presented tokens that tokex issued (each must have its granted
+-- audit row); may_act_iss/may_act_sub: the subject token's may_act entries,
+-- resolved to identities in may_act_ids; at: the time of the call, against
+-- which every validity window is judged (not the transaction's start).
 ------------------------------------------------------------------------
 -- (iss, sub) pairs to identities: tokex's own tokens carry the identity id as
 -- sub; external ones map through identity.(issuer, subject).
@@ -26,13 +31,15 @@ $$;
 CREATE FUNCTION tokex.decide(
   chain_iss text[], chain_sub text[], chain_iat timestamptz[],
   audience text, resource text, requested_scope text[], token_scope text[],
-  client_id text, own_issuer text, jtis text[] DEFAULT NULL, sid uuid DEFAULT NULL)
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
 RETURNS TABLE (
   identity_error text,     -- revoked tokens or session, unknown / inactive identities
   error text, reason text, -- steps 4-7, or NULL when granted
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl interval)
+  target text, scope text[], ttl interval, may_act_ids text[])
 LANGUAGE sql STABLE AS $$
 WITH
 c AS (  -- each chain position resolved to an identity
@@ -56,16 +63,22 @@ idp AS (  -- the first identity problem, in chain order
 tok AS (  -- revoked tokens and sessions
   SELECT CASE
            -- LIMIT keeps the lookup a per-jti index probe in the generic plan
-           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(jtis) j,
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(revoked_keys) k,
                           LATERAL (SELECT 1 FROM tokex.revoked_token r
-                                    WHERE r.jti OPERATOR(pg_catalog.=) j LIMIT 1) r) THEN
+                                    WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
              'a presented token has been revoked'
+           -- a token of ours without its committed audit row was never issued
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
+                         WHERE NOT EXISTS (SELECT 1 FROM tokex.audit_event a
+                                            WHERE a.jti OPERATOR(pg_catalog.=) j
+                                              AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
+             'a presented token has no audit row'
            WHEN decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
-                          WHEN s.expires_at <= pg_catalog.now() THEN 'the session has expired'
-                          WHEN d.revoked_at IS NOT NULL OR d.valid_from > pg_catalog.now()
-                               OR d.valid_until <= pg_catalog.now() THEN
+                          WHEN s.expires_at <= decide.at THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from > decide.at
+                               OR d.valid_until <= decide.at THEN
                             pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
                      END
                 FROM (SELECT 1) one
@@ -103,8 +116,8 @@ hop AS (  -- for each hop (principal at n, delegate at n+1), the best live deleg
       SELECT d.* FROM tokex.delegation d
        WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
          AND d.revoked_at IS NULL
-         AND d.valid_from <= pg_catalog.now()
-         AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
+         AND d.valid_from <= decide.at
+         AND (d.valid_until IS NULL OR d.valid_until > decide.at)
        ORDER BY d.max_depth >= (pg_catalog.cardinality(chain_sub) - p.n) DESC,
                 (d.audiences IS NULL OR (SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
                 d.id
@@ -136,7 +149,7 @@ pol AS (
      AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM tgt))
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
      AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) decide.at)
 ),
 -- allow rows that would match but for the audience: the target is what is refused
 allow_elsewhere AS (
@@ -148,7 +161,7 @@ allow_elsewhere AS (
      AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
      AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) decide.at)
    LIMIT 1
 ),
 deny_all AS (SELECT p.id FROM pol p WHERE p.effect = 'deny' AND p.scopes IS NULL ORDER BY p.priority DESC, p.id LIMIT 1),
@@ -213,36 +226,49 @@ SELECT COALESCE((SELECT problem FROM tok), (SELECT problem FROM idp WHERE proble
        ARRAY(SELECT p.id FROM pol p ORDER BY p.id),
        (SELECT (r).audience FROM tgt),
        (SELECT scopes FROM granted),
-       (SELECT (r).token_ttl FROM tgt)
+       (SELECT (r).token_ttl FROM tgt),
+       (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
+          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
   FROM ids
 $$;
 
--- Is a token that verified still live?  tokex's own tokens must name known,
--- active identities issued after any tokens_valid_after, must not be revoked
--- by jti, their session must be live, and every delegation that minted them
--- (recorded in the audit row of their exchange) must still stand.  For
--- external tokens tokex knows only what its tables say about them.
+-- Is a token that verified still live?  tokex's own tokens must have their
+-- granted audit row (a token of ours without one was never issued) and be
+-- an access token (an exchange's, client_credentials', or an admin's
+-- jwt_sign: a session credential or an identity token is no access token
+-- for any resource), name known, active identities issued after any
+-- tokens_valid_after, not be revoked, their session must be live, and every
+-- delegation that minted them (recorded in that audit row) must still
+-- stand.  For external tokens tokex knows only what its tables say about
+-- them.  No identity may appear twice in the chain.  at: the time of the call.
 CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
-                                    own_issuer text, own boolean, jti text, jti_uuid uuid, sid uuid)
+                                    own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
+                                    sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
 RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
 LANGUAGE sql STABLE AS $$
-  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.jti OPERATOR(pg_catalog.=) _token_active.jti)
+  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
+     AND (NOT own OR EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
+              AND a.operation IN ('exchange', 'client_credentials', 'jwt_sign')))
      AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
                       WHERE (c.id IS NULL AND own)
                          OR c.status OPERATOR(pg_catalog.<>) 'active'
                          OR (c.tokens_valid_after IS NOT NULL AND iat < c.tokens_valid_after))
+     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
+                      GROUP BY COALESCE(c.id, c.sub) HAVING pg_catalog.count(*) > 1)
      AND (sid IS NULL OR EXISTS (
            SELECT 1 FROM tokex.session s
              JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
              JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
             WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
-              AND s.expires_at > pg_catalog.now()
-              AND d.revoked_at IS NULL AND d.valid_from <= pg_catalog.now()
-              AND (d.valid_until IS NULL OR d.valid_until > pg_catalog.now())
+              AND s.expires_at > _token_active.at
+              AND d.revoked_at IS NULL AND d.valid_from <= _token_active.at
+              AND (d.valid_until IS NULL OR d.valid_until > _token_active.at)
               AND ag.status OPERATOR(pg_catalog.=) 'active'))
      AND NOT EXISTS (
            SELECT 1 FROM tokex.audit_event a
              JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
             WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
-              AND (d.revoked_at IS NOT NULL OR d.valid_until <= pg_catalog.now()))
+              AND (d.revoked_at IS NOT NULL OR d.valid_until <= _token_active.at))
 $$;

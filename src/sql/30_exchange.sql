@@ -10,6 +10,15 @@ RETURNS jsonb
 LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
 AS 'MODULE_PATHNAME', 'tokex_exchange';
 
+-- The same exchange for the HTTP face, which authenticated client_id itself
+-- (tokex_api.token); granted to no one, so SQL callers cannot name a client
+-- their role does not map to.
+CREATE FUNCTION tokex._exchange_for_client(
+  subject_token text, subject_token_type text, actor_token text, actor_token_type text,
+  audience text, resource text, scope text, requested_token_type text, client_id text)
+RETURNS jsonb
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_exchange_for_client';
+
 CREATE FUNCTION tokex.introspect(token text) RETURNS jsonb
 LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
 AS 'MODULE_PATHNAME', 'tokex_introspect';

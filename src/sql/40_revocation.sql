@@ -13,7 +13,9 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, 
 DECLARE
   d tokex.delegation;
   sid uuid := pg_catalog.gen_random_uuid();
+  jti uuid := pg_catalog.gen_random_uuid();
   granted text[];
+  at timestamptz := pg_catalog.clock_timestamp();   -- the call, not the transaction's start
   exp timestamptz;
   tok text;
 BEGIN
@@ -39,8 +41,8 @@ BEGIN
   SELECT * INTO d FROM tokex.delegation x
    WHERE x.principal OPERATOR(pg_catalog.=) start_session.principal
      AND x.delegate OPERATOR(pg_catalog.=) start_session.agent
-     AND x.revoked_at IS NULL AND x.valid_from <= pg_catalog.now()
-     AND (x.valid_until IS NULL OR x.valid_until > pg_catalog.now())
+     AND x.revoked_at IS NULL AND x.valid_from <= at
+     AND (x.valid_until IS NULL OR x.valid_until > at)
      AND (start_session.scopes IS NULL OR x.scopes OPERATOR(pg_catalog.@>) start_session.scopes)
    ORDER BY x.id LIMIT 1;
   IF NOT FOUND THEN
@@ -51,21 +53,28 @@ BEGIN
   -- ARRAY(...) over no rows is '{}', not NULL: test the argument itself
   granted := CASE WHEN start_session.scopes IS NULL THEN d.scopes
                   ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(start_session.scopes) s ORDER BY s) END;
-  exp := pg_catalog.now() OPERATOR(pg_catalog.+) ttl;
+  exp := at OPERATOR(pg_catalog.+) ttl;
   IF d.valid_until IS NOT NULL AND d.valid_until < exp THEN
     exp := d.valid_until;
   END IF;
-  INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, expires_at)
-  VALUES (sid, principal, agent, d.id, granted, exp);
-  tok := tokex.jwt_sign(pg_catalog.jsonb_build_object(
+  INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, created_at, expires_at)
+  VALUES (sid, principal, agent, d.id, granted, at, exp);
+  tok := tokex._sign(pg_catalog.jsonb_build_object(
+           'iss', tokex._issuer(),
            'sub', principal,
            'may_act', pg_catalog.jsonb_build_object('sub', agent, 'iss', tokex._issuer()),
            'sid', sid::text,
-           'jti', pg_catalog.gen_random_uuid()::text,
+           'jti', jti::text,
            'scope', pg_catalog.array_to_string(granted, ' '),
-           'iat', pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint,
-           'nbf', pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint,
-           'exp', pg_catalog.floor(extract(epoch FROM exp))::bigint));
+           'iat', pg_catalog.floor(extract(epoch FROM at))::bigint,
+           'nbf', pg_catalog.floor(extract(epoch FROM at))::bigint,
+           'exp', pg_catalog.floor(extract(epoch FROM exp))::bigint), 'JWT');
+  -- committed before the credential is returned, whatever this transaction does
+  PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
+    'exchange_id', jti, 'at', at, 'operation', 'session', 'decision', 'granted',
+    'subject', principal, 'actor', agent, 'actor_chain', ARRAY[agent], 'scope', granted,
+    'jti', jti, 'expires_at', exp, 'delegation_ids', ARRAY[d.id], 'subject_issuer', tokex._issuer(),
+    'subject_sid', sid, 'issued_token_type', 'urn:ietf:params:oauth:token-type:jwt'));
   RETURN pg_catalog.jsonb_build_object('session_token', tok, 'session_id', sid, 'expires_at', exp);
 END
 $$;
@@ -76,7 +85,10 @@ CREATE FUNCTION tokex.identity_token(identity text, ttl interval DEFAULT '15 min
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
-  now_s bigint := pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint;
+  now_s bigint := pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint;
+  exp_s bigint;
+  jti uuid := pg_catalog.gen_random_uuid();
+  tok text;
 BEGIN
   IF ttl IS NULL OR ttl <= '0'::interval OR ttl > '1 day'::interval THEN
     RAISE EXCEPTION 'ttl must be positive and at most 1 day' USING ERRCODE = 'invalid_parameter_value';
@@ -88,10 +100,15 @@ BEGIN
       USING ERRCODE = 'invalid_authorization_specification',
             DETAIL = 'Only active agents and services get identity tokens.';
   END IF;
-  RETURN tokex.jwt_sign(pg_catalog.jsonb_build_object(
-           'sub', identity, 'jti', pg_catalog.gen_random_uuid()::text,
-           'iat', now_s, 'nbf', now_s,
-           'exp', now_s OPERATOR(pg_catalog.+) pg_catalog.floor(extract(epoch FROM ttl))::bigint));
+  exp_s := now_s OPERATOR(pg_catalog.+) pg_catalog.floor(extract(epoch FROM ttl))::bigint;
+  tok := tokex._sign(pg_catalog.jsonb_build_object(
+           'iss', tokex._issuer(), 'sub', identity, 'jti', jti::text,
+           'iat', now_s, 'nbf', now_s, 'exp', exp_s), 'JWT');
+  PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
+    'exchange_id', jti, 'operation', 'identity_token', 'decision', 'granted',
+    'subject', identity, 'jti', jti, 'expires_at', pg_catalog.to_timestamp(exp_s),
+    'subject_issuer', tokex._issuer(), 'issued_token_type', 'urn:ietf:params:oauth:token-type:jwt'));
+  RETURN tok;
 END
 $$;
 
@@ -114,7 +131,7 @@ BEGIN
   UPDATE tokex.identity i
      SET status = CASE WHEN i.kind OPERATOR(pg_catalog.=) 'human' THEN 'offboarded' ELSE 'decommissioned' END,
          status_reason = reason,
-         tokens_valid_after = pg_catalog.now()
+         tokens_valid_after = pg_catalog.clock_timestamp()
    WHERE i.id OPERATOR(pg_catalog.=) revoke_identity.id;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'identity "%" does not exist', revoke_identity.id USING ERRCODE = 'no_data_found';
@@ -135,31 +152,60 @@ BEGIN
 END
 $$;
 
--- Revoke one token, given as the token itself or its jti.
-CREATE FUNCTION tokex.revoke_token(token_or_jti text, reason text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+-- The revocation row of a token or a bare jti, without inserting it:
+-- (issuer, jti text, the token's exp).  A bare jti names a token of issuer
+-- (default: tokex itself).
+CREATE FUNCTION tokex._revocation_target(token_or_jti text, issuer text,
+                                         OUT t_iss text, OUT t_jti text, OUT t_exp timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   claims jsonb;
-  j text := token_or_jti;
 BEGIN
   IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
     RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
   IF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
     claims := (tokex.jwt_decode(token_or_jti))->'payload';
-    j := claims->>'jti';
-    IF j IS NULL THEN
+    IF claims->'jti' IS NULL THEN
       RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
         HINT = 'Revoke the identity, delegation or session it belongs to instead.';
     END IF;
+    t_jti := tokex._jti_text(claims->'jti');
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'the token''s jti is neither a string nor a number' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t_iss := claims->>'iss';
+    IF t_iss IS NULL OR pg_catalog.jsonb_typeof(claims->'iss') OPERATOR(pg_catalog.<>) 'string' THEN
+      RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
+       AND (claims->>'exp')::numeric BETWEEN 0 AND 253402300799 THEN
+      t_exp := pg_catalog.to_timestamp((claims->>'exp')::double precision);
+    END IF;
+  ELSE
+    t_jti := token_or_jti;
+    t_iss := COALESCE(issuer, tokex._issuer());
   END IF;
-  INSERT INTO tokex.revoked_token (jti, reason, expires_at)
-  VALUES (j, reason,
-          CASE WHEN pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
-               THEN pg_catalog.to_timestamp((claims->>'exp')::double precision)
-               ELSE (SELECT a.expires_at FROM tokex.audit_event a
-                      WHERE a.jti::text OPERATOR(pg_catalog.=) j) END)
-  ON CONFLICT (jti) DO NOTHING;
+  IF t_exp IS NULL AND t_iss OPERATOR(pg_catalog.=) tokex._setting('issuer')
+     AND t_jti ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    SELECT a.expires_at INTO t_exp FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) t_jti::uuid;
+  END IF;
+END
+$$;
+CREATE FUNCTION tokex._jti_text(jti jsonb) RETURNS text
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_text_sql';
+
+-- Revoke one token, given as the token itself or its jti (of issuer, by
+-- default tokex itself).  Revocations are keyed by (issuer, jti).
+CREATE FUNCTION tokex.revoke_token(token_or_jti text, reason text, issuer text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  t record;
+BEGIN
+  SELECT * INTO t FROM tokex._revocation_target(token_or_jti, revoke_token.issuer);
+  INSERT INTO tokex.revoked_token (issuer, jti, reason, expires_at)
+  VALUES (t.t_iss, t.t_jti, reason, t.t_exp)
+  ON CONFLICT (key) DO NOTHING;
 END
 $$;
 
@@ -179,9 +225,13 @@ BEGIN
   IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
     RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
   END IF;
-  SELECT a.exchange_id INTO xid FROM tokex.audit_event a
-   WHERE a.jti::text OPERATOR(pg_catalog.=) (claims->>'jti') AND a.decision OPERATOR(pg_catalog.=) 'granted';
-  IF NOT FOUND THEN
+  -- jti is compared as a uuid, so the lookup is an index probe
+  IF (claims->>'jti') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    SELECT a.exchange_id INTO xid FROM tokex.audit_event a
+     WHERE a.jti OPERATOR(pg_catalog.=) (claims->>'jti')::uuid
+       AND a.decision OPERATOR(pg_catalog.=) 'granted' AND a.operation OPERATOR(pg_catalog.=) 'exchange';
+  END IF;
+  IF xid IS NULL THEN
     RAISE EXCEPTION 'token was not minted by a tokex exchange' USING ERRCODE = 'invalid_authorization_specification',
       DETAIL = 'Only access tokens from tokex.exchange have an exchange to link a use to.';
   END IF;
@@ -218,7 +268,7 @@ BEGIN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'session'; t := NEW.id::text; r := NEW.revoke_reason;
     WHEN 'revoked_token' THEN
-      k := 'token'; t := NEW.jti; r := NEW.reason;
+      k := 'token'; t := pg_catalog.left(NEW.jti, 256); r := NEW.reason;
     WHEN 'key' THEN
       IF NEW.status OPERATOR(pg_catalog.<>) 'revoked' OR OLD.status OPERATOR(pg_catalog.=) 'revoked' THEN
         RETURN NULL;

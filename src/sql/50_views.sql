@@ -5,7 +5,7 @@
 
 -- What an auditor reads: who, on whose behalf, with what privilege, result.
 CREATE VIEW tokex.audit AS
-SELECT at, exchange_id, decision, error, reason, subject, actor, actor_chain, client_id,
+SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
        audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
        subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user
   FROM tokex.audit_event;

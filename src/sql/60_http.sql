@@ -133,12 +133,17 @@ BEGIN
 END
 $$;
 
--- An HTTP-level refusal still leaves its audit row.
-CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL)
+-- An HTTP-level refusal still leaves its audit row, committed whatever
+-- PostgREST's transaction does.  operation: 'exchange' (the token endpoint),
+-- 'introspect' or 'revoke'.
+CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL,
+                                     operation text DEFAULT 'exchange')
 RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  INSERT INTO tokex.audit_event (exchange_id, decision, error, reason, client_id, audience)
-  VALUES (pg_catalog.gen_random_uuid(), 'denied', error, reason, client_id, audience)
+  SELECT tokex._audit_write(pg_catalog.jsonb_build_object(
+    'exchange_id', pg_catalog.gen_random_uuid(), 'operation', operation, 'decision', 'denied',
+    'error', error, 'reason', pg_catalog.left(reason, 1024),
+    'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false)
 $$;
 
 -- The public URL of an endpoint, path as PostgREST serves it ('/rpc/token'):
@@ -146,10 +151,9 @@ $$;
 -- tokex.endpoint_style = plain, at the path the reverse proxy serves ('/token').
 CREATE FUNCTION tokex._endpoint(path text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT pg_catalog.rtrim(COALESCE(NULLIF(pg_catalog.current_setting('tokex.base_url', true), ''),
-                                   pg_catalog.current_setting('tokex.issuer', true)), '/')
+  SELECT pg_catalog.rtrim(COALESCE(tokex._setting('base_url'), tokex._setting('issuer')), '/')
          OPERATOR(pg_catalog.||)
-         CASE WHEN pg_catalog.current_setting('tokex.endpoint_style', true) OPERATOR(pg_catalog.=) 'plain'
+         CASE WHEN tokex._setting('endpoint_style') OPERATOR(pg_catalog.=) 'plain'
               THEN pg_catalog.regexp_replace(path, '^/rpc/', '/') ELSE path END
 $$;
 
@@ -251,7 +255,7 @@ BEGIN
     INSERT INTO tokex.client_assertion_jti (client_id, jti, expires_at)
     VALUES (id, claims->>'jti',
             pg_catalog.to_timestamp((claims->>'exp')::double precision)
-              OPERATOR(pg_catalog.+) pg_catalog.current_setting('tokex.clock_skew')::interval)
+              OPERATOR(pg_catalog.+) tokex._setting('clock_skew')::interval)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
       client := NULL; why := 'client_assertion jti was already used'; RETURN;
@@ -268,7 +272,7 @@ BEGIN
      OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
     client := NULL; why := 'client authentication failed';
   ELSIF pg_catalog.split_part(client.secret_hash, '$', 2)
-          OPERATOR(pg_catalog.<>) pg_catalog.current_setting('tokex.secret_hash_iterations')
+          OPERATOR(pg_catalog.<>) tokex._setting('secret_hash_iterations')
         AND pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'off'
         AND NOT pg_catalog.pg_is_in_recovery() THEN
     -- rehash at the configured count, so stored hashes converge on it and a
@@ -369,23 +373,25 @@ BEGIN
         'error_description', 'client_credentials tokens carry no scope or audience; exchange them'), 400);
     END IF;
     xid := pg_catalog.gen_random_uuid();
-    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.now()))::bigint;
-    ttl := extract(epoch FROM LEAST(pg_catalog.current_setting('tokex.default_ttl')::interval,
-                                    pg_catalog.current_setting('tokex.max_ttl')::interval))::int;
-    tok := tokex.jwt_sign(pg_catalog.jsonb_build_object(
+    now_s := pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint;
+    ttl := extract(epoch FROM LEAST(tokex._setting('default_ttl')::interval,
+                                    tokex._setting('max_ttl')::interval))::int;
+    tok := tokex._sign(pg_catalog.jsonb_build_object(
+             'iss', tokex._issuer(),
              'sub', (a.client).identity, 'client_id', (a.client).client_id,
              'aud', tokex._issuer(),
-             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl));
-    INSERT INTO tokex.audit_event (exchange_id, decision, subject, client_id, audience, jti, expires_at,
-                                   subject_issuer, issued_token_type)
-    VALUES (xid, 'granted', (a.client).identity, (a.client).client_id,
-            tokex._issuer(), xid, pg_catalog.to_timestamp(now_s + ttl),
-            tokex._issuer(), 'urn:ietf:params:oauth:token-type:access_token');
+             'jti', xid::text, 'iat', now_s, 'nbf', now_s, 'exp', now_s + ttl), 'JWT');
+    -- committed before the token is returned
+    PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
+      'exchange_id', xid, 'operation', 'client_credentials', 'decision', 'granted',
+      'subject', (a.client).identity, 'client_id', (a.client).client_id, 'audience', tokex._issuer(),
+      'jti', xid, 'expires_at', pg_catalog.to_timestamp(now_s + ttl), 'subject_issuer', tokex._issuer(),
+      'issued_token_type', 'urn:ietf:params:oauth:token-type:access_token'));
     RETURN tokex._respond(pg_catalog.jsonb_build_object('access_token', tok, 'token_type', 'Bearer',
                                                         'expires_in', ttl));
   END IF;
 
-  r := tokex.exchange(subject_token, subject_token_type, actor_token, actor_token_type,
+  r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
                       token.audience, token.resource, token.scope, requested_token_type,
                       (a.client).client_id);
   RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
@@ -413,12 +419,13 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_client', a.why || tokex._at_endpoint(path), a.claimed_id, NULL);
+    PERFORM tokex._audit_refusal('invalid_client', a.why || tokex._at_endpoint(path), a.claimed_id, NULL,
+                                 pg_catalog.substr(path, 6));
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
                               401, 'Basic realm="tokex", charset="UTF-8"');
   ELSIF token IS NULL THEN
     PERFORM tokex._audit_refusal('invalid_request', 'token is required' || tokex._at_endpoint(path),
-                                 (a.client).client_id, NULL);
+                                 (a.client).client_id, NULL, pg_catalog.substr(path, 6));
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
                                                             'error_description', 'token is required'), 400);
   ELSE
@@ -500,11 +507,12 @@ BEGIN
       PERFORM tokex._audit_refusal('unauthorized_client',
                                    'the token was not issued to this client' || tokex._at_endpoint('/rpc/revoke'),
                                    (c.client).client_id,
-                                   CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END);
+                                   CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
+                                   'revoke');
       RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                             'error_description', 'the token was not issued to this client'), 400);
     END IF;
-    PERFORM tokex.revoke_token(claims->>'jti', 'revoked by client ' || (c.client).client_id);
+    PERFORM tokex.revoke_token(revoke.token, 'revoked by client ' || (c.client).client_id);
   END IF;
   RETURN tokex._respond('{}'::jsonb);
 END

@@ -13,7 +13,8 @@ GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
 
 GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text)
   TO tokex_app, tokex_admin;
-GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, text[], uuid)
+GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+                                        uuid[], text[], text[], timestamptz)
   TO tokex_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.identity, tokex.delegation, tokex.resource,
   tokex.policy TO tokex_admin;
@@ -26,7 +27,7 @@ GRANT EXECUTE ON FUNCTION tokex.introspect(text), tokex.record_use(text, text, t
   tokex.start_session(text, text, text[], interval) TO tokex_app, tokex_admin;
 GRANT EXECUTE ON FUNCTION tokex.identity_token(text, interval), tokex.revoke_session(uuid, text),
   tokex.revoke_identity(text, text), tokex.revoke_delegation(text, text, text),
-  tokex.revoke_token(text, text) TO tokex_admin;
+  tokex.revoke_token(text, text, text) TO tokex_admin;
 GRANT SELECT ON tokex.audit_trail, tokex.revocation TO tokex_auditor, tokex_admin;
 GRANT SELECT, UPDATE ON tokex.session TO tokex_admin;
 GRANT SELECT, INSERT ON tokex.revoked_token TO tokex_admin;

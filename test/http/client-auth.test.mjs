@@ -71,22 +71,24 @@ describe('a failed authentication takes as long for a known client id as for an 
 // /rpc/token audits every refusal; introspection and revocation must too,
 // or guessing client secrets there leaves no trace.
 describe('refusals at /rpc/introspect and /rpc/revoke leave audit rows', () => {
-  const rows = (reason) => Number(sql(`SELECT count(*) FROM tokex.audit WHERE decision = 'denied'
-                                         AND error = split_part(:'r', '|', 1) AND reason = split_part(:'r', '|', 2)
-                                         AND client_id IS NOT DISTINCT FROM NULLIF(split_part(:'r', '|', 3), '')`,
-                                      { r: reason }));
+  // error|reason|client_id|operation
+  const rows = (key) => Number(sql(`SELECT count(*) FROM tokex.audit WHERE decision = 'denied'
+                                      AND error = split_part(:'r', '|', 1) AND reason = split_part(:'r', '|', 2)
+                                      AND client_id IS NOT DISTINCT FROM NULLIF(split_part(:'r', '|', 3), '')
+                                      AND operation = split_part(:'r', '|', 4)`,
+                                   { r: key }));
   const secretClient = () => fx().secretClient;
 
   for (const [fn, where] of [['introspect', 'the introspection endpoint'], ['revoke', 'the revocation endpoint']]) {
     test(`${fn}: a wrong secret, naming the claimed client and the endpoint`, () => {
-      const key = `invalid_client|client authentication failed at ${where}|web-app`;
+      const key = `invalid_client|client authentication failed at ${where}|web-app|${fn}`;
       const before = rows(key);
       assert.equal(request(fn, { token: 'x', client_id: 'web-app', client_secret: 'wrong' }).status, 401);
       assert.equal(rows(key), before + 1);
     });
 
     test(`${fn}: no client authentication at all`, () => {
-      const key = `invalid_client|client authentication is required at ${where}|`;
+      const key = `invalid_client|client authentication is required at ${where}||${fn}`;
       const before = rows(key);
       assert.equal(request(fn, { token: 'x' }).status, 401);
       assert.equal(rows(key), before + 1);
@@ -94,7 +96,7 @@ describe('refusals at /rpc/introspect and /rpc/revoke leave audit rows', () => {
 
     test(`${fn}: an authenticated client without a token (invalid_request)`, () => {
       const { id, secret } = secretClient();
-      const key = `invalid_request|token is required at ${where}|${id}`;
+      const key = `invalid_request|token is required at ${where}|${id}|${fn}`;
       const before = rows(key);
       assert.equal(request(fn, { client_id: id, client_secret: secret }).status, 400);
       assert.equal(rows(key), before + 1);

@@ -2,6 +2,7 @@
 // with tokex.jwks() as a local JWK Set.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, calculateJwkThumbprint } from 'jose';
 import { sql, sqlJson, ISSUER } from './pg.mjs';
 
@@ -19,7 +20,7 @@ function claimsFor(alg) {
     aud: AUD,
     exp: now + 300,
     nbf: now - 5,
-    jti: `jti-${alg}-${now}`,
+    jti: randomUUID(),  // jwt_sign requires a UUID jti: it keys the audit row
     scope: 'read write',
     act: { sub: 'agent-1', act: { sub: 'agent-0' } },
     n: 42,

@@ -10,10 +10,10 @@
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION tokex;
+CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
 SET LOCAL tokex.issuer = 'https://tokex.test';
 SET LOCAL client_min_messages = warning;
-SELECT plan(112);
+SELECT plan(119);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
   SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
@@ -79,7 +79,10 @@ SELECT tokex.jwt_verify(:'t1') AS v1 \gset
 SELECT is(:'v1'::jsonb->>'sub', 'alice', 'sign/verify round trip');
 SELECT is(:'v1'::jsonb->>'iss', 'https://tokex.test', 'jwt_sign fills in iss from tokex.issuer');
 SELECT ok(abs((:'v1'::jsonb->>'iat')::bigint - :now) <= 5, 'jwt_sign fills in iat = now');
-SELECT is(:'v1'::jsonb - 'iss' - 'iat', :'c1'::jsonb, 'every claim survives the round trip (nested, unicode)');
+SELECT is(:'v1'::jsonb - 'iss' - 'iat' - 'jti', :'c1'::jsonb, 'every claim survives the round trip (nested, unicode)');
+SELECT is((SELECT count(*) FROM tokex.audit WHERE operation = 'jwt_sign' AND jti = (:'v1'::jsonb->>'jti')::uuid
+              AND subject = 'alice' AND decision = 'granted'), 1::bigint,
+          'jwt_sign adds a jti and commits an audit row for it');
 SELECT is(tokex.jwt_decode(:'t1'),
           jsonb_build_object('header', jsonb_build_object('alg', 'ES256', 'kid', :'kid', 'typ', 'JWT'),
                              'payload', :'v1'::jsonb),
@@ -308,11 +311,32 @@ SELECT is(pg_temp.bad_jwks(pg_temp.jwks(:'s1', 'h1', 'HS512')),
           '22023 invalid JWKS: JWKS key 0: HS512 needs a key of at least 64 bytes', 'oct key too short for HS512');
 SELECT is(pg_temp.bad_jwks('{"keys":[{"kty":"oct"}]}'), '22023 invalid JWKS: JWKS key 0: oct JWK needs "k"',
           'oct key without k');
-SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(pg_temp.jwks(:'s1')->'keys'->0,
+SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(tokex.jwks()->'keys'->0,
             jsonb_build_object('kty', 'RSA', 'alg', 'RS256', 'e', 'AQAB', 'n',
               'v3nXyT4jWzrN-cVb83grqBT4uKUIaBbSu2wr6zTHzsy-z7Z1ikpUIdDznFtWwyLSkawtHEypM0rL-ALkmcPBpfSTQfs1Ihk9NoyY3rj0AiGCmLgGjJWgB_vVx1lBBb0hKbPjGRvEMqaeeMD8rAqRRUKX4dHyaTVJQOj3g6zod8c')))),
           '22023 invalid JWKS: JWKS key 1: RSA modulus of 1024 bits is shorter than 2048',
           'RSA 1024-bit key refused (the whole JWKS, not just that key)');
+SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(pg_temp.jwks(:'s1')->'keys'->0,
+            tokex.jwks()->'keys'->0))),
+          '22023 invalid JWKS: JWKS mixes symmetric (oct) and asymmetric keys (key 1)',
+          'a JWKS mixing a shared secret and a public key is refused');
+SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(pg_temp.jwks(:'s1')->'keys'->0
+            || '{"key_ops":["encrypt"]}'))),
+          '22023 invalid JWKS: JWKS has no signature keys', 'only a key whose key_ops lack "verify"');
+SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(pg_temp.jwks(:'s1')->'keys'->0
+            || '{"key_ops":"verify"}'))),
+          '22023 invalid JWKS: JWKS key 0: JWK "key_ops" must be an array of at most 16 strings', 'key_ops not an array');
+-- key_ops is honoured: a verify key verifies, a sign-only key of the same set is not used
+SELECT lives_ok(format('SELECT tokex.trust_issuer(%L, %L)', 'https://ops.test', jsonb_build_object('keys',
+            jsonb_build_array(pg_temp.jwks(:'s1', 'kv')->'keys'->0 || '{"key_ops":["verify"]}',
+                              pg_temp.jwks(:'s1', 'ks')->'keys'->0 || '{"key_ops":["sign"]}'))),
+                'trust_issuer with a key_ops ["verify"] key and a key_ops ["sign"] key');
+SELECT is(tokex.jwt_verify(pg_temp.hs('{"alg":"HS256","kid":"kv"}', jsonb_build_object('iss', 'https://ops.test',
+            'sub', 'carol', 'exp', pg_temp.now() + 300), :'s1'))->>'sub', 'carol',
+          'a token naming the key_ops ["verify"] key verifies');
+SELECT is(pg_temp.verr(pg_temp.hs('{"alg":"HS256","kid":"ks"}', jsonb_build_object('iss', 'https://ops.test',
+            'sub', 'carol', 'exp', pg_temp.now() + 300), :'s1')),
+          '28000 invalid token: no key with this kid', 'a token naming the key_ops ["sign"] key is refused');
 SELECT is(pg_temp.bad_jwks(jsonb_build_object('keys', jsonb_build_array(jsonb_build_object(
             'kty', 'EC', 'crv', 'P-256', 'x', repeat('A', 43), 'y', repeat('A', 43))))),
           '22023 invalid JWKS: JWKS key 0: EC JWK is not a valid P-256 point', 'EC point not on the curve');

@@ -4,8 +4,9 @@
  * Each test program calls tap_ok() once per assertion, tap_diag() for
  * "# ..." comment lines, and returns tap_done() from main(): that prints the
  * plan ("1..N") at the end, which TAP allows, and yields the exit status
- * (non-zero when any assertion failed).  tap_skip_all() prints
- * "1..0 # SKIP reason" when a whole program cannot run.
+ * (non-zero when any assertion failed).  tap_skip() reports one test that
+ * cannot run; tap_skip_all() prints "1..0 # SKIP reason" when a whole
+ * program cannot run.
  */
 #ifndef TOKEX_TAP_H
 #define TOKEX_TAP_H
@@ -49,6 +50,15 @@ tap_diag(const char *fmt,...)
 	vprintf(fmt, ap);
 	va_end(ap);
 	putchar('\n');
+	fflush(stdout);
+}
+
+/* One test skipped: counted as passing, with a SKIP directive and the reason. */
+static inline void
+tap_skip(const char *what, const char *reason)
+{
+	tap_count++;
+	printf("ok %d - %s # SKIP %s\n", tap_count, what, reason);
 	fflush(stdout);
 }
 

@@ -1003,9 +1003,364 @@ done:
 		jose_keys_free(keys, n);
 		json_decref(j);
 	}
+	{
+		/* one kind of key per set: every asymmetric kind together, or only secrets */
+		static const char oct1[] = "{\"kty\":\"oct\",\"kid\":\"h1\",\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		static const char oct2[] = "{\"kty\":\"oct\",\"kid\":\"h2\",\"alg\":\"HS384\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWJjZGVm\"}";
+		json_t	   *j;
+		jose_error	e = noerr();
+
+		j = json_pack("{s:[o,o,o]}", "keys", pub_jwk(es_a, "a", NULL), pub_jwk(ed, "b", NULL),
+					  pub_jwk(rs, "c", NULL));
+		keys = NULL;
+		n = 0;
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc == 0 && n == 3, "jwks: EC, OKP and RSA keys together are one kind (%s)",
+			   rc == 0 ? "ok" : e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+
+		j = json_pack("{s:[o,o]}", "keys", json_fixture(oct1), json_fixture(oct2));
+		keys = NULL;
+		n = 0;
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc == 0 && n == 2, "jwks: two oct keys together are one kind (%s)",
+			   rc == 0 ? "ok" : e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+
+		j = json_pack("{s:[o,o,o]}", "keys", pub_jwk(es_a, "a", NULL), pub_jwk(rs, "c", NULL),
+					  json_fixture(oct1));
+		keys = NULL;
+		n = 0;
+		e = noerr();
+		rc = jose_jwks_parse(j, &keys, &n, &e);
+		tap_ok(rc < 0 && keys == NULL && n == 0 && e.code == JOSE_E_JWKS &&
+			   strstr(e.detail, "mixes symmetric (oct) and asymmetric keys") &&
+			   strstr(e.detail, "key 2"),
+			   "jwks: an oct key after two public keys refuses the set, naming it (got %s \"%s\")",
+			   errname(e.code), e.detail);
+		jose_keys_free(keys, n);
+		json_decref(j);
+	}
 	jose_key_free(es_e);
 	jose_key_free(foreign);
 	jose_key_free(rs_as_ps);
+}
+
+/* ---------------- key_ops and use ---------------- */
+
+/*
+ * RFC 7517 §4.3 key_ops and §4.2 use: a key is used only for what its JWK
+ * says.  "sign"/"verify" limit jose_sign_raw/jose_verify_raw; a key_ops that
+ * names neither is not a signature key, like use "enc"; a malformed key_ops
+ * refuses the key.
+ */
+
+/* jwk (copied) with key_ops set from a JSON text, or removed when NULL */
+static json_t *
+with_key_ops(json_t *jwk, const char *key_ops)
+{
+	json_t	   *j = json_deep_copy(jwk);
+
+	json_object_del(j, "key_ops");
+	if (key_ops)
+	{
+		json_t	   *v = json_loads(key_ops, JSON_DECODE_ANY, NULL);
+
+		if (v == NULL)
+			abort();
+		json_object_set_new(j, "key_ops", v);
+	}
+	return j;
+}
+
+/* sign "m" with k, then verify with v: 0 when both succeed; err says which failed */
+static int
+sign_then_verify(const jose_key *k, const jose_key *v, jose_error *err, bool *signed_ok)
+{
+	uint8_t    *sig = NULL;
+	size_t		sl = 0;
+	int			rc;
+
+	*signed_ok = jose_sign_raw(k, (const uint8_t *) "m", 1, &sig, &sl, err) == 0;
+	if (!*signed_ok)
+		return -1;
+	rc = jose_verify_raw(v, v->alg, (const uint8_t *) "m", 1, sig, sl, err);
+	free(sig);
+	return rc;
+}
+
+static void
+test_key_ops(void)
+{
+	jose_key   *es = genkeys[0],	/* ES256 */
+			   *rs = genkeys[4];	/* RS256 */
+	json_t	   *espub = pub_jwk(es, "es", "ES256"),
+			   *espriv = private_jwk_of(es),
+			   *rspub = pub_jwk(rs, "rs", NULL);
+	jose_error	e;
+	jose_key   *k;
+	bool		signed_ok;
+	int			rc;
+
+	/* jose_jwk_public writes use "sig": drop it so key_ops alone speaks, unless a case sets it */
+	json_object_del(espub, "use");
+	json_object_del(espriv, "use");
+	json_object_del(rspub, "use");
+
+	/* the well-formed cases */
+	{
+		static const struct
+		{
+			const char *key_ops;
+			bool		can_sign;
+			bool		can_verify;
+		}			ok[] = {
+			{NULL, true, true},
+			{"[\"sign\",\"verify\"]", true, true},
+			{"[\"verify\"]", false, true},
+			{"[\"sign\"]", true, false},
+			{"[\"verify\",\"encrypt\"]", false, true},	/* other ops tolerated without use */
+			{"[\"deriveKey\",\"sign\"]", true, false},
+		};
+
+		for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		{
+			json_t	   *priv = with_key_ops(espriv, ok[i].key_ops),
+					   *pub = with_key_ops(espub, ok[i].key_ops);
+			jose_key   *sk,
+					   *vk;
+			const char *name = ok[i].key_ops ? ok[i].key_ops : "absent";
+
+			e = noerr();
+			sk = jose_jwk_parse(priv, JOSE_ALG_UNKNOWN, true, &e);
+			vk = sk ? jose_jwk_parse(pub, JOSE_ALG_UNKNOWN, false, &e) : NULL;
+			if (!tap_ok(sk && vk, "key_ops %s: private and public JWK parse (%s)", name,
+						sk && vk ? "ok" : e.detail))
+			{
+				jose_key_free(sk);
+				json_decref(priv);
+				json_decref(pub);
+				continue;
+			}
+			/* signing with the private JWK, verifying with the generated key */
+			e = noerr();
+			rc = sign_then_verify(sk, es, &e, &signed_ok);
+			if (ok[i].can_sign)
+				tap_ok(rc == 0, "key_ops %s: the private key signs (%s)", name,
+					   rc == 0 ? "ok" : e.detail);
+			else
+				tap_ok(!signed_ok && e.code == JOSE_E_KEY_OPS && strstr(e.detail, "\"sign\""),
+					   "key_ops %s: the private key refuses to sign -> KEY_OPS (got %s \"%s\")",
+					   name, signed_ok ? "a signature" : errname(e.code), e.detail);
+			/* signing with the generated key, verifying with the public JWK */
+			e = noerr();
+			rc = sign_then_verify(es, vk, &e, &signed_ok);
+			if (ok[i].can_verify)
+				tap_ok(rc == 0, "key_ops %s: the public key verifies (%s)", name,
+					   rc == 0 ? "ok" : e.detail);
+			else
+				tap_ok(signed_ok && rc < 0 && e.code == JOSE_E_KEY_OPS &&
+					   strstr(e.detail, "\"verify\""),
+					   "key_ops %s: the public key refuses to verify a valid signature "
+					   "-> KEY_OPS (got %s \"%s\")", name, rc == 0 ? "verified" : errname(e.code),
+					   e.detail);
+			jose_key_free(sk);
+			jose_key_free(vk);
+			json_decref(priv);
+			json_decref(pub);
+		}
+	}
+
+	/* refused: malformed, no signature operation, or disagreeing with use */
+	{
+		static const struct
+		{
+			const char *name;
+			const char *key_ops;
+			const char *use;
+			const char *phrase;
+		}			bad[] = {
+			{"a string", "\"verify\"", NULL, "array"},
+			{"an object", "{\"verify\":true}", NULL, "array"},
+			{"an array with a number", "[\"verify\",1]", NULL, "array"},
+			{"an array with null", "[null]", NULL, "array"},
+			{"17 entries", "[\"verify\",\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\","
+			"\"l\",\"m\",\"n\",\"o\",\"p\"]", NULL, "at most 16"},
+			{"\"verify\" twice", "[\"verify\",\"verify\"]", NULL, "distinct"},
+			{"\"encrypt\" twice", "[\"verify\",\"encrypt\",\"encrypt\"]", NULL, "distinct"},
+			{"empty", "[]", NULL, "neither"},
+			{"[\"encrypt\"]", "[\"encrypt\"]", NULL, "neither"},
+			{"[\"encrypt\",\"wrapKey\"]", "[\"encrypt\",\"wrapKey\"]", NULL, "neither"},
+			{"[\"Verify\"] (values are case-sensitive)", "[\"Verify\"]", NULL, "neither"},
+			{"[\"verify\",\"encrypt\"] with use sig", "[\"verify\",\"encrypt\"]", "sig", "use"},
+			{"[\"encrypt\"] with use sig", "[\"encrypt\"]", "sig", "neither"},
+		};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		{
+			json_t	   *pub = with_key_ops(espub, bad[i].key_ops),
+					   *priv = with_key_ops(espriv, bad[i].key_ops);
+
+			if (bad[i].use)
+			{
+				json_object_set_new(pub, "use", json_string(bad[i].use));
+				json_object_set_new(priv, "use", json_string(bad[i].use));
+			}
+			e = noerr();
+			k = jose_jwk_parse(pub, JOSE_ALG_UNKNOWN, false, &e);
+			tap_ok(k == NULL && e.code == JOSE_E_JWK && strstr(e.detail, "key_ops") &&
+				   strstr(e.detail, bad[i].phrase),
+				   "key_ops %s: public JWK refused -> JWK (got %s \"%s\")", bad[i].name,
+				   k ? "a key" : errname(e.code), e.detail);
+			jose_key_free(k);
+			e = noerr();
+			k = jose_jwk_parse(priv, JOSE_ALG_UNKNOWN, true, &e);
+			tap_ok(k == NULL && e.code == JOSE_E_JWK && strstr(e.detail, "key_ops"),
+				   "key_ops %s: private JWK refused -> JWK (got %s)", bad[i].name,
+				   k ? "a key" : errname(e.code));
+			jose_key_free(k);
+			json_decref(pub);
+			json_decref(priv);
+		}
+	}
+	{
+		/* use sig with key_ops [verify] agree; use enc is refused whatever key_ops says */
+		json_t	   *j = with_key_ops(espub, "[\"verify\"]");
+
+		json_object_set_new(j, "use", json_string("sig"));
+		e = noerr();
+		k = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &e);
+		tap_ok(k != NULL && k->ops == JOSE_OP_VERIFY,
+			   "key_ops [\"verify\"] with use sig: accepted, verify only (%s)", k ? "ok" : e.detail);
+		jose_key_free(k);
+		json_object_set_new(j, "use", json_string("enc"));
+		e = noerr();
+		k = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &e);
+		tap_ok(k == NULL && e.code == JOSE_E_JWK && strstr(e.detail, "use"),
+			   "key_ops [\"verify\"] with use enc: refused (got %s \"%s\")",
+			   k ? "a key" : errname(e.code), e.detail);
+		jose_key_free(k);
+		json_decref(j);
+	}
+	{
+		/* generated and stored keys may do both */
+		uint8_t    *der = NULL;
+		size_t		derlen = 0;
+
+		e = noerr();
+		k = jose_key_to_der(es, &der, &derlen, &e) == 0 ?
+			jose_key_from_der(JOSE_ALG_ES256, der, derlen, &e) : NULL;
+		tap_ok(es->ops == (JOSE_OP_SIGN | JOSE_OP_VERIFY) && k &&
+			   k->ops == (JOSE_OP_SIGN | JOSE_OP_VERIFY),
+			   "key_ops: generated and DER-loaded keys may sign and verify");
+		jose_key_free(k);
+		free(der);
+	}
+
+	/* JWKS: keys whose key_ops lack verify are skipped like use enc; malformed refuses all */
+	{
+		json_t	   *arr = json_array(),
+				   *jwks;
+		jose_key  **keys = NULL;
+		size_t		n = 0;
+
+		json_array_append_new(arr, with_key_ops(espub, "[\"verify\"]"));	/* 0 */
+		{
+			json_t	   *r = with_key_ops(rspub, "[\"encrypt\"]");
+
+			json_object_set_new(r, "kid", json_string("rs-enc"));
+			json_array_append_new(arr, r);	/* skipped */
+		}
+		{
+			json_t	   *r = with_key_ops(rspub, "[\"sign\"]");
+
+			json_object_set_new(r, "kid", json_string("rs-sign"));
+			json_array_append_new(arr, r);	/* skipped */
+		}
+		{
+			/* an encryption key of a kind tokex cannot even parse: skipped unread */
+			json_t	   *x = json_fixture("{\"kty\":\"OKP\",\"crv\":\"X25519\",\"kid\":\"x\","
+										 "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\","
+										 "\"key_ops\":[\"deriveKey\"]}");
+
+			json_array_append_new(arr, x);
+		}
+		json_array_append_new(arr, with_key_ops(rspub, "[\"verify\",\"sign\"]"));	/* 1 */
+		jwks = json_pack("{s:o}", "keys", arr);
+		e = noerr();
+		rc = jose_jwks_parse(jwks, &keys, &n, &e);
+		if (tap_ok(rc == 0 && n == 2 && keys[0]->ops == JOSE_OP_VERIFY &&
+				   strcmp(keys[1]->kid, "rs") == 0,
+				   "jwks: keys whose key_ops lack \"verify\" are skipped -> 2 of 5 (%s)",
+				   rc == 0 ? "ok" : e.detail))
+		{
+			sel_case("kid of a skipped key_ops [\"encrypt\"] key", "{\"alg\":\"RS256\",\"kid\":\"rs-enc\"}",
+					 rs, keys, n, -1, JOSE_E_NO_KEY);
+			sel_case("kid of a skipped key_ops [\"sign\"] key", "{\"alg\":\"RS256\",\"kid\":\"rs-sign\"}",
+					 rs, keys, n, -1, JOSE_E_NO_KEY);
+			sel_case("kid of the verify-only key", "{\"alg\":\"ES256\",\"kid\":\"es\"}", es, keys, n, 0, 0);
+		}
+		jose_keys_free(keys, n);
+		json_decref(jwks);
+
+		jwks = json_pack("{s:[o,o]}", "keys", with_key_ops(espub, "[\"verify\"]"),
+						 with_key_ops(rspub, "[\"verify\",\"verify\"]"));
+		keys = NULL;
+		n = 0;
+		e = noerr();
+		rc = jose_jwks_parse(jwks, &keys, &n, &e);
+		tap_ok(rc < 0 && keys == NULL && e.code == JOSE_E_JWKS && strstr(e.detail, "key 1") &&
+			   strstr(e.detail, "key_ops"),
+			   "jwks: one key with a malformed key_ops refuses the whole JWKS (got %s \"%s\")",
+			   errname(e.code), e.detail);
+		jose_keys_free(keys, n);
+		json_decref(jwks);
+
+		jwks = json_pack("{s:[o]}", "keys", with_key_ops(espub, "[\"encrypt\"]"));
+		keys = NULL;
+		n = 0;
+		e = noerr();
+		rc = jose_jwks_parse(jwks, &keys, &n, &e);
+		tap_ok(rc < 0 && keys == NULL && e.code == JOSE_E_JWKS && strstr(e.detail, "no signature keys"),
+			   "jwks: only a key_ops [\"encrypt\"] key -> no signature keys (got %s \"%s\")",
+			   errname(e.code), e.detail);
+		jose_keys_free(keys, n);
+		json_decref(jwks);
+	}
+	{
+		/*
+		 * jose_jws_verify_with: without a kid, a key that may not verify is
+		 * no candidate; with its kid, its refusal is the verdict.
+		 */
+		jose_key   *vo = NULL,
+				   *so = NULL;
+		json_t	   *j = with_key_ops(espub, "[\"sign\"]");
+
+		e = noerr();
+		so = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &e);
+		json_decref(j);
+		j = with_key_ops(espub, "[\"verify\"]");
+		json_object_set_new(j, "kid", json_string("es-v"));
+		vo = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &e);
+		json_decref(j);
+		if (tap_ok(so && vo, "key_ops: sign-only and verify-only public keys parse"))
+		{
+			sel_case("no kid, sign-only key then verify-only key", "{\"alg\":\"ES256\"}", es,
+					 (jose_key *[]) {so, vo}, 2, 1, 0);
+			sel_case("no kid, only a sign-only key", "{\"alg\":\"ES256\"}", es,
+					 (jose_key *[]) {so}, 1, -1, JOSE_E_NO_KEY);
+			sel_case("kid of a sign-only key", "{\"alg\":\"ES256\",\"kid\":\"es\"}", es,
+					 (jose_key *[]) {so, vo}, 2, -1, JOSE_E_KEY_OPS);
+		}
+		jose_key_free(so);
+		jose_key_free(vo);
+	}
+	json_decref(espub);
+	json_decref(espriv);
+	json_decref(rspub);
 }
 
 /* ---------------- thumbprints ---------------- */
@@ -1181,6 +1536,7 @@ main(void)
 	test_private_jwk();
 	test_stale_error();
 	test_jwks();
+	test_key_ops();
 	test_thumbprints();
 	test_claims();
 out:

@@ -17,6 +17,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 
 #include "jose.h"
@@ -308,6 +309,194 @@ public_pem(const jose_key *k)
 	out[len] = '\0';
 	BIO_free(bio);
 	return out;
+}
+
+/* Public JWK of k with members edited: set from a JSON object text, then "alg"/"use" dropped if asked. */
+static json_t *
+jwk_edited(const jose_key *k, const char *set, bool drop_alg, bool drop_use)
+{
+	jose_error	err = noerr();
+	json_t	   *j = jose_jwk_public(k, &err);
+
+	if (j == NULL)
+		abort();
+	if (drop_alg)
+		json_object_del(j, "alg");
+	if (drop_use)
+		json_object_del(j, "use");
+	if (set)
+	{
+		json_t	   *m = json_fixture(set);
+
+		json_object_update(j, m);
+		json_decref(m);
+	}
+	return j;
+}
+
+/* Keys of a JWKS built from jwks (stolen); aborts when it does not parse. */
+static jose_key **
+jwks_keys(json_t *jwks, size_t *n)
+{
+	jose_key  **keys = NULL;
+	jose_error	err = noerr();
+
+	if (jose_jwks_parse(jwks, &keys, n, &err) < 0)
+	{
+		fprintf(stderr, "fixture: JWKS refused: %s\n", err.detail);
+		abort();
+	}
+	json_decref(jwks);
+	return keys;
+}
+
+static char *
+bn_b64(const BIGNUM *bn)
+{
+	uint8_t		buf[512];
+	int			n = BN_bn2bin(bn, buf);
+
+	if (n <= 0)
+		abort();
+	return b64(buf, (size_t) n);
+}
+
+/*
+ * An RSA-2048 key made the way Infineon's RSALib made them (CVE-2017-15361,
+ * Nemec et al., CCS 2017): each prime is k*M + (65537^a mod M), with M the
+ * product of the first 126 primes, RSALib's M for 2048-bit keys.  Returns
+ * the public JWK and, in *priv, the private one; aborts when the key it
+ * built is not a valid RSA key pair by OpenSSL's own check.
+ */
+static json_t *
+roca_rsa_jwk(json_t **priv)
+{
+	BN_CTX	   *ctx = BN_CTX_new();
+	BIGNUM	   *m = BN_new(),
+			   *g = BN_new(),
+			   *a = BN_new(),
+			   *k = BN_new(),
+			   *f[2] = {BN_new(), BN_new()},
+			   *n = BN_new(),
+			   *e = BN_new(),
+			   *d = BN_new(),
+			   *p1 = BN_new(),
+			   *q1 = BN_new(),
+			   *phi = BN_new(),
+			   *dp = BN_new(),
+			   *dq = BN_new(),
+			   *qi = BN_new();
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params;
+	EVP_PKEY_CTX *pctx;
+	EVP_PKEY   *pk = NULL;
+	json_t	   *pub;
+	int			count = 0;
+	char	   *ns,
+			   *ds,
+			   *ps,
+			   *qs,
+			   *dps,
+			   *dqs,
+			   *qis;
+
+	BN_one(m);
+	for (unsigned long c = 2; count < 126; c++)
+	{
+		unsigned long t = 2;
+
+		while (t * t <= c && c % t)
+			t++;
+		if (t * t > c)
+		{
+			BN_mul_word(m, c);
+			count++;
+		}
+	}
+	BN_set_word(g, 65537);
+	BN_set_word(e, 65537);
+	for (int i = 0; i < 2;)
+	{
+		/* p = k*M + (65537^a mod M), 1024 bits, prime, and p - 1 prime to e */
+		BN_rand(a, 64, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY);
+		BN_mod_exp(a, g, a, m, ctx);
+		BN_rand(k, 1025 - BN_num_bits(m), BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY);
+		BN_mul(f[i], k, m, ctx);
+		BN_add(f[i], f[i], a);
+		if (BN_num_bits(f[i]) != 1024 || BN_mod_word(f[i], 65537) == 1 ||
+			BN_check_prime(f[i], ctx, NULL) != 1)
+			continue;
+		if (i == 1 && (BN_mul(n, f[0], f[1], ctx), BN_num_bits(n) != 2048))
+			continue;
+		i++;
+	}
+	BN_sub(p1, f[0], BN_value_one());
+	BN_sub(q1, f[1], BN_value_one());
+	BN_mul(phi, p1, q1, ctx);
+	if (BN_mod_inverse(d, e, phi, ctx) == NULL ||
+		!BN_mod(dp, d, p1, ctx) || !BN_mod(dq, d, q1, ctx) ||
+		BN_mod_inverse(qi, f[1], f[0], ctx) == NULL)
+		abort();
+
+	/* the fixture must be a real key pair, or a refusal proves nothing */
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR1, f[0]);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR2, f[1]);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT1, dp);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT2, dq);
+	OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, qi);
+	params = OSSL_PARAM_BLD_to_param(bld);
+	pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+		EVP_PKEY_fromdata(pctx, &pk, EVP_PKEY_KEYPAIR, params) <= 0)
+		abort();
+	EVP_PKEY_CTX_free(pctx);
+	pctx = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+	if (pctx == NULL || EVP_PKEY_pairwise_check(pctx) != 1)
+		abort();
+
+	ns = bn_b64(n);
+	pub = json_pack("{s:s,s:s,s:s,s:s,s:s}", "kty", "RSA", "alg", "RS256", "kid", "roca",
+					"n", ns, "e", "AQAB");
+	ds = bn_b64(d);
+	ps = bn_b64(f[0]);
+	qs = bn_b64(f[1]);
+	dps = bn_b64(dp);
+	dqs = bn_b64(dq);
+	qis = bn_b64(qi);
+	*priv = json_deep_copy(pub);
+	json_object_update_new(*priv, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "d", ds, "p", ps,
+											"q", qs, "dp", dps, "dq", dqs, "qi", qis));
+	free(ns);
+	free(ds);
+	free(ps);
+	free(qs);
+	free(dps);
+	free(dqs);
+	free(qis);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(m);
+	BN_free(g);
+	BN_free(a);
+	BN_free(k);
+	BN_free(f[0]);
+	BN_free(f[1]);
+	BN_free(n);
+	BN_free(e);
+	BN_free(d);
+	BN_free(p1);
+	BN_free(q1);
+	BN_free(phi);
+	BN_free(dp);
+	BN_free(dq);
+	BN_free(qi);
+	BN_CTX_free(ctx);
+	return pub;
 }
 
 /* oct HS256 key whose secret is the given bytes (the attacker's HMAC key). */
@@ -704,6 +893,92 @@ main(void)
 		free(h2);
 	}
 
+	/* ---- key_ops (RFC 7517 §4.3) and use (§4.2): a key does only what its JWK says ---- */
+	refuse_jwk("RSA JWK without alg or use, key_ops [\"encrypt\"] (Wycheproof JWS tc355)",
+			   jwk_edited(rs, "{\"key_ops\":[\"encrypt\"]}", true, true), JOSE_ALG_RS256,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK without alg or use, key_ops [\"encrypt\"] (Wycheproof JWS tc356)",
+			   jwk_edited(es, "{\"key_ops\":[\"encrypt\"]}", true, true), JOSE_ALG_UNKNOWN,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("RSA JWK use enc (Wycheproof JWS tc353)",
+			   jwk_edited(rs, "{\"use\":\"enc\"}", true, false), JOSE_ALG_RS256, JOSE_E_JWK, "use");
+	refuse_jwk("EC JWK with key_ops \"verify\" (a string, not an array)",
+			   jwk_edited(es, "{\"key_ops\":\"verify\"}", false, true), JOSE_ALG_UNKNOWN,
+			   JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK with key_ops [\"verify\",\"verify\"]",
+			   jwk_edited(es, "{\"key_ops\":[\"verify\",\"verify\"]}", false, true),
+			   JOSE_ALG_UNKNOWN, JOSE_E_JWK, "key_ops");
+	refuse_jwk("EC JWK use sig with key_ops [\"verify\",\"encrypt\"] (use and key_ops disagree)",
+			   jwk_edited(es, "{\"key_ops\":[\"verify\",\"encrypt\"]}", false, false),
+			   JOSE_ALG_UNKNOWN, JOSE_E_JWK, "key_ops");
+	{
+		json_t	   *j = jwk_edited(es, "{\"kid\":\"k-es\",\"key_ops\":[\"sign\"]}", false, true);
+		jose_key   *signonly = jose_jwk_parse(j, JOSE_ALG_UNKNOWN, false, &err);
+		jose_key  **keys;
+		size_t		n = 0;
+
+		json_decref(j);
+		if (signonly == NULL)
+			abort();
+		refuse("valid ES256 token, jose_jws_verify on a key_ops [\"sign\"] key",
+			   token_signed(es_hdr, good, es), &signonly, 1, ONE_KEY, JOSE_E_KEY_OPS, "verify");
+		refuse("valid ES256 token naming a key_ops [\"sign\"] key by kid",
+			   token_signed(es_hdr, good, es), &signonly, 1, WITH_KEYS, JOSE_E_KEY_OPS, "verify");
+		refuse("valid ES256 token without kid, only a key_ops [\"sign\"] key",
+			   token_signed("{\"alg\":\"ES256\"}", good, es), &signonly, 1, WITH_KEYS,
+			   JOSE_E_NO_KEY, "no key");
+		jose_key_free(signonly);
+
+		/* a trusted issuer's JWKS: the encrypt-only RSA key is not a verification key */
+		keys = jwks_keys(json_pack("{s:[o,o]}", "keys",
+								   jwk_edited(es, "{\"kid\":\"k-es\"}", false, false),
+								   jwk_edited(rs, "{\"kid\":\"rsa\",\"key_ops\":[\"encrypt\"]}",
+											  true, true)), &n);
+		tap_ok(n == 1, "JWKS: the key_ops [\"encrypt\"] key is skipped (%zu key left)", n);
+		refuse("valid RS256 token naming a JWKS key whose key_ops is [\"encrypt\"]",
+			   token_signed("{\"alg\":\"RS256\",\"kid\":\"rsa\"}", good, rs), keys, n,
+			   WITH_KEYS, JOSE_E_NO_KEY, "kid");
+		jose_keys_free(keys, n);
+	}
+
+	/* ---- a JWKS is either shared secrets or public keys, never both ---- */
+	{
+		static const char oct_jwk[] =
+			"{\"kty\":\"oct\",\"alg\":\"HS256\",\"use\":\"sig\",\"kid\":\"h\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		static const char oct_enc[] =
+			"{\"kty\":\"oct\",\"use\":\"enc\",\"kid\":\"wrap\","
+			"\"k\":\"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY\"}";
+		struct
+		{
+			const char *name;
+			json_t	   *jwks;
+		}			mixed[] = {
+			{"JWKS with an HS256 key and an ES256 key (Wycheproof JWK tc1)",
+			json_pack("{s:[o,o]}", "keys", json_fixture(oct_jwk), jwk_edited(es, NULL, false, false))},
+			{"JWKS with an RS256 key then an HS256 key",
+			json_pack("{s:[o,o]}", "keys", jwk_edited(rs, NULL, false, false), json_fixture(oct_jwk))},
+			{"JWKS with an EdDSA key and an oct key marked use enc",
+			json_pack("{s:[o,o]}", "keys", jwk_edited(ed, NULL, false, false), json_fixture(oct_enc))},
+		};
+
+		for (size_t i = 0; i < sizeof(mixed) / sizeof(mixed[0]); i++)
+		{
+			jose_key  **keys = NULL;
+			size_t		n = 0;
+			jose_error	e = noerr();
+			int			rc = jose_jwks_parse(mixed[i].jwks, &keys, &n, &e);
+			bool		ok = rc < 0 && keys == NULL && n == 0 && e.code == JOSE_E_JWKS &&
+				contains(e.detail, "symmetric") && contains(e.detail, "asymmetric");
+
+			tap_ok(ok, "%s -> JWKS", mixed[i].name);
+			if (!ok)
+				tap_diag("  got rc=%d %s \"%s\"", rc, errname(e.code), e.detail);
+			jose_keys_free(keys, n);
+			json_decref(mixed[i].jwks);
+		}
+	}
+
 	/* ---- weak keys ---- */
 	refuse_jwk("RSA 1024-bit JWK", rsa_jwk_of_bits(1024), JOSE_ALG_RS256,
 			   JOSE_E_KEY_TOO_WEAK, "2048");
@@ -725,6 +1000,37 @@ main(void)
 			   "JWKS with an RSA 1024-bit key -> refused (%s \"%s\")", errname(e.code), e.detail);
 		jose_keys_free(keys, n);
 		json_decref(jwks);
+	}
+
+	/* ---- ROCA (CVE-2017-15361): factorable moduli with a public fingerprint ---- */
+	{
+		json_t	   *priv = NULL,
+				   *pub = roca_rsa_jwk(&priv),
+				   *jwks;
+		jose_key   *k;
+		jose_key  **keys = NULL;
+		size_t		n = 0;
+		jose_error	e = noerr();
+		int			rc;
+
+		refuse_jwk("RSA-2048 public JWK with RSALib's prime structure (ROCA)", json_incref(pub),
+				   JOSE_ALG_RS256, JOSE_E_KEY_TOO_WEAK, "ROCA");
+		k = jose_jwk_parse(priv, JOSE_ALG_RS256, true, &e);
+		tap_ok(k == NULL && e.code == JOSE_E_KEY_TOO_WEAK && contains(e.detail, "ROCA"),
+			   "the same key as a private JWK (a valid key pair) -> KEY_TOO_WEAK (got %s \"%s\")",
+			   k ? "a key" : errname(e.code), e.detail);
+		jose_key_free(k);
+		jwks = json_pack("{s:[o,O]}", "keys", jwk_edited(es, NULL, false, false), pub);
+		e = noerr();
+		rc = jose_jwks_parse(jwks, &keys, &n, &e);
+		tap_ok(rc < 0 && keys == NULL && e.code == JOSE_E_KEY_TOO_WEAK &&
+			   contains(e.detail, "key 1") && contains(e.detail, "CVE-2017-15361"),
+			   "JWKS with an ES256 key and the ROCA key -> refused whole (got %s \"%s\")",
+			   errname(e.code), e.detail);
+		jose_keys_free(keys, n);
+		json_decref(jwks);
+		json_decref(pub);
+		json_decref(priv);
 	}
 
 	jose_key_free(es_pub);

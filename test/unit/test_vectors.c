@@ -5,6 +5,11 @@
  *
  *   - Project Wycheproof v1 signature/MAC vectors for ES256, ES384, EdDSA,
  *     RS256, PS256 and HS256 through jose_jwk_parse + jose_verify_raw;
+ *   - Wycheproof's JOSE-level files, json_web_signature_test.json (tokens
+ *     over one JWK: use, key_ops, alg binding, base64url) and
+ *     json_web_key_test.json (tokens over key sets: mixed sets, ROCA, weak
+ *     keys), through the JWK/JWKS parsers and jose_jws_verify(_with); each
+ *     reports a TAP SKIP when its file is not in the vectors directory;
  *   - the RFC 7520 JWS cookbook (4.1 RS256, 4.2 PS384, 4.3 ES512, 4.4 HS256)
  *     and the RFC 8037 Ed25519 example through jose_jws_parse/jose_jws_verify,
  *     reproducing the deterministic signatures with jose_sign_raw;
@@ -362,6 +367,255 @@ run_wycheproof(const wp_file *f)
 	json_decref(root);
 }
 
+/* ---------------- Wycheproof JSON Web Signature / JSON Web Key ---------------- */
+
+/*
+ * These files test a JOSE library as a whole: each group gives a key (JWS
+ * file) or a key set (JWK file) and compact tokens over it.  Keys go in the
+ * way a trusted issuer's keys do: a JWK without "alg" is bound as in a JWKS
+ * (RSA -> RS256, oct -> HS256).  JWS groups are run twice, through
+ * jose_jwk_parse + jose_jws_verify and through a one-key JWKS +
+ * jose_jws_verify_with, and both must agree with the file.  Cases named
+ * here are printed on their own line as well.
+ */
+typedef struct spotlight
+{
+	long		tcid;
+	const char *what;
+} spotlight;
+
+static const spotlight jws_spot[] = {
+	{353, "RSA key with use \"enc\""},
+	{354, "EC key with use \"enc\""},
+	{355, "RSA key with key_ops [\"encrypt\"]"},
+	{356, "EC key with key_ops [\"encrypt\"]"},
+};
+
+static const spotlight jwk_spot[] = {
+	{1, "key set mixing an HS256 and an ES256 key"},
+	{6, "RSA key with use \"enc\""},
+	{7, "RSA key with the ROCA fingerprint"},
+	{8, "RSA-1024 key"},
+};
+
+/*
+ * Where tokex and the file part ways, each on purpose.  These cases are
+ * checked to come out as written here and are not counted with the rest.
+ */
+typedef struct deviation
+{
+	long		tcid;
+	bool		accepted;		/* what tokex does */
+	const char *why;
+} deviation;
+
+static const deviation jws_dev[] = {
+	{346, false, "key alg PS256, token PS384 (RFC 7520 §4.2): a key verifies only its own alg (RFC 8725 §3.1)"},
+	{350, false, "key alg PS256, token PS384 (RFC 7520 §4.2): a key verifies only its own alg (RFC 8725 §3.1)"},
+	{347, false, "key alg \"ES521\" is no JWA algorithm (RFC 7520 §3.1 says ES512): key refused"},
+	{351, false, "key alg \"ES521\" is no JWA algorithm (RFC 7520 §3.1 says ES512): key refused"},
+	{367, true, "\"invalid\", yet byte for byte the valid tc357: verified, as tc357 must be"},
+	{370, true, "\"invalid\", yet byte for byte the valid tc357: verified, as tc357 must be"},
+	{372, false, "\"valid\" with a '?' in the header segment: not base64url (RFC 7515 §2), refused"},
+	{373, false, "\"valid\" with a '?' in the payload segment: not base64url (RFC 7515 §2), refused"},
+};
+
+/* JWK "alg" absent: bound as jose_jwks_parse binds it */
+static jose_alg
+jwks_default_alg(json_t *jwk)
+{
+	return strcmp(jstr(jwk, "kty") ? jstr(jwk, "kty") : "", "oct") == 0 ?
+		JOSE_ALG_HS256 : JOSE_ALG_RS256;
+}
+
+/* 0 when token verifies with this key set; else -1 with err */
+static int
+verify_with_set(const char *token, json_t *jwks, jose_error *err)
+{
+	jose_key  **keys = NULL;
+	size_t		n = 0;
+	jose_jws	jws;
+	int			rc;
+
+	if (jose_jwks_parse(jwks, &keys, &n, err) < 0)
+		return -1;
+	rc = jose_jws_parse(token, strlen(token), &jws, err);
+	if (rc == 0)
+	{
+		rc = jose_jws_verify_with(&jws, keys, n, err) < 0 ? -1 : 0;
+		jose_jws_clear(&jws);
+	}
+	jose_keys_free(keys, n);
+	return rc;
+}
+
+/* 0 when token verifies with this one JWK; else -1 with err */
+static int
+verify_with_jwk(const char *token, json_t *jwk, jose_error *err)
+{
+	jose_key   *key = jose_jwk_parse(jwk, jwks_default_alg(jwk), false, err);
+	jose_jws	jws;
+	int			rc;
+
+	if (key == NULL)
+		return -1;
+	rc = jose_jws_parse(token, strlen(token), &jws, err);
+	if (rc == 0)
+	{
+		rc = jose_jws_verify(&jws, key, err);
+		jose_jws_clear(&jws);
+	}
+	jose_key_free(key);
+	return rc;
+}
+
+static void
+run_wycheproof_jose(const char *file, const char *label, bool keysets,
+					const spotlight *spot, size_t nspot, const deviation *dev, size_t ndev)
+{
+	char		rel[256],
+				path[4096];
+	json_t	   *root,
+			   *groups,
+			   *group;
+	size_t		gi;
+	struct stat st;
+	int			valid = 0,
+				valid_ok = 0,
+				invalid = 0,
+				invalid_ok = 0,
+				devs = 0,
+				devs_ok = 0,
+				refusal[JOSE_E_COUNT_] = {0};
+	char		failed[1024] = "",
+				codes[512] = "";
+	bool		spot_seen[16] = {false};
+
+	snprintf(rel, sizeof(rel), "wycheproof/%s", file);
+	snprintf(path, sizeof(path), "%s/%s", vectors_dir, rel);
+	if (stat(path, &st) != 0)
+	{
+		char		reason[4400];
+
+		snprintf(reason, sizeof(reason), "%s not in %s/wycheproof", file, vectors_dir);
+		tap_skip(label, reason);
+		return;
+	}
+	root = load_json(rel);
+	groups = json_object_get(root, "testGroups");
+	if (!tap_ok(json_is_array(groups) && json_array_size(groups) > 0, "%s: %s loads", label, file))
+	{
+		json_decref(root);
+		return;
+	}
+	json_array_foreach(groups, gi, group)
+	{
+		json_t	   *keys = json_object_get(group, "public") ?
+			json_object_get(group, "public") : json_object_get(group, "private");
+		json_t	   *set = keysets ? json_incref(keys) : json_pack("{s:[O]}", "keys", keys);
+		json_t	   *t;
+		size_t		ti;
+
+		json_array_foreach(json_object_get(group, "tests"), ti, t)
+		{
+			long		tcid = (long) json_integer_value(json_object_get(t, "tcId"));
+			const char *result = jstr(t, "result");
+			const char *token = jstr(t, "jws");
+			jose_error	e1 = noerr(),
+						e2 = noerr();
+			bool		acc_set,
+						acc_one,
+						want = result && strcmp(result, "valid") == 0;
+			const char *why = NULL;
+
+			if (token == NULL || result == NULL || keys == NULL || set == NULL)
+			{
+				acc_set = acc_one = !want;	/* unreadable: make it fail */
+				why = "unreadable";
+			}
+			else
+			{
+				acc_set = verify_with_set(token, set, &e2) == 0;
+				acc_one = keysets ? acc_set : verify_with_jwk(token, keys, &e1) == 0;
+			}
+			for (size_t i = 0; i < ndev; i++)
+				if (dev[i].tcid == tcid)
+				{
+					bool		as_written = acc_set == dev[i].accepted && acc_one == dev[i].accepted;
+
+					devs++;
+					devs_ok += as_written;
+					tap_diag("%s tc%ld: the file says %s; tokex %s: %s%s", label, tcid, result,
+							 acc_set ? "verifies it" : "refuses it", dev[i].why,
+							 as_written ? "" : " (NOT AS DOCUMENTED)");
+					why = "";
+				}
+			if (why)
+				continue;
+			if (want)
+				valid++;
+			else
+				invalid++;
+			if (why == NULL && acc_set != acc_one)
+				why = "paths disagree";
+			else if (why == NULL && acc_set != want)
+				why = want ? errname(e2.code) : "verified";
+			if (why == NULL)
+			{
+				if (want)
+					valid_ok++;
+				else
+				{
+					invalid_ok++;
+					refusal[e2.code]++;
+					if (!keysets && e1.detail[0] == '\0')
+						why = "empty detail";
+				}
+			}
+			if (why)
+			{
+				size_t		used = strlen(failed);
+
+				if (used < sizeof(failed) - 40)
+					snprintf(failed + used, sizeof(failed) - used, "%s%ld(%s)",
+							 used ? " " : "", tcid, why);
+			}
+			for (size_t i = 0; i < nspot && i < sizeof(spot_seen); i++)
+				if (spot[i].tcid == tcid)
+				{
+					spot_seen[i] = true;
+					tap_ok(why == NULL, "%s tc%ld (%s) %s (%s)", label, tcid, spot[i].what,
+						   want ? "verifies" : "is refused",
+						   acc_set && acc_one ? "verified" : keysets || acc_one ? e2.detail : e1.detail);
+				}
+		}
+		json_decref(set);
+	}
+	for (size_t i = 0; i < nspot && i < sizeof(spot_seen); i++)
+		if (!spot_seen[i])
+			tap_ok(false, "%s tc%ld (%s) is in the file", label, spot[i].tcid, spot[i].what);
+	if (ndev)
+		tap_ok(devs == (int) ndev && devs_ok == devs,
+			   "%s: the %zu documented departures from the file behave as documented (%d/%d)",
+			   label, ndev, devs_ok, devs);
+	tap_ok(valid > 0 && valid_ok == valid, "%s: valid tokens verify (%d/%d)", label, valid_ok, valid);
+	tap_ok(invalid > 0 && invalid_ok == invalid, "%s: invalid tokens refused (%d/%d)", label,
+		   invalid_ok, invalid);
+	for (int i = 0; i < JOSE_E_COUNT_; i++)
+		if (refusal[i])
+		{
+			size_t		used = strlen(codes);
+
+			snprintf(codes + used, sizeof(codes) - used, " %s=%d", errname((jose_errcode) i),
+					 refusal[i]);
+		}
+	if (codes[0])
+		tap_diag("%s: invalid refused as:%s", label, codes);
+	if (failed[0])
+		tap_diag("%s: failing tcIds: %s", label, failed);
+	json_decref(root);
+}
+
 /* ---------------- RFC 7520 cookbook / RFC 8037 ---------------- */
 
 typedef struct cb_file
@@ -561,6 +815,11 @@ main(void)
 
 	for (size_t i = 0; i < sizeof(wp) / sizeof(wp[0]); i++)
 		run_wycheproof(&wp[i]);
+	run_wycheproof_jose("json_web_signature_test.json", "JWS", false,
+						jws_spot, sizeof(jws_spot) / sizeof(jws_spot[0]),
+						jws_dev, sizeof(jws_dev) / sizeof(jws_dev[0]));
+	run_wycheproof_jose("json_web_key_test.json", "JWK set", true,
+						jwk_spot, sizeof(jwk_spot) / sizeof(jwk_spot[0]), NULL, 0);
 	for (size_t i = 0; i < sizeof(cb) / sizeof(cb[0]); i++)
 		run_cookbook(&cb[i]);
 	run_thumbprints();

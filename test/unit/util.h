@@ -41,6 +41,7 @@ errname(jose_errcode code)
 		[JOSE_E_JWK] = "JWK",
 		[JOSE_E_JWKS] = "JWKS",
 		[JOSE_E_JSON_DEPTH] = "JSON_DEPTH",
+		[JOSE_E_KEY_OPS] = "KEY_OPS",
 	};
 
 	if ((int) code < 0 || code >= JOSE_E_COUNT_ || names[code] == NULL)

@@ -1,0 +1,647 @@
+/*
+ * audit.c — the audit writer: no token leaves tokex without a committed
+ * audit row, whatever the caller's transaction does afterwards.
+ *
+ * A token is handed to the caller as a function result, inside the caller's
+ * transaction.  If the audit row were written by that transaction, a
+ * ROLLBACK (or a savepoint, or a plpgsql EXCEPTION block) after the call
+ * would keep the token and lose its row.  So:
+ *
+ * - With tokex in shared_preload_libraries, the backend hands the row (as
+ *   JSON) to a per-database background worker through shared memory and
+ *   waits until the worker's own transaction that inserts it has committed.
+ *   The worker takes every row that is waiting when it wakes and commits
+ *   them together (group commit): one WAL flush for many exchanges.
+ *   Writers are started on demand and exit after a second idle, so that
+ *   DROP DATABASE (which waits up to five seconds for other sessions) is
+ *   not blocked by them.
+ * - Without it, only the caller's transaction can write the row, and that
+ *   is durable only when the statement is the whole transaction: issuing a
+ *   token is refused inside a transaction block or subtransaction.  Denials
+ *   hand out nothing, so their rows are still written in the caller's
+ *   transaction there.
+ */
+#include "tokex.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#define AUDIT_SLOTS			64
+#define AUDIT_SLOT_BYTES	16384	/* one row as JSON; fields are capped to fit */
+#define AUDIT_MAX_DBS		32
+#define WRITER_IDLE_MS		1000
+#define WRITER_START_MS		10000	/* a start not seen through by then is retried */
+
+typedef enum
+{
+	SLOT_FREE = 0,
+	SLOT_FILLED,				/* waiting for the writer */
+	SLOT_WRITING,				/* taken by the writer */
+	SLOT_DONE,					/* committed */
+	SLOT_FAILED					/* not written: error holds why */
+} SlotState;
+
+typedef struct AuditSlot
+{
+	SlotState	state;
+	bool		abandoned;		/* the requester gave up (cancelled) */
+	Oid			dboid;
+	int			requester;		/* pgprocno of the waiting backend */
+	int			len;
+	char		error[256];
+	char		data[AUDIT_SLOT_BYTES];
+} AuditSlot;
+
+typedef enum
+{
+	WRITER_NONE = 0,
+	WRITER_STARTING,
+	WRITER_RUNNING
+} WriterState;
+
+typedef struct AuditWriter
+{
+	WriterState state;
+	Oid			dboid;
+	int			pgprocno;
+	pid_t		pid;
+	TimestampTz since;			/* when it was asked to start */
+} AuditWriter;
+
+typedef struct AuditShmem
+{
+	LWLock	   *lock;
+	ConditionVariable cv;		/* a slot was freed, or a writer changed state */
+	AuditWriter writers[AUDIT_MAX_DBS];
+	AuditSlot	slots[AUDIT_SLOTS];
+} AuditShmem;
+
+static AuditShmem *audit_shmem = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+PGDLLEXPORT void tokex_audit_writer_main(Datum arg);
+
+static void
+audit_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditShmem)));
+	RequestNamedLWLockTranche("tokex_audit", 1);
+}
+
+static void
+audit_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	audit_shmem = ShmemInitStruct("tokex audit writer", sizeof(AuditShmem), &found);
+	if (!found)
+	{
+		memset(audit_shmem, 0, sizeof(AuditShmem));
+		audit_shmem->lock = &(GetNamedLWLockTranche("tokex_audit"))->lock;
+		ConditionVariableInit(&audit_shmem->cv);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries is being processed. */
+void
+tokex_audit_init(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = audit_shmem_request;
+#else
+	audit_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = audit_shmem_startup;
+}
+
+bool
+tokex_audit_durable(void)
+{
+	return audit_shmem != NULL;
+}
+
+/*
+ * Without the writer, a row is durable with the token only when the
+ * caller's statement is its whole transaction.
+ */
+void
+tokex_audit_require_durable(void)
+{
+	if (audit_shmem == NULL && (IsTransactionBlock() || GetCurrentTransactionNestLevel() > 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("tokex cannot issue a token inside a transaction block"),
+				 errdetail("Without tokex in shared_preload_libraries, the audit row would commit with "
+						   "this transaction, which could still roll back after the token was handed out."),
+				 errhint("Add tokex to shared_preload_libraries (then it works anywhere, PostgREST "
+						 "included), or call it outside BEGIN ... COMMIT and EXCEPTION blocks.")));
+}
+
+/*
+ * Complete a row: the time of the call and the session user, which the
+ * writer (connected as the bootstrap superuser) must not supply itself.
+ */
+static void
+complete_row(json_t *row)
+{
+	if (json_object_get(row, "at") == NULL)
+	{
+		char		buf[MAXDATELEN + 1];
+
+		JsonEncodeDateTime(buf, TimestampTzGetDatum(GetCurrentTimestamp()), TIMESTAMPTZOID, NULL);
+		json_object_set_new(row, "at", json_string(buf));
+	}
+	if (json_object_get(row, "db_user") == NULL)
+		json_object_set_new(row, "db_user",
+							json_string(GetUserNameFromId(GetSessionUserId(), false)));
+}
+
+static const char *const insert_sql =
+"INSERT INTO tokex.audit_event "
+"SELECT * FROM pg_catalog.jsonb_populate_recordset(NULL::tokex.audit_event, $1::pg_catalog.jsonb)";
+
+/* Insert rows (a JSON array text) through SPI in the current transaction. */
+static void
+insert_rows(const char *array_json)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	int			rc;
+
+	values[0] = CStringGetTextDatum(array_json);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	rc = SPI_execute_with_args(insert_sql, 1, argtypes, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "tokex: audit insert failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+static AuditWriter *
+find_writer(Oid db)
+{
+	for (int i = 0; i < AUDIT_MAX_DBS; i++)
+		if (audit_shmem->writers[i].state != WRITER_NONE && audit_shmem->writers[i].dboid == db)
+			return &audit_shmem->writers[i];
+	return NULL;
+}
+
+static AuditSlot *
+free_slot(void)
+{
+	for (int i = 0; i < AUDIT_SLOTS; i++)
+		if (audit_shmem->slots[i].state == SLOT_FREE)
+			return &audit_shmem->slots[i];
+	return NULL;
+}
+
+static void
+launch_writer(int index)
+{
+	BackgroundWorker w;
+	BackgroundWorkerHandle *h;
+	pid_t		pid;
+	Oid			db = MyDatabaseId;
+
+	memset(&w, 0, sizeof(w));
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	w.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "tokex");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "tokex_audit_writer_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "tokex audit writer for database %u", db);
+	snprintf(w.bgw_type, BGW_MAXLEN, "tokex audit writer");
+	w.bgw_main_arg = Int32GetDatum(index);
+	memcpy(w.bgw_extra, &db, sizeof(Oid));
+	w.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&w, &h) ||
+		WaitForBackgroundWorkerStartup(h, &pid) != BGWH_STARTED)
+	{
+		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+		if (audit_shmem->writers[index].state == WRITER_STARTING)
+			audit_shmem->writers[index].state = WRITER_NONE;
+		LWLockRelease(audit_shmem->lock);
+		ConditionVariableBroadcast(&audit_shmem->cv);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not start the tokex audit writer"),
+				 errdetail("No token is issued without its committed audit row."),
+				 errhint("Raise max_worker_processes.")));
+	}
+}
+
+/*
+ * Hand one row to this database's writer and wait for its commit.  Raises
+ * if the row could not be committed: the caller then hands out nothing.
+ */
+static void
+submit(const char *json, size_t len)
+{
+	AuditSlot  *volatile slot = NULL;
+	int			launch = -1;
+
+	if (len >= AUDIT_SLOT_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("audit row too large"),
+				 errdetail("The row takes %zu bytes; at most %d fit.", len, AUDIT_SLOT_BYTES - 1)));
+
+	ConditionVariablePrepareToSleep(&audit_shmem->cv);
+	for (;;)
+	{
+		AuditWriter *w;
+		int			writer_procno = -1;
+
+		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+		w = find_writer(MyDatabaseId);
+		/* a launcher that died before registering the worker leaves it STARTING */
+		if (w && w->state == WRITER_STARTING &&
+			TimestampDifferenceExceeds(w->since, GetCurrentTimestamp(), WRITER_START_MS))
+			w->state = WRITER_NONE, w = NULL;
+		if (w == NULL)
+		{
+			for (int i = 0; i < AUDIT_MAX_DBS; i++)
+				if (audit_shmem->writers[i].state == WRITER_NONE)
+				{
+					w = &audit_shmem->writers[i];
+					w->state = WRITER_STARTING;
+					w->dboid = MyDatabaseId;
+					w->since = GetCurrentTimestamp();
+					launch = i;
+					break;
+				}
+		}
+		else if (w->state == WRITER_RUNNING && (slot = free_slot()) != NULL)
+		{
+			slot->state = SLOT_FILLED;
+			slot->abandoned = false;
+			slot->dboid = MyDatabaseId;
+			slot->requester = MyProc->pgprocno;
+			slot->len = (int) len;
+			slot->error[0] = '\0';
+			memcpy(slot->data, json, len);
+			slot->data[len] = '\0';
+			writer_procno = w->pgprocno;
+		}
+		LWLockRelease(audit_shmem->lock);
+
+		if (slot)
+		{
+			SetLatch(&ProcGlobal->allProcs[writer_procno].procLatch);
+			break;
+		}
+		if (w == NULL)
+		{
+			ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("too many databases issue tokens at once"),
+					 errdetail("tokex runs at most %d audit writers.", AUDIT_MAX_DBS)));
+		}
+		if (launch >= 0)
+		{
+			launch_writer(launch);
+			launch = -1;
+			continue;
+		}
+		/* the writer is starting, or every slot is taken: wait for either */
+		ConditionVariableTimedSleep(&audit_shmem->cv, 100, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+
+	PG_TRY();
+	{
+		for (;;)
+		{
+			SlotState	st;
+
+			LWLockAcquire(audit_shmem->lock, LW_SHARED);
+			st = slot->state;
+			LWLockRelease(audit_shmem->lock);
+			if (st == SLOT_DONE || st == SLOT_FAILED)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_CATCH();
+	{
+		/* cancelled while waiting: the writer frees the slot when it is done */
+		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+		if (slot->state == SLOT_DONE || slot->state == SLOT_FAILED)
+			slot->state = SLOT_FREE;
+		else
+			slot->abandoned = true;
+		LWLockRelease(audit_shmem->lock);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	{
+		bool		ok;
+		char		error[sizeof(slot->error)];
+
+		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+		ok = slot->state == SLOT_DONE;
+		memcpy(error, slot->error, sizeof(error));
+		slot->state = SLOT_FREE;
+		LWLockRelease(audit_shmem->lock);
+		ConditionVariableBroadcast(&audit_shmem->cv);
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_IO_ERROR),
+					 errmsg("could not commit the audit row"),
+					 errdetail("%s", error),
+					 errhint("No token was issued.")));
+	}
+}
+
+/*
+ * Write one audit_event row (a JSON object of its columns).  granted: the
+ * row stands for a token about to be handed out, so it must be durable
+ * before the token is; a denial's row may ride on the caller's transaction
+ * when there is no writer.
+ */
+void
+tokex_audit_write(json_t *row, bool granted)
+{
+	char	   *s;
+
+	complete_row(row);
+	if (audit_shmem == NULL)
+	{
+		if (granted)
+			tokex_audit_require_durable();
+		s = json_dumps(row, JSON_COMPACT);
+		if (s == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		s = tokex_adopt(s);
+		insert_rows(psprintf("[%s]", s));
+		return;
+	}
+	s = json_dumps(row, JSON_COMPACT);
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	s = tokex_adopt(s);
+	submit(s, strlen(s));
+}
+
+/*
+ * tokex._audit_write(row jsonb, granted boolean): the same for the install
+ * script's functions (sessions, identity tokens, HTTP refusals).  Not
+ * granted to anyone: only tokex's own SECURITY DEFINER functions call it.
+ */
+PG_FUNCTION_INFO_V1(tokex_audit_write_sql);
+Datum
+tokex_audit_write_sql(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
+	bool		granted = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	jose_error	err;
+	json_t	   *row = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+
+	if (row == NULL || !json_is_object(row))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("an audit row is a JSON object")));
+	tokex_audit_write(row, granted);
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------
+ * The writer
+ * ---------------------------------------------------------------------
+ */
+static int	writer_index = -1;
+static Oid	writer_db = InvalidOid;
+
+/* Whatever ends the writer: pending rows fail (their tokens are not issued). */
+static void
+writer_exit(int code, Datum arg)
+{
+	bool		wake = false;
+
+	if (audit_shmem == NULL || writer_index < 0)
+		return;
+	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+	if (audit_shmem->writers[writer_index].pid == MyProcPid ||
+		(audit_shmem->writers[writer_index].state == WRITER_STARTING &&
+		 audit_shmem->writers[writer_index].dboid == writer_db))
+	{
+		Oid			db = audit_shmem->writers[writer_index].dboid;
+
+		audit_shmem->writers[writer_index].state = WRITER_NONE;
+		audit_shmem->writers[writer_index].pid = 0;
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+		{
+			AuditSlot  *s = &audit_shmem->slots[i];
+
+			if (s->dboid != db || (s->state != SLOT_FILLED && s->state != SLOT_WRITING))
+				continue;
+			if (s->abandoned)
+				s->state = SLOT_FREE;
+			else
+			{
+				s->state = SLOT_FAILED;
+				strlcpy(s->error, "the audit writer stopped", sizeof(s->error));
+				SetLatch(&ProcGlobal->allProcs[s->requester].procLatch);
+			}
+		}
+		wake = true;
+	}
+	LWLockRelease(audit_shmem->lock);
+	if (wake)
+		ConditionVariableBroadcast(&audit_shmem->cv);
+}
+
+/* Commit the rows of these slots in one transaction; false (and why) on error. */
+static bool
+write_batch(int *idx, int n, char *why, size_t whylen)
+{
+	StringInfoData buf;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (int i = 0; i < n; i++)
+	{
+		if (i)
+			appendStringInfoChar(&buf, ',');
+		appendBinaryStringInfo(&buf, audit_shmem->slots[idx[i]].data, audit_shmem->slots[idx[i]].len);
+	}
+	appendStringInfoChar(&buf, ']');
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "tokex audit insert");
+		insert_rows(buf.data);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *e;
+
+		MemoryContextSwitchTo(cxt);
+		e = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		strlcpy(why, e->message ? e->message : "unknown error", whylen);
+		FreeErrorData(e);
+		ok = false;
+	}
+	PG_END_TRY();
+	pfree(buf.data);
+	return ok;
+}
+
+static void
+finish(int *idx, int n, bool ok, const char *why)
+{
+	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		AuditSlot  *s = &audit_shmem->slots[idx[i]];
+
+		if (s->abandoned)
+			s->state = SLOT_FREE;
+		else
+		{
+			s->state = ok ? SLOT_DONE : SLOT_FAILED;
+			if (!ok)
+				strlcpy(s->error, why, sizeof(s->error));
+			SetLatch(&ProcGlobal->allProcs[s->requester].procLatch);
+		}
+	}
+	LWLockRelease(audit_shmem->lock);
+	ConditionVariableBroadcast(&audit_shmem->cv);
+}
+
+void
+tokex_audit_writer_main(Datum arg)
+{
+	Oid			db;
+	int			idx[AUDIT_SLOTS];
+	TimestampTz last = GetCurrentTimestamp();
+	MemoryContext cxt;
+
+	writer_index = DatumGetInt32(arg);
+	memcpy(&db, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	writer_db = db;
+	before_shmem_exit(writer_exit, (Datum) 0);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
+	pgstat_report_appname("tokex audit writer");
+
+	/* a row is worth its token only once it survives a crash */
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		SetConfigOption("synchronous_commit", "local", PGC_SUSET, PGC_S_OVERRIDE);
+	/* a requester holding a lock the insert needs would wait forever */
+	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+	if (audit_shmem->writers[writer_index].state != WRITER_STARTING ||
+		audit_shmem->writers[writer_index].dboid != db)
+	{
+		/* given up on (WRITER_START_MS) or taken over: not ours any more */
+		LWLockRelease(audit_shmem->lock);
+		writer_index = -1;
+		proc_exit(0);
+	}
+	audit_shmem->writers[writer_index].pgprocno = MyProc->pgprocno;
+	audit_shmem->writers[writer_index].pid = MyProcPid;
+	audit_shmem->writers[writer_index].state = WRITER_RUNNING;
+	LWLockRelease(audit_shmem->lock);
+	ConditionVariableBroadcast(&audit_shmem->cv);
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "tokex audit writer", ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		int			n = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+			if (audit_shmem->slots[i].state == SLOT_FILLED && audit_shmem->slots[i].dboid == db)
+			{
+				audit_shmem->slots[i].state = SLOT_WRITING;
+				idx[n++] = i;
+			}
+		if (n == 0 && TimestampDifferenceExceeds(last, GetCurrentTimestamp(), WRITER_IDLE_MS))
+		{
+			/* idle: leave, so DROP DATABASE is not kept waiting; a request restarts us */
+			audit_shmem->writers[writer_index].state = WRITER_NONE;
+			audit_shmem->writers[writer_index].pid = 0;
+			LWLockRelease(audit_shmem->lock);
+			ConditionVariableBroadcast(&audit_shmem->cv);
+			writer_index = -1;
+			proc_exit(0);
+		}
+		LWLockRelease(audit_shmem->lock);
+
+		if (n > 0)
+		{
+			char		why[256];
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			if (write_batch(idx, n, why, sizeof(why)))
+				finish(idx, n, true, NULL);
+			else if (n == 1)
+				finish(idx, 1, false, why);
+			else
+			{
+				/* one bad row must not fail the others: retry each alone */
+				for (int i = 0; i < n; i++)
+					finish(&idx[i], 1, write_batch(&idx[i], 1, why, sizeof(why)), why);
+			}
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(cxt);
+			last = GetCurrentTimestamp();
+			continue;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 WRITER_IDLE_MS / 4, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -17,6 +17,18 @@ int			tokex_default_ttl = 300;
 int			tokex_max_ttl = 3600;
 int			tokex_max_chain_depth = 4;
 char	   *tokex_base_url = NULL;
+int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
+
+/*
+ * Where the HTTP endpoints are: PostgREST serves /rpc/<function>; a reverse
+ * proxy (contrib/nginx) serves the same functions at /token, /introspect,
+ * /revoke, /jwks and /.well-known/oauth-authorization-server.
+ */
+static const struct config_enum_entry endpoint_style_options[] = {
+	{"rpc", TOKEX_ENDPOINTS_RPC, false},
+	{"plain", TOKEX_ENDPOINTS_PLAIN, false},
+	{NULL, 0, false}
+};
 
 /* An issuer identifier is a URL-like string: printable ASCII, no spaces. */
 static bool
@@ -68,9 +80,15 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("tokex.base_url",
 							   "Public base URL of the HTTP face (PostgREST), for RFC 8414 metadata.",
-							   "Endpoints are <base_url>/rpc/token and so on; defaults to tokex.issuer.",
+							   "Endpoints are <base_url>/rpc/token and so on (see tokex.endpoint_style); defaults to tokex.issuer.",
 							   &tokex_base_url, "", PGC_SUSET, 0,
 							   check_issuer, NULL, NULL);
+	DefineCustomEnumVariable("tokex.endpoint_style",
+							 "Paths of the HTTP endpoints under tokex.base_url, for RFC 8414 metadata.",
+							 "rpc: /rpc/token, /rpc/introspect, /rpc/revoke, /rpc/jwks, as PostgREST serves them; "
+							 "plain: /token, /introspect, /revoke, /jwks, as the reverse proxy of contrib/nginx serves them.",
+							 &tokex_endpoint_style, TOKEX_ENDPOINTS_RPC, endpoint_style_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.secret_hash_iterations",
 							"PBKDF2-HMAC-SHA256 iterations for newly hashed client secrets.",
 							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
@@ -180,6 +198,10 @@ tokex_setting(PG_FUNCTION_ARGS)
 		secs = tokex_default_ttl;
 	else if (strcmp(name, "max_ttl") == 0)
 		secs = tokex_max_ttl;
+	else if (strcmp(name, "endpoint_style") == 0)
+		s = tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "plain" : "rpc";
+	else if (strcmp(name, "secret_hash_iterations") == 0)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d", tokex_secret_iterations)));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

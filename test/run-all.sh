@@ -2,8 +2,9 @@
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, pgTAP, interop with npm jose, the HTTP face replayed
-# as PostgREST calls it, revocation racing concurrent exchanges, and a
-# cluster without tokex preloaded (its own pg_virtualenv).  Exits
+# as PostgREST calls it, a real OAuth client library through the nginx recipe,
+# revocation racing concurrent exchanges, and a cluster without tokex
+# preloaded (its own pg_virtualenv).  Exits
 # non-zero if any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,7 @@ suite "pg_regress" regress
 suite "pgTAP" pgtap
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
+suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 

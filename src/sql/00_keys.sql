@@ -23,7 +23,7 @@ $$;
 GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
 
 -- A tokex setting as the library holds it (issuer, base_url, clock_skew,
--- default_ttl, max_ttl).  Never current_setting('tokex.…'): before the
+-- default_ttl, max_ttl, endpoint_style, secret_hash_iterations).  Never current_setting('tokex.…'): before the
 -- library is loaded, any role can SET a placeholder of that name.
 CREATE FUNCTION tokex._setting(name text) RETURNS text
   LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'tokex_setting';

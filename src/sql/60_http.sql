@@ -18,8 +18,12 @@ CREATE INDEX client_assertion_jti_expiry ON tokex.client_assertion_jti (expires_
 
 CREATE FUNCTION tokex._hash_secret(secret text) RETURNS text
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_hash_secret';
+-- stored = '' for a client without a secret (or unknown): it costs the same
 CREATE FUNCTION tokex._verify_secret(secret text, stored text) RETURNS boolean
   LANGUAGE C STRICT STABLE AS 'MODULE_PATHNAME', 'tokex_verify_secret';
+-- PBKDF2 iterations this backend has run (for tests of what a check costs)
+CREATE FUNCTION tokex._pbkdf2_iterations() RETURNS bigint
+  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_pbkdf2_iterations';
 CREATE FUNCTION tokex._random_secret() RETURNS text
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_random_secret';
 CREATE FUNCTION tokex._verify_assertion(token text, jwks jsonb) RETURNS jsonb
@@ -76,12 +80,47 @@ EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
 END
 $$;
 
+-- What an HTTP caller is told about a refusal.  The reason names
+-- identities, delegations, policies and clients ("identity \"alice\" is
+-- offboarded"), which is the graph's business, not the caller's: over HTTP
+-- invalid_grant, invalid_target and unauthorized_client get one text per
+-- code, and invalid_client says only "client authentication failed" once
+-- the answer could tell a known client id from an unknown one (before a
+-- client_assertion's signature is verified).  The audit row keeps the reason.
+-- invalid_request, invalid_scope and unsupported_grant_type describe the
+-- request itself and are kept.
+CREATE FUNCTION tokex._public_description(error text, reason text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT CASE error
+    WHEN 'invalid_grant' THEN
+      'the subject or actor token is invalid, expired or revoked, or does not allow this exchange'
+    WHEN 'invalid_target' THEN
+      'the requested audience or resource is unknown, not allowed here, or not exactly one'
+    WHEN 'unauthorized_client' THEN
+      'the client is not authorized to make this request'
+    WHEN 'invalid_client' THEN
+      CASE WHEN reason IN ('client authentication is required', 'use exactly one client authentication method',
+                           'malformed Basic credentials', 'client_id does not match the Basic credentials',
+                           'unsupported client_assertion_type', 'malformed client_assertion',
+                           -- only a holder of the client's key gets past its signature to these
+                           'client_assertion must have iss = sub = client_id and a jti',
+                           'client_assertion aud does not name this server',
+                           'client_assertion expires more than an hour from now',
+                           'client_assertion jti was already used')
+           THEN reason ELSE 'client authentication failed' END
+    ELSE reason END
+$$;
+
 -- RFC 6749 §5.2 / RFC 7009 / RFC 7662 answers: body plus status and
--- no-store headers, always.
+-- no-store headers, always; an error described as _public_description says.
 CREATE FUNCTION tokex._respond(body jsonb, status int DEFAULT 200, www_authenticate text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  IF body ? 'error' THEN
+    body := body OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('error_description',
+              tokex._public_description(body->>'error', body->>'error_description'));
+  END IF;
   PERFORM pg_catalog.set_config('response.status', status::text, true);
   PERFORM pg_catalog.set_config('response.headers',
     (pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('Cache-Control', 'no-store'),
@@ -107,10 +146,15 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
     'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false)
 $$;
 
+-- The public URL of an endpoint, path as PostgREST serves it ('/rpc/token'):
+-- under tokex.base_url (default tokex.issuer), at that path or, with
+-- tokex.endpoint_style = plain, at the path the reverse proxy serves ('/token').
 CREATE FUNCTION tokex._endpoint(path text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT pg_catalog.rtrim(COALESCE(tokex._setting('base_url'), tokex._setting('issuer')), '/')
-         OPERATOR(pg_catalog.||) path
+         OPERATOR(pg_catalog.||)
+         CASE WHEN tokex._setting('endpoint_style') OPERATOR(pg_catalog.=) 'plain'
+              THEN pg_catalog.regexp_replace(path, '^/rpc/', '/') ELSE path END
 $$;
 
 -- Authenticate the calling client: client_secret_basic (the Authorization
@@ -220,14 +264,47 @@ BEGIN
   END IF;
 
   SELECT * INTO client FROM tokex.client c WHERE c.client_id OPERATOR(pg_catalog.=) id;
-  -- check a hash even for unknown clients, so timing does not tell them apart
-  IF NOT tokex._verify_secret(COALESCE(secret, ''),
-                              COALESCE(client.secret_hash,
-                                       'pbkdf2-sha256$600000$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'))
+  -- an unknown client costs what a known one costs (_verify_secret pads
+  -- every failure to tokex.secret_hash_iterations), so timing does not
+  -- tell them apart
+  IF NOT tokex._verify_secret(COALESCE(secret, ''), COALESCE(client.secret_hash, ''))
      OR client.client_id IS NULL OR client.secret_hash IS NULL
      OR client.status OPERATOR(pg_catalog.<>) 'active' THEN
     client := NULL; why := 'client authentication failed';
+  ELSIF pg_catalog.split_part(client.secret_hash, '$', 2)
+          OPERATOR(pg_catalog.<>) tokex._setting('secret_hash_iterations')
+        AND pg_catalog.current_setting('transaction_read_only') OPERATOR(pg_catalog.=) 'off'
+        AND NOT pg_catalog.pg_is_in_recovery() THEN
+    -- rehash at the configured count, so stored hashes converge on it and a
+    -- failure for a known client costs what one for an unknown client costs
+    UPDATE tokex.client c SET secret_hash = tokex._hash_secret(secret)
+     WHERE c.client_id OPERATOR(pg_catalog.=) client.client_id
+       AND c.secret_hash OPERATOR(pg_catalog.=) client.secret_hash;
   END IF;
+END
+$$;
+
+-- RFC 8693 §2.1: audience and resource may be repeated; tokex mints for
+-- exactly one target, so a repeat is invalid_target.  PostgREST keeps only
+-- the last value of a repeated form key and cannot pass them all to this
+-- function (a VARIADIC parameter resolves only when a request sends every
+-- parameter), so the reverse proxy in front of it counts them and lists the
+-- repeated names in the Tokex-Repeated-Parameters request header
+-- (contrib/nginx).  A client can only refuse its own request with it.
+-- Returns 'audience' or 'resource', or NULL.
+CREATE FUNCTION tokex._repeated_target() RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  hdr text;
+BEGIN
+  BEGIN
+    hdr := NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb
+           ->> 'tokex-repeated-parameters';
+  EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+  END;
+  RETURN (SELECT n FROM pg_catalog.regexp_split_to_table(pg_catalog.lower(hdr), '[[:space:],]+') n
+           WHERE n IN ('audience', 'resource') ORDER BY n LIMIT 1);
 END
 $$;
 
@@ -269,6 +346,12 @@ BEGIN
     RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                           'error_description', 'the client may not use this grant_type'), 400);
   END IF;
+  IF tokex._repeated_target() IS NOT NULL THEN
+    PERFORM tokex._audit_refusal('invalid_target', tokex._repeated_target() || ' given more than once',
+                                 (a.client).client_id, token.audience);
+    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_target',
+                          'error_description', 'exactly one audience or resource may be requested'), 400);
+  END IF;
 
   IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN
     -- an actor token for the identity the client acts for (RFC 6749 §4.4)
@@ -283,8 +366,17 @@ BEGIN
 END
 $$;
 
+-- ' at the introspection endpoint': where an audited refusal happened
+CREATE FUNCTION tokex._at_endpoint(path text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT ' at the ' OPERATOR(pg_catalog.||)
+         CASE path WHEN '/rpc/introspect' THEN 'introspection' WHEN '/rpc/revoke' THEN 'revocation'
+                   ELSE path END OPERATOR(pg_catalog.||) ' endpoint'
+$$;
+
 -- The common start of introspect and revoke (RFC 7662 §2.1, RFC 7009 §2.1):
 -- an authenticated client and a token, or the refusal to return.
+-- Refusals are audited like /rpc/token's, the reason naming the endpoint.
 CREATE FUNCTION tokex._client_with_token(path text, token text, client_id text, client_secret text,
                                          client_assertion text, client_assertion_type text,
                                          OUT client tokex.client, OUT refusal jsonb)
@@ -295,9 +387,13 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_client', a.why || tokex._at_endpoint(path), a.claimed_id, NULL,
+                                 pg_catalog.substr(path, 6));
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
                               401, 'Basic realm="tokex", charset="UTF-8"');
   ELSIF token IS NULL THEN
+    PERFORM tokex._audit_refusal('invalid_request', 'token is required' || tokex._at_endpoint(path),
+                                 (a.client).client_id, NULL, pg_catalog.substr(path, 6));
     refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
                                                             'error_description', 'token is required'), 400);
   ELSE
@@ -306,7 +402,31 @@ BEGIN
 END
 $$;
 
--- POST /rpc/introspect (RFC 7662): authenticated clients only.
+-- RFC 7662 §4: the server decides which protected resource may learn about
+-- a token.  A client learns about the tokens issued to it (client_id), the
+-- tokens for an audience it is registered for (tokex.client.audiences lists
+-- one of the token's aud; NULL, "any audience" when exchanging, does not
+-- count here), and, when flagged introspect_any, about every token (a
+-- gateway in front of many resource servers).  The column belongs to the HTTP
+-- face, so it is added here.
+ALTER TABLE tokex.client ADD COLUMN introspect_any boolean NOT NULL DEFAULT false;
+GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
+
+CREATE FUNCTION tokex._may_introspect(client tokex.client, claims jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(client.introspect_any
+      OR claims->>'client_id' OPERATOR(pg_catalog.=) client.client_id
+      OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
+                   CASE pg_catalog.jsonb_typeof(claims->'aud')
+                        WHEN 'array' THEN claims->'aud'
+                        WHEN 'string' THEN pg_catalog.jsonb_build_array(claims->'aud')
+                        ELSE '[]'::jsonb END) aud
+                  WHERE aud OPERATOR(pg_catalog.=) ANY (client.audiences)), false)
+$$;
+
+-- POST /rpc/introspect (RFC 7662): authenticated clients, each about the
+-- tokens it may learn about (_may_introspect); any other token looks like
+-- an invalid one.
 CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
@@ -314,13 +434,18 @@ RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
+  r jsonb;
 BEGIN
   SELECT * INTO c FROM tokex._client_with_token('/rpc/introspect', introspect.token, introspect.client_id,
                                                 client_secret, client_assertion, client_assertion_type);
   IF c.refusal IS NOT NULL THEN
     RETURN c.refusal;
   END IF;
-  RETURN tokex._respond(tokex.introspect(introspect.token));
+  r := tokex.introspect(introspect.token);
+  IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
+    r := '{"active": false}';
+  END IF;
+  RETURN tokex._respond(r);
 END
 $$;
 
@@ -347,6 +472,11 @@ BEGIN
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
     IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
+      PERFORM tokex._audit_refusal('unauthorized_client',
+                                   'the token was not issued to this client' || tokex._at_endpoint('/rpc/revoke'),
+                                   (c.client).client_id,
+                                   CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
+                                   'revoke');
       RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
                             'error_description', 'the token was not issued to this client'), 400);
     END IF;

@@ -85,19 +85,6 @@ CREATE TRIGGER token_use_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON toke
 
 ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_append_only;
 
--- An HTTP-level refusal still leaves its audit row, committed whatever
--- PostgREST's transaction does.  operation: 'exchange' (the token endpoint),
--- 'introspect' or 'revoke'.
-CREATE FUNCTION tokex._audit_refusal(error text, reason text, client_id text, audience text DEFAULT NULL,
-                                     operation text DEFAULT 'exchange')
-RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT tokex._audit_write(pg_catalog.jsonb_build_object(
-    'exchange_id', pg_catalog.gen_random_uuid(), 'operation', operation, 'decision', 'denied',
-    'error', error, 'reason', pg_catalog.left(reason, 1024),
-    'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false)
-$$;
-
 -- A resource server or gateway records a downstream call made with a token
 -- tokex minted; the row links to the exchange that minted it.
 CREATE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint

@@ -87,6 +87,30 @@ BEGIN
 END
 $$;
 
+-- An HTTP refusal, in one place: its audit row (the full reason, committed
+-- whatever PostgREST's transaction does; see src/audit.c), then the RFC 6749
+-- §5.2 answer with its status and headers (401: WWW-Authenticate).
+-- operation: 'exchange' (the token endpoint), 'introspect' or 'revoke'; the
+-- audited reason names the endpoint.  reason defaults to the description.
+CREATE FUNCTION tokex._refuse(error text, description text, status int, client_id text,
+                              audience text DEFAULT NULL, operation text DEFAULT 'exchange',
+                              reason text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  PERFORM tokex._audit_write(pg_catalog.jsonb_build_object(
+    'exchange_id', pg_catalog.gen_random_uuid(), 'operation', operation, 'decision', 'denied',
+    'error', error,
+    'reason', pg_catalog.left(COALESCE(reason, description) OPERATOR(pg_catalog.||)
+                CASE operation WHEN 'introspect' THEN ' at the introspection endpoint'
+                               WHEN 'revoke' THEN ' at the revocation endpoint' ELSE '' END, 1024),
+    'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false);
+  RETURN tokex._respond(pg_catalog.jsonb_build_object('error', error, 'error_description', description),
+                        status, CASE WHEN status OPERATOR(pg_catalog.=) 401
+                                     THEN 'Basic realm="tokex", charset="UTF-8"' END);
+END
+$$;
+
 -- The public URL of an endpoint, path as PostgREST serves it ('/rpc/token'):
 -- under tokex.base_url (default tokex.issuer), at that path or, with
 -- tokex.endpoint_style = plain, at the path the reverse proxy serves ('/token').
@@ -140,31 +164,19 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_client', a.why, a.claimed_id, token.audience);
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
-                          401, 'Basic realm="tokex", charset="UTF-8"');
-  END IF;
-  IF grant_type IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_request', 'grant_type is required', (a.client).client_id, token.audience);
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
-                                                        'error_description', 'grant_type is required'), 400);
-  END IF;
-  IF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
-    PERFORM tokex._audit_refusal('unsupported_grant_type', 'unsupported grant_type', (a.client).client_id, token.audience);
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unsupported_grant_type',
-                                                        'error_description', 'unsupported grant_type'), 400);
-  END IF;
-  IF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
-    PERFORM tokex._audit_refusal('unauthorized_client', 'the client may not use this grant_type',
-                                 (a.client).client_id, token.audience);
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
-                          'error_description', 'the client may not use this grant_type'), 400);
-  END IF;
-  IF tokex._repeated_target() IS NOT NULL THEN
-    PERFORM tokex._audit_refusal('invalid_target', tokex._repeated_target() || ' given more than once',
-                                 (a.client).client_id, token.audience);
-    RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_target',
-                          'error_description', 'exactly one audience or resource may be requested'), 400);
+    RETURN tokex._refuse('invalid_client', a.why, 401, a.claimed_id, token.audience);
+  ELSIF grant_type IS NULL THEN
+    RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
+  ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
+    RETURN tokex._refuse('unsupported_grant_type', 'unsupported grant_type', 400, (a.client).client_id,
+                         token.audience);
+  ELSIF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
+    RETURN tokex._refuse('unauthorized_client', 'the client may not use this grant_type', 400,
+                         (a.client).client_id, token.audience);
+  ELSIF tokex._repeated_target() IS NOT NULL THEN
+    RETURN tokex._refuse('invalid_target', 'exactly one audience or resource may be requested', 400,
+                         (a.client).client_id, token.audience,
+                         reason => tokex._repeated_target() OPERATOR(pg_catalog.||) ' given more than once');
   END IF;
 
   IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN
@@ -180,14 +192,6 @@ BEGIN
 END
 $$;
 
--- ' at the introspection endpoint': where an audited refusal happened
-CREATE FUNCTION tokex._at_endpoint(path text) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT ' at the ' OPERATOR(pg_catalog.||)
-         CASE path WHEN '/rpc/introspect' THEN 'introspection' WHEN '/rpc/revoke' THEN 'revocation'
-                   ELSE path END OPERATOR(pg_catalog.||) ' endpoint'
-$$;
-
 -- The common start of introspect and revoke (RFC 7662 §2.1, RFC 7009 §2.1):
 -- an authenticated client and a token, or the refusal to return.
 -- Refusals are audited like /rpc/token's, the reason naming the endpoint.
@@ -201,15 +205,10 @@ BEGIN
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_client', a.why || tokex._at_endpoint(path), a.claimed_id, NULL,
-                                 pg_catalog.substr(path, 6));
-    refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_client', 'error_description', a.why),
-                              401, 'Basic realm="tokex", charset="UTF-8"');
+    refusal := tokex._refuse('invalid_client', a.why, 401, a.claimed_id, NULL, pg_catalog.substr(path, 6));
   ELSIF token IS NULL THEN
-    PERFORM tokex._audit_refusal('invalid_request', 'token is required' || tokex._at_endpoint(path),
-                                 (a.client).client_id, NULL, pg_catalog.substr(path, 6));
-    refusal := tokex._respond(pg_catalog.jsonb_build_object('error', 'invalid_request',
-                                                            'error_description', 'token is required'), 400);
+    refusal := tokex._refuse('invalid_request', 'token is required', 400, (a.client).client_id, NULL,
+                             pg_catalog.substr(path, 6));
   ELSE
     client := a.client;
   END IF;
@@ -276,13 +275,10 @@ BEGIN
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
     IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
-      PERFORM tokex._audit_refusal('unauthorized_client',
-                                   'the token was not issued to this client' || tokex._at_endpoint('/rpc/revoke'),
-                                   (c.client).client_id,
-                                   CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
-                                   'revoke');
-      RETURN tokex._respond(pg_catalog.jsonb_build_object('error', 'unauthorized_client',
-                            'error_description', 'the token was not issued to this client'), 400);
+      RETURN tokex._refuse('unauthorized_client', 'the token was not issued to this client', 400,
+                           (c.client).client_id,
+                           CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
+                           'revoke');
     END IF;
     PERFORM tokex.revoke_token(revoke.token, 'revoked by client ' || (c.client).client_id);
   END IF;

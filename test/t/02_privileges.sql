@@ -2,16 +2,7 @@
 -- the application tier and an auditor can and cannot do; private key
 -- material is unreachable except through the extension owner; every
 -- SECURITY DEFINER function pins its search_path.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(65);
 
 CREATE ROLE tokex_t02_nobody NOLOGIN;

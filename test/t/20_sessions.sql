@@ -1,11 +1,6 @@
 -- Agent sessions and agent credentials: tokex.start_session, the session token
 -- as an exchange's subject_token, revoke_session, expiry, identity_token.
-\set ON_ERROR_STOP 1
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(77);
 
 SELECT tokex.create_key() AS kid \gset

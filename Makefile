@@ -8,7 +8,8 @@ DATA_built = tokex--$(EXTVERSION).sql
 # shipped as they are: earlier versions' install scripts, frozen when they were
 # released, and every upgrade script (see CONTRIBUTING in the README)
 DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/src/sql/upgrade/tokex--*.sql))
-OBJS       = src/tokex.o src/audit.o src/keystore.o src/token.o src/exchange.o src/client.o \
+OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
+             src/session.o src/introspect.o src/revocation.o src/keystore.o src/token.o src/client.o \
              src/jose/common.o src/jose/jwk.o src/jose/jws.o src/jose/jwt.o
 
 PG_CPPFLAGS = -I$(srcdir)/src

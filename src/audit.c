@@ -21,7 +21,7 @@
  *   hand out nothing, so their rows are still written in the caller's
  *   transaction there.
  */
-#include "tokex.h"
+#include "issue.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -42,7 +42,10 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "mb/pg_wchar.h"
 
 #define AUDIT_SLOTS			64
 #define AUDIT_SLOT_BYTES	16384	/* one row as JSON; fields are capped to fit */
@@ -440,6 +443,147 @@ tokex_audit_write_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("an audit row is a JSON object")));
 	tokex_audit_write(row, granted);
 	PG_RETURN_VOID();
+}
+
+/* A text for the audit row, capped so that client-chosen strings cannot outgrow it. */
+static json_t *
+jcap(const char *s, int cap)
+{
+	int			len = strlen(s);
+
+	if (len > cap)
+		return json_stringn(s, pg_mbcliplen(s, len, cap));
+	return json_string(s);
+}
+
+static json_t *
+jcap_array(char **items, int n, int cap)
+{
+	json_t	   *a = json_array();
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(a, jcap(items[i], cap));
+	return a;
+}
+
+static json_t *
+jint8_array(Datum arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	json_t	   *a = json_array();
+
+	deconstruct_array(DatumGetArrayTypeP(arr), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			json_array_append_new(a, json_integer((json_int_t) DatumGetInt64(elems[i])));
+	return a;
+}
+
+static json_t *
+jhex(const uint8 *p, int n)
+{
+	char		hex[2 + 64 + 1];
+
+	hex[0] = '\\';
+	hex[1] = 'x';
+	hex_encode((const char *) p, n, hex + 2);
+	hex[2 + 2 * n] = '\0';
+	return json_string(hex);
+}
+
+static const char *const operation_names[] = {
+	[OP_EXCHANGE] = "exchange",
+	[OP_CLIENT_CREDENTIALS] = "client_credentials",
+	[OP_SESSION] = "session",
+	[OP_IDENTITY_TOKEN] = "identity_token",
+};
+
+/*
+ * Step: the issuance's audit row, granted or denied, in one place for every
+ * kind of token.  A granted row is committed (by the audit writer) before
+ * the token is returned.
+ */
+void
+audit(Issuance *x)
+{
+	json_t	   *row = tokex_json_track(json_pack("{}"));
+	char		id[UUID_LEN * 2 + 5];
+
+#define PUT(k, v) json_object_set_new(row, (k), (v))
+	snprintf(id, sizeof(id), "%s",
+			 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))));
+	PUT("exchange_id", json_string(id));
+	PUT("operation", json_string(operation_names[x->op]));
+	PUT("decision", json_string(x->error ? "denied" : "granted"));
+	if (x->error)
+	{
+		PUT("error", json_string(x->error));
+		PUT("reason", jcap(x->reason, 1024));
+	}
+	if (x->nchain > 0)
+	{
+		json_t	   *chain = json_array();
+
+		for (int i = 0; i < x->nchain; i++)
+		{
+			char	   *who = x->chain_id[i] ? x->chain_id[i] : x->chain_sub[i];
+
+			if (i == 0)
+				PUT("subject", jcap(who, 512));
+			else
+				json_array_append_new(chain, jcap(who, 512));
+			if (i == x->nchain - 1 && i > 0)
+				PUT("actor", jcap(who, 512));
+		}
+		if (x->nchain > 1)
+			PUT("actor_chain", chain);
+		else
+			json_decref(chain);
+	}
+	{
+		const char *client = x->error ? x->client_id : x->token_client_id;
+
+		if (client)
+			PUT("client_id", jcap(client, 256));
+	}
+	if (x->target || x->audience || x->resource)
+		PUT("audience", jcap(x->target ? x->target : x->audience ? x->audience : x->resource, 1024));
+	if (x->scope)
+		PUT("requested_scope", jcap_array(x->requested, x->nrequested, 256));
+	if (!x->error)
+	{
+		char		buf[MAXDATELEN + 1];
+
+		PUT("scope", jcap_array(x->scope_out, x->nscope, 256));
+		PUT("jti", json_string(id));
+		JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) x->exp)),
+						   TIMESTAMPTZOID, NULL);
+		PUT("expires_at", json_string(buf));
+		PUT("issued_token_type", json_string(x->issued_type ? x->issued_type : TT_JWT));
+	}
+	if (x->delegation_ids)
+		PUT("delegation_ids", jint8_array(x->delegation_ids));
+	if (x->policy_ids)
+		PUT("policy_ids", jint8_array(x->policy_ids));
+	if (x->subj)
+		PUT("subject_issuer", jcap(x->subj->iss, 1024));
+	if (x->act)
+		PUT("actor_issuer", jcap(x->act->iss, 1024));
+	if (x->subject_token)
+		PUT("subject_token_sha256", jhex(x->subject_hash, 32));
+	if (x->actor_token)
+		PUT("actor_token_sha256", jhex(x->actor_hash, 32));
+	if (x->subj && json_is_string(json_object_get(x->subj->payload, "sid")))
+		PUT("subject_sid", jcap(json_string_value(json_object_get(x->subj->payload, "sid")), 64));
+	else if (x->op == OP_SESSION && !x->error)
+		PUT("subject_sid", json_string(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->sid)))));
+	if (x->op != OP_EXCHANGE)
+		PUT("subject_issuer", json_string(tokex_issuer));
+#undef PUT
+	tokex_audit_write(row, x->error == NULL);
 }
 
 /* ---------------------------------------------------------------------

@@ -7,6 +7,13 @@
  * backend remembers the SHA-256 of a secret it has already checked against
  * a given stored hash.  The stored hash is read from tokex.client on every
  * request, so a changed or removed secret never matches a stale entry.
+ *
+ * A failed check must not tell whether the client id exists: an unknown
+ * client (stored hash '') costs tokex.secret_hash_iterations, and a known
+ * client whose hash has fewer iterations is padded up to that count, so every
+ * failure costs max(stored, configured) iterations.  The caller rehashes a
+ * secret at the configured count once it authenticates, so hashes converge
+ * and the max is the configured count (see _authenticate).
  */
 #include "tokex.h"
 
@@ -31,6 +38,9 @@ typedef struct SecretCacheEntry
 static SecretCacheEntry secret_cache[SECRET_CACHE];
 static int	secret_cache_next = 0;
 
+/* PBKDF2 iterations this backend has run: what the cost tests count */
+static int64 pbkdf2_work = 0;
+
 static void
 sha256_bytes(const char *s, size_t len, uint8 out[32])
 {
@@ -45,6 +55,19 @@ pbkdf2(const char *secret, size_t len, const uint8 *salt, size_t saltlen, int it
 	if (PKCS5_PBKDF2_HMAC(secret, (int) len, salt, (int) saltlen, iter, EVP_sha256(),
 						  SECRET_HASH_LEN, out) != 1)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("PBKDF2 failed")));
+	pbkdf2_work += iter;
+}
+
+static void
+cache_secret(const char *stored, const uint8 digest[32])
+{
+	SecretCacheEntry *e = &secret_cache[secret_cache_next];
+
+	if (strlen(stored) >= sizeof(e->stored))
+		return;
+	strlcpy(e->stored, stored, sizeof(e->stored));
+	memcpy(e->digest, digest, 32);
+	secret_cache_next = (secret_cache_next + 1) % SECRET_CACHE;
 }
 
 static char *
@@ -61,6 +84,7 @@ tokex_hash_secret(PG_FUNCTION_ARGS)
 	text	   *secret = PG_GETARG_TEXT_PP(0);
 	uint8		salt[SECRET_SALT_LEN];
 	uint8		hash[SECRET_HASH_LEN];
+	uint8		digest[32];
 	char	   *out;
 
 	if (RAND_bytes(salt, sizeof(salt)) != 1)
@@ -70,10 +94,17 @@ tokex_hash_secret(PG_FUNCTION_ARGS)
 	out = psprintf("pbkdf2-sha256$%d$%s$%s", tokex_secret_iterations,
 				   b64(salt, sizeof(salt)), b64(hash, sizeof(hash)));
 	OPENSSL_cleanse(hash, sizeof(hash));
+	/* a rehash on authentication is followed by more requests from this backend */
+	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+	cache_secret(out, digest);
+	OPENSSL_cleanse(digest, sizeof(digest));
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 
-/* tokex._verify_secret(secret, stored) -> whether secret matches the stored hash */
+/*
+ * tokex._verify_secret(secret, stored) -> whether secret matches the stored
+ * hash; stored = '' stands for a client that has none (or does not exist).
+ */
 PG_FUNCTION_INFO_V1(tokex_verify_secret);
 Datum
 tokex_verify_secret(PG_FUNCTION_ARGS)
@@ -93,6 +124,16 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 	bool		ok;
 
 	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+	if (stored[0] == '\0')
+	{
+		/* nothing to match: spend what a failed check of a known client spends */
+		static const uint8 nosalt[SECRET_SALT_LEN];
+
+		pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), nosalt, sizeof(nosalt),
+			   tokex_secret_iterations, hash);
+		OPENSSL_cleanse(hash, sizeof(hash));
+		PG_RETURN_BOOL(false);
+	}
 	for (int i = 0; i < SECRET_CACHE; i++)
 		if (strcmp(secret_cache[i].stored, stored) == 0 &&
 			CRYPTO_memcmp(secret_cache[i].digest, digest, 32) == 0)
@@ -112,17 +153,15 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 	}
 	pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, saltlen, iter, hash);
 	ok = CRYPTO_memcmp(hash, want, SECRET_HASH_LEN) == 0;
+	/* a failure costs at least the configured count, like an unknown client */
+	if (!ok && iter < tokex_secret_iterations)
+		pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, saltlen,
+			   tokex_secret_iterations - iter, hash);
 	OPENSSL_cleanse(hash, sizeof(hash));
 	free(salt);
 	free(want);
-	if (ok && strlen(stored) < sizeof(secret_cache[0].stored))
-	{
-		SecretCacheEntry *e = &secret_cache[secret_cache_next];
-
-		strlcpy(e->stored, stored, sizeof(e->stored));
-		memcpy(e->digest, digest, 32);
-		secret_cache_next = (secret_cache_next + 1) % SECRET_CACHE;
-	}
+	if (ok)
+		cache_secret(stored, digest);
 	PG_RETURN_BOOL(ok);
 }
 
@@ -185,4 +224,12 @@ tokex_random_secret(PG_FUNCTION_ARGS)
 	s = b64(buf, sizeof(buf));
 	OPENSSL_cleanse(buf, sizeof(buf));
 	PG_RETURN_TEXT_P(cstring_to_text(s));
+}
+
+/* tokex._pbkdf2_iterations() -> PBKDF2 iterations run by this backend so far */
+PG_FUNCTION_INFO_V1(tokex_pbkdf2_iterations);
+Datum
+tokex_pbkdf2_iterations(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(pbkdf2_work);
 }

@@ -3,7 +3,7 @@
  * trusted issuers' JWKS, parsed into OpenSSL keys once.
  *
  * Parsing a key costs far more than using it, so keys are kept across calls.
- * They are dropped when tokex.key or tokex.issuer changes: a statement
+ * They are dropped when tokex.key or tokex.trusted_issuer changes: a statement
  * trigger on both tables queues a relcache invalidation, which PostgreSQL
  * delivers to every backend when the change commits (and to the changing
  * backend at its next command), so no backend ever verifies against a key
@@ -123,11 +123,11 @@ load_own(Keystore *ks)
 static void
 load_issuers(Keystore *ks)
 {
-	int			rc = SPI_execute("SELECT issuer, jwks::text, audience FROM tokex.issuer",
+	int			rc = SPI_execute("SELECT issuer, jwks::text, audience FROM tokex.trusted_issuer",
 								 true, 0);
 
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "tokex: cannot read tokex.issuer: %s", SPI_result_code_string(rc));
+		elog(ERROR, "tokex: cannot read tokex.trusted_issuer: %s", SPI_result_code_string(rc));
 	ks->issuers = MemoryContextAllocZero(ks->cxt, sizeof(TokexIssuer) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -179,7 +179,7 @@ keystore_ensure(void)
 	}
 	nsp = get_namespace_oid("tokex", false);
 	key_relid = get_relname_relid("key", nsp);
-	issuer_relid = get_relname_relid("issuer", nsp);
+	issuer_relid = get_relname_relid("trusted_issuer", nsp);
 
 	/*
 	 * Build under the caller's context so an ERROR takes the half-built
@@ -246,7 +246,7 @@ keystore_signing_key(const char *kid, jose_error *err)
 	return NULL;
 }
 
-/* Statement trigger on tokex.key and tokex.issuer: drop every backend's cache at commit. */
+/* Statement trigger on tokex.key and tokex.trusted_issuer: drop every backend's cache at commit. */
 PG_FUNCTION_INFO_V1(tokex_keystore_invalidate);
 Datum
 tokex_keystore_invalidate(PG_FUNCTION_ARGS)

@@ -6,11 +6,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
-#include "common/shortest_dec.h"
-#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#include <openssl/evp.h>
 
 PG_MODULE_MAGIC;
 
@@ -20,6 +17,18 @@ int			tokex_default_ttl = 300;
 int			tokex_max_ttl = 3600;
 int			tokex_max_chain_depth = 4;
 char	   *tokex_base_url = NULL;
+int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
+
+/*
+ * Where the HTTP endpoints are: PostgREST serves /rpc/<function>; a reverse
+ * proxy (contrib/nginx) serves the same functions at /token, /introspect,
+ * /revoke, /jwks and /.well-known/oauth-authorization-server.
+ */
+static const struct config_enum_entry endpoint_style_options[] = {
+	{"rpc", TOKEX_ENDPOINTS_RPC, false},
+	{"plain", TOKEX_ENDPOINTS_PLAIN, false},
+	{NULL, 0, false}
+};
 
 /* An issuer identifier is a URL-like string: printable ASCII, no spaces. */
 static bool
@@ -71,9 +80,15 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("tokex.base_url",
 							   "Public base URL of the HTTP face (PostgREST), for RFC 8414 metadata.",
-							   "Endpoints are <base_url>/rpc/token and so on; defaults to tokex.issuer.",
+							   "Endpoints are <base_url>/rpc/token and so on (see tokex.endpoint_style); defaults to tokex.issuer.",
 							   &tokex_base_url, "", PGC_SUSET, 0,
 							   check_issuer, NULL, NULL);
+	DefineCustomEnumVariable("tokex.endpoint_style",
+							 "Paths of the HTTP endpoints under tokex.base_url, for RFC 8414 metadata.",
+							 "rpc: /rpc/token, /rpc/introspect, /rpc/revoke, /rpc/jwks, as PostgREST serves them; "
+							 "plain: /token, /introspect, /revoke, /jwks, as the reverse proxy of contrib/nginx serves them.",
+							 &tokex_endpoint_style, TOKEX_ENDPOINTS_RPC, endpoint_style_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.secret_hash_iterations",
 							"PBKDF2-HMAC-SHA256 iterations for newly hashed client secrets.",
 							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
@@ -183,6 +198,10 @@ tokex_setting(PG_FUNCTION_ARGS)
 		secs = tokex_default_ttl;
 	else if (strcmp(name, "max_ttl") == 0)
 		secs = tokex_max_ttl;
+	else if (strcmp(name, "endpoint_style") == 0)
+		s = tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "plain" : "rpc";
+	else if (strcmp(name, "secret_hash_iterations") == 0)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d", tokex_secret_iterations)));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -192,88 +211,4 @@ tokex_setting(PG_FUNCTION_ARGS)
 	if (s == NULL || s[0] == '\0')
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(s));
-}
-
-/*
- * A jti as text, for revocation: a string as it is, an integer in decimal,
- * a real in its shortest round-trip form (as float8out writes it).  Other
- * JSON types are no identifier: NULL.
- */
-char *
-tokex_jti_text(const json_t *jti)
-{
-	if (json_is_string(jti))
-		return pstrdup(json_string_value(jti));
-	if (json_is_integer(jti))
-		return psprintf(INT64_FORMAT, (int64) json_integer_value(jti));
-	if (json_is_real(jti))
-	{
-		char		buf[DOUBLE_SHORTEST_DECIMAL_LEN];
-
-		double_to_shortest_decimal_buf(json_real_value(jti), buf);
-		return pstrdup(buf);
-	}
-	return NULL;
-}
-
-/* The revocation key of (issuer, jti): SHA-256 of issuer, NUL, jti. */
-void
-tokex_jti_key(const char *iss, const char *jti, uint8 out[32])
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned int n = 0;
-	bool		ok;
-
-	ok = ctx != NULL &&
-		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-		EVP_DigestUpdate(ctx, iss, strlen(iss) + 1) == 1 &&	/* with its NUL */
-		EVP_DigestUpdate(ctx, jti, strlen(jti)) == 1 &&
-		EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
-	EVP_MD_CTX_free(ctx);
-	if (!ok)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
-}
-
-/* tokex._jti_key(issuer, jti) -> bytea */
-PG_FUNCTION_INFO_V1(tokex_jti_key_sql);
-Datum
-tokex_jti_key_sql(PG_FUNCTION_ARGS)
-{
-	char	   *iss = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *jti = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bytea	   *b = palloc(VARHDRSZ + 32);
-
-	SET_VARSIZE(b, VARHDRSZ + 32);
-	tokex_jti_key(iss, jti, (uint8 *) VARDATA(b));
-	PG_RETURN_BYTEA_P(b);
-}
-
-/*
- * tokex._jti_text(jti jsonb) -> text: the same text for a jti read from a
- * token in SQL, or NULL when it is no identifier.
- */
-PG_FUNCTION_INFO_V1(tokex_jti_text_sql);
-Datum
-tokex_jti_text_sql(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
-	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	json_error_t jerr;
-	json_t	   *j = json_loads(s, JSON_DECODE_ANY, &jerr);
-	char	   *volatile out = NULL;
-
-	if (j == NULL)
-		PG_RETURN_NULL();
-	PG_TRY();
-	{
-		out = tokex_jti_text(j);
-	}
-	PG_FINALLY();
-	{
-		json_decref(j);
-	}
-	PG_END_TRY();
-	if (out == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(out));
 }

@@ -31,6 +31,10 @@ extern int	tokex_default_ttl;
 extern int	tokex_max_ttl;
 extern int	tokex_max_chain_depth;
 extern char *tokex_base_url;
+extern int	tokex_endpoint_style;
+
+#define TOKEX_ENDPOINTS_RPC		0
+#define TOKEX_ENDPOINTS_PLAIN	1
 extern int	tokex_secret_iterations;
 
 /* Current wall-clock time in Unix seconds (tokens care about now, not xact start). */

@@ -3,10 +3,11 @@
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, the upgrade check (every earlier version updated
 # to this one has its schema and keeps its rows), pgTAP, interop with npm
-# jose, the HTTP face replayed as PostgREST calls it, revocation racing
-# concurrent exchanges, a cluster without tokex preloaded (its own
-# pg_virtualenv), and the Debian package built, inspected and smoke-tested.
-# Exits non-zero if any suite fails.
+# jose, the HTTP face replayed as PostgREST calls it, a real OAuth client
+# library through the nginx recipe, revocation racing concurrent exchanges,
+# a cluster without tokex preloaded (its own pg_virtualenv), and the Debian
+# package built, inspected and smoke-tested.  Exits non-zero if any suite
+# fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
@@ -35,6 +36,7 @@ suite "upgrade: ALTER EXTENSION UPDATE equals a fresh install" make -s upgradech
 suite "pgTAP" make -s tapcheck
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
+suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 # last: with CI=true it installs the .deb into the system PostgreSQL, then

@@ -2,14 +2,15 @@
 // transactions, as PostgREST runs GETs), and what the anon role can reach.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, ISSUER, TE, request, sql, sqlJson } from './lib.mjs';
+import { BASE, ISSUER, JWT_TYPE, TE, jwtAuth, request, sql, sqlJson } from './lib.mjs';
 
 const PUBLIC_CACHE = [{ 'Cache-Control': 'public, max-age=300' }];
 
 describe('GET endpoints', () => {
   test('jwks: the public keys, cacheable', () => {
     const r = request('jwks', {}, { method: 'GET' });
-    assert.equal(r.status, null);
+    assert.equal(r.status, 200);
+    assert.equal(r.gucStatus, null);
     assert.deepEqual(r.headers, PUBLIC_CACHE);
     assert.ok(Array.isArray(r.body.keys) && r.body.keys.length >= 1);
     for (const k of r.body.keys) {
@@ -22,7 +23,8 @@ describe('GET endpoints', () => {
 
   test('oauth_authorization_server: RFC 8414 metadata under base_url', () => {
     const r = request('oauth_authorization_server', {}, { method: 'GET' });
-    assert.equal(r.status, null);
+    assert.equal(r.status, 200);
+    assert.equal(r.gucStatus, null);
     assert.deepEqual(r.headers, PUBLIC_CACHE);
     const m = r.body;
     assert.equal(m.issuer, ISSUER);
@@ -91,5 +93,40 @@ describe('the anon role', () => {
                    EXCEPTION WHEN insufficient_privilege THEN RAISE NOTICE 'refused'; END $$;
                    ROLLBACK;`);
     assert.equal(r, '');
+  });
+});
+
+// Behind the reverse proxy of contrib/nginx the endpoints live at plain
+// paths; tokex.endpoint_style = plain makes the metadata (and the audiences
+// a client assertion may name) say so.
+describe('tokex.endpoint_style', () => {
+  const plain = { env: { PGOPTIONS: '-c tokex.endpoint_style=plain' } };
+
+  test('plain: metadata advertises <base_url>/token, /introspect, /revoke, /jwks', () => {
+    const m = request('oauth_authorization_server', {}, { method: 'GET', ...plain }).body;
+    assert.equal(m.issuer, ISSUER);
+    assert.equal(m.token_endpoint, `${BASE}/token`);
+    assert.equal(m.introspection_endpoint, `${BASE}/introspect`);
+    assert.equal(m.revocation_endpoint, `${BASE}/revoke`);
+    assert.equal(m.jwks_uri, `${BASE}/jwks`);
+  });
+
+  test('the default is rpc', () => {
+    assert.equal(sql(`SELECT current_setting('tokex.endpoint_style')`), 'rpc');
+  });
+
+  test('plain: a client assertion names the plain token endpoint, not the /rpc/ one', () => {
+    const t = sqlJson(`SELECT json_build_object(
+        'subject', tokex.start_session('alice', 'agent-a', '{calendar.read}', '1 hour')->>'session_token',
+        'actor', tokex.identity_token('agent-a'))`);
+    const params = (aud) => ({
+      grant_type: TE, subject_token: t.subject, subject_token_type: JWT_TYPE,
+      actor_token: t.actor, actor_token_type: JWT_TYPE, audience: 'calendar-api', ...jwtAuth({ aud }) });
+    assert.equal(request('token', params(`${BASE}/token`), plain).status, 200);
+    assert.equal(request('token', params(`${BASE}/rpc/token`), plain).status, 401);
+  });
+
+  test('an unknown style is refused', () => {
+    assert.throws(() => sql(`SET tokex.endpoint_style = 'nginx'`), /invalid value/);
   });
 });

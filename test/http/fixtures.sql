@@ -18,8 +18,8 @@ SET tokex.issuer = 'https://auth.test';
 SELECT tokex.create_key('ES256') IS NOT NULL AS key_created;
 INSERT INTO tokex.identity (id, kind) VALUES
   ('alice', 'human'), ('agent-a', 'agent'), ('agent-b', 'agent');
-INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES
-  ('calendar-api', '{calendar.read,calendar.write}', '5 minutes');
+INSERT INTO tokex.resource (audience, scopes, token_ttl, resource_uri) VALUES
+  ('calendar-api', '{calendar.read,calendar.write}', '5 minutes', 'https://calendar.test/');
 INSERT INTO tokex.delegation (principal, delegate, scopes, audiences, max_depth) VALUES
   ('alice', 'agent-a', '{calendar.read}', NULL, 1);
 INSERT INTO tokex.policy (effect, subject_kind, actor_kind, description) VALUES

@@ -38,9 +38,10 @@ const foreign = () => {
 const garbage = () => ['garbage', '', 'a.b.c', 'eyJhbGciOiJub25lIn0.e30.', foreign()];
 
 describe('introspect', () => {
-  test('authenticated (private_key_jwt): 200, active true, RFC 7662 claims', () => {
+  test('authenticated (client_secret_post): 200, active true, RFC 7662 claims', () => {
     const tok = mint('web-app');
-    const r = introspect(tok);
+    const { id, secret } = fx().secretClient;
+    const r = introspect(tok, { client_id: id, client_secret: secret });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.deepEqual(r.headers, NO_STORE);
     const b = r.body;
@@ -55,9 +56,8 @@ describe('introspect', () => {
     assert.equal(typeof b.jti, 'string');
   });
 
-  test('authenticated (client_secret_post): 200', () => {
-    const { id, secret } = fx().secretClient;
-    const r = introspect(mint('web-app'), { client_id: id, client_secret: secret });
+  test('authenticated (private_key_jwt): 200', () => {
+    const r = introspect(mint(fx().jwtClient.id));
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.active, true);
     assert.deepEqual(r.headers, NO_STORE);
@@ -116,13 +116,20 @@ describe('revoke', () => {
     }
   });
 
-  test("someone else's token: 400 unauthorized_client, and it stays active", () => {
+  test("someone else's token: 400 unauthorized_client, audited, and it stays active", () => {
     const tok = mint('web-app');
+    const audited = () => Number(sql(`SELECT count(*) FROM tokex.audit WHERE error = 'unauthorized_client'
+                                        AND client_id = :'c' AND operation = 'revoke'
+                                        AND reason = 'the token was not issued to this client at the revocation endpoint'`,
+                                     { c: fx().jwtClient.id }));
+    const before = audited();
     const r = revoke(tok);
+    assert.equal(audited(), before + 1);
     assert.equal(r.status, 400, JSON.stringify(r.body));
     assert.equal(r.body.error, 'unauthorized_client');
     assert.deepEqual(r.headers, NO_STORE);
-    assert.equal(introspect(tok).body.active, true);
+    const { id, secret } = fx().secretClient;
+    assert.equal(introspect(tok, { client_id: id, client_secret: secret }).body.active, true);
   });
 
   test('unauthenticated: 401', () => {
@@ -142,8 +149,50 @@ describe('revoke', () => {
     const { id, secret } = fx().ccClient;
     const cc = request('token', { grant_type: 'client_credentials', client_id: id, client_secret: secret });
     assert.equal(cc.status, 200);
-    assert.equal(introspect(cc.body.access_token).body.active, true);
-    assert.equal(revoke(cc.body.access_token, { client_id: id, client_secret: secret }).status, 200);
-    assert.deepEqual(introspect(cc.body.access_token).body, { active: false });
+    const own = { client_id: id, client_secret: secret };
+    assert.equal(introspect(cc.body.access_token, own).body.active, true);
+    assert.equal(revoke(cc.body.access_token, own).status, 200);
+    assert.deepEqual(introspect(cc.body.access_token, own).body, { active: false });
+  });
+});
+
+// RFC 7662 §4: the server decides who may learn about a token.  Everyone
+// else gets exactly what an invalid token gets.
+describe('who may introspect a token', () => {
+  const as = ({ id, secret }) => ({ client_id: id, client_secret: secret });
+  const INACTIVE = (r) => {
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body, { active: false });
+    assert.deepEqual(r.headers, NO_STORE);
+  };
+
+  test('the client the token was issued to (client_id): active', () => {
+    assert.equal(introspect(mint('web-app'), as(fx().secretClient)).body.active, true);
+  });
+
+  test('a resource server registered for the token\'s audience: active', () => {
+    const r = introspect(mint('web-app'), as(fx().calendarGateway));
+    assert.equal(r.body.active, true, JSON.stringify(r.body));
+    assert.equal(r.body.aud, 'calendar-api');
+  });
+
+  test('a gateway flagged introspect_any: active', () => {
+    assert.equal(introspect(mint('web-app'), as(fx().edgeGateway)).body.active, true);
+  });
+
+  test('a resource server registered for another audience: {"active":false}', () => {
+    INACTIVE(introspect(mint('web-app'), as(fx().mailGateway)));
+  });
+
+  test('another client, not registered for any audience in particular: {"active":false}', () => {
+    INACTIVE(introspect(mint('web-app'), jwtAuth({ aud: introspectAud })));
+    const { id, secret } = fx().ccClient;
+    INACTIVE(introspect(mint('web-app'), { client_id: id, client_secret: secret }));
+  });
+
+  // a session credential is no access token for any resource (issue 8, item 8)
+  test('a session credential: inactive for every client, gateways included', () => {
+    const session = tokens().subject;
+    for (const c of [fx().calendarGateway, fx().secretClient, fx().edgeGateway]) INACTIVE(introspect(session, as(c)));
   });
 });

@@ -1,16 +1,14 @@
 // Helpers for the HTTP tests.  Every request is its own psql session (a new
-// backend, no shared transaction), replaying the SQL PostgREST runs for it:
-//   BEGIN [READ ONLY];
-//   SELECT set_config('role', 'anon', true), set_config('request.headers', ..., true),
-//          set_config('request.method', ..., true), set_config('request.path', ..., true);
-//   SELECT tokex_api.<fn>(name := value, ...);
-//   SELECT current_setting('response.status', true), current_setting('response.headers', true);
-//   COMMIT;
-// Values travel as psql variables (-v) and are interpolated with :'name', so
-// psql does the quoting.  Connection: the standard PG* environment.
+// backend, no shared transaction) that runs the SQL PostgREST v12 runs for it
+// (postgrest.mjs: the form parsed as PostgREST parses it, the routine found
+// by its keys, json_to_record arguments, VARIADIC, the response GUCs read in
+// the same statement).  Values travel as psql variables (-v) and are
+// interpolated with :'name', so psql does the quoting.  Connection: the
+// standard PG* environment.
 import { spawnSync } from 'node:child_process';
 import { createSign, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ROUTINES_SQL, findProc, parseForm, psqlArgs, requestScript, toResponse } from './postgrest.mjs';
 
 export const ISSUER = 'https://auth.test';
 export const BASE = 'https://auth.test/api';
@@ -47,10 +45,32 @@ export function sqlJson(query, vars = {}) {
   return JSON.parse(sql(query, vars));
 }
 
-// Replay one PostgREST request to /rpc/<fn>.  params: the form (POST) or
-// query (GET) keys, sent as named arguments; headers: lowercase request
-// headers.  Returns { body, status, headers, rawHeaders }.
-export function request(fn, params = {}, { method = 'POST', headers = {} } = {}) {
+// PostgREST's schema cache of the exposed schemas (read once; reload after DDL).
+const caches = new Map();
+export function routines(schemas = 'tokex_api', { reload = false } = {}) {
+  if (reload || !caches.has(schemas)) caches.set(schemas, JSON.parse(sql(ROUTINES_SQL, { pgrst_schemas: schemas })));
+  return caches.get(schemas);
+}
+
+// The request's keys and values in order: an object (an array value repeats
+// its key), an array of [key, value] pairs, or a raw form body (string).
+export function formPairs(params) {
+  if (typeof params === 'string') return parseForm(params);
+  if (Array.isArray(params)) return params;
+  const pairs = [];
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined) continue;
+    for (const x of Array.isArray(v) ? v : [v]) pairs.push([k, x]);
+  }
+  return pairs;
+}
+
+// Replay one PostgREST request to /rpc/<fn>: params as formPairs takes them
+// (the form of a POST, the query of a GET), headers lower-case.  Returns
+// { status (HTTP), body, headers and rawHeaders (what the function put in
+// response.headers), gucStatus (response.status, null when unset) }.  env:
+// extra environment for psql (e.g. PGOPTIONS, for server settings).
+export function request(fn, params = {}, { method = 'POST', headers = {}, schema = 'tokex_api', env = {} } = {}) {
   const hdrs = {
     host: 'auth.test',
     'user-agent': 'tokex-http-test',
@@ -58,32 +78,14 @@ export function request(fn, params = {}, { method = 'POST', headers = {} } = {})
     ...(method === 'POST' ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
     ...headers,
   };
-  const vars = { hdrs: JSON.stringify(hdrs), method, path: `/rpc/${fn}` };
-  const named = [];
-  for (const [k, v] of Object.entries(params)) {
-    if (v === undefined) continue;
-    if (!/^[a-z_]+$/.test(k)) throw new Error(`bad parameter name ${k}`);
-    vars[`p_${k}`] = v;
-    named.push(`${k} := :'p_${k}'`);
-  }
-  const input = [
-    method === 'GET' ? 'BEGIN READ ONLY;' : 'BEGIN;',
-    `SELECT set_config('role', 'anon', true), set_config('request.headers', :'hdrs', true), ` +
-      `set_config('request.method', :'method', true), set_config('request.path', :'path', true);`,
-    `SELECT tokex_api.${fn}(${named.join(', ')});`,
-    `SELECT current_setting('response.status', true), current_setting('response.headers', true);`,
-    'COMMIT;',
-    '',
-  ].join('\n');
-  const lines = run(input, vars).split('\n');
-  if (lines.length !== 3) throw new Error(`unexpected psql output:\n${lines.join('\n')}`);
-  const [status, rawHeaders] = lines[2].split(SEP);
-  return {
-    body: JSON.parse(lines[1]),
-    status: status === '' ? null : Number(status),
-    headers: rawHeaders === '' ? null : JSON.parse(rawHeaders),
-    rawHeaders,
-  };
+  const pairs = formPairs(params);
+  const found = findProc(routines(schema), schema, fn, new Set(pairs.map(([k]) => k)));
+  if (found.error) return { ...found.error, headers: null, rawHeaders: '', gucStatus: null };
+  const { script, vars } = requestScript(found.routine, { method, path: `/rpc/${fn}`, pairs, headers: hdrs });
+  const r = spawnSync('psql', psqlArgs(vars), { input: script, encoding: 'utf8', maxBuffer: 16 << 20,
+                                                env: { ...process.env, ...env } });
+  if (r.error) throw r.error;
+  return toResponse(r);
 }
 
 // Authorization: Basic per RFC 6749 §2.3.1: form-urlencode id and secret first.

@@ -5,6 +5,9 @@
 //   agent-platform   private_key_jwt, registered with its public JWKS
 //   old-platform     private_key_jwt with the same keys, disabled
 //   agent-a-svc      client_secret, restricted to client_credentials, identity agent-a
+//   calendar-gw      client_secret, audiences {calendar-api}: a resource server
+//   mail-gw          client_secret, audiences {mail-api}: another one
+//   edge-gateway     client_secret, introspect_any: a gateway for every resource
 import { writeFileSync } from 'node:fs';
 import { newKey, sql } from './lib.mjs';
 
@@ -21,6 +24,10 @@ sql(`SELECT tokex.register_client('old-platform', jwks => :'jwks'::jsonb)`,
     { jwks: JSON.stringify({ keys: [key.jwk] }) });
 sql(`UPDATE tokex.client SET status = 'disabled' WHERE client_id = 'old-platform'`);
 const cc = sql(`SELECT tokex.register_client('agent-a-svc', identity => 'agent-a', grant_types => '{client_credentials}')`);
+const calGw = sql(`SELECT tokex.register_client('calendar-gw', audiences => '{calendar-api}')`);
+const mailGw = sql(`SELECT tokex.register_client('mail-gw', audiences => '{mail-api}')`);
+const edge = sql(`SELECT tokex.register_client('edge-gateway')`);
+sql(`UPDATE tokex.client SET introspect_any = true WHERE client_id = 'edge-gateway'`);
 
 writeFileSync(process.argv[2], JSON.stringify({
   secretClient: { id: 'web-app', secret: web },
@@ -28,4 +35,7 @@ writeFileSync(process.argv[2], JSON.stringify({
   jwtClient: { id: 'agent-platform', privateJwk: key.privateJwk, jwk: key.jwk },
   disabledClient: { id: 'old-platform' },
   ccClient: { id: 'agent-a-svc', secret: cc, identity: 'agent-a' },
+  calendarGateway: { id: 'calendar-gw', secret: calGw },
+  mailGateway: { id: 'mail-gw', secret: mailGw },
+  edgeGateway: { id: 'edge-gateway', secret: edge },
 }, null, 2));

@@ -2,16 +2,7 @@
 -- the application tier and an auditor can and cannot do; private key
 -- material is unreachable except through the extension owner; every
 -- SECURITY DEFINER function pins its search_path.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(65);
 
 CREATE ROLE tokex_t02_nobody NOLOGIN;
@@ -30,7 +21,7 @@ SELECT tokex.trust_issuer('https://idp.test',
 ------------------------------------------------------------------------
 SET LOCAL ROLE tokex_t02_nobody;
 SELECT throws_ok('SELECT kid FROM tokex.key', '42501', NULL, 'nobody: tokex.key is denied');
-SELECT throws_ok('SELECT issuer FROM tokex.issuer', '42501', NULL, 'nobody: tokex.issuer is denied');
+SELECT throws_ok('SELECT issuer FROM tokex.trusted_issuer', '42501', NULL, 'nobody: tokex.trusted_issuer is denied');
 SELECT throws_ok($$SELECT tokex.jwt_sign('{"sub":"x"}')$$, '42501', NULL, 'nobody: jwt_sign is denied');
 SELECT throws_ok('SELECT tokex.create_key()', '42501', NULL, 'nobody: create_key is denied');
 SELECT throws_ok(format('SELECT tokex.jwt_verify(%L)', :'token'), '42501', NULL, 'nobody: jwt_verify is denied');
@@ -62,9 +53,9 @@ SELECT throws_ok('DELETE FROM tokex.key', '42501', NULL, 'admin: tokex.key rows 
 SELECT throws_ok($$INSERT INTO tokex.key (kid, alg, status, public_jwk, private_key)
                    VALUES ('x', 'ES256', 'active', '{}', '\x00')$$, '42501', NULL,
                  'admin: tokex.key rows cannot be inserted');
-SELECT lives_ok('SELECT issuer, audience, created_at, updated_at FROM tokex.issuer',
+SELECT lives_ok('SELECT issuer, audience, created_at, updated_at FROM tokex.trusted_issuer',
                 'admin: can read trusted issuers');
-SELECT throws_ok('SELECT jwks FROM tokex.issuer', '42501', NULL,
+SELECT throws_ok('SELECT jwks FROM tokex.trusted_issuer', '42501', NULL,
                  'admin: trusted issuer JWKS (may hold shared secrets) is denied');
 SELECT throws_ok('SELECT secret_hash FROM tokex.client', '42501', NULL, 'admin: client secret hashes are denied');
 SELECT throws_ok($$SELECT * FROM tokex._generate_key('ES256')$$, '42501',
@@ -99,7 +90,7 @@ SELECT throws_ok(format('SELECT tokex.revoke_key(%L)', :'kid'), '42501', NULL, '
 SELECT throws_ok($$SELECT tokex.trust_issuer('https://x.test', '{"keys":[]}')$$, '42501', NULL,
                  'app: trust_issuer is denied');
 SELECT throws_ok('SELECT kid FROM tokex.key', '42501', NULL, 'app: tokex.key is denied');
-SELECT throws_ok('SELECT issuer FROM tokex.issuer', '42501', NULL, 'app: tokex.issuer is denied');
+SELECT throws_ok('SELECT issuer FROM tokex.trusted_issuer', '42501', NULL, 'app: tokex.trusted_issuer is denied');
 SELECT throws_ok($$SELECT * FROM tokex._generate_key('ES256')$$, '42501', NULL, 'app: _generate_key is denied');
 SELECT throws_ok($$SET tokex.clock_skew = 600$$, '42501', NULL, 'app: cannot widen tokex.clock_skew');
 SELECT throws_ok($$SELECT set_config('tokex.issuer', 'https://evil.test', true)$$, '42501', NULL,
@@ -133,7 +124,7 @@ SELECT p.oid, p.oid::regprocedure::text AS fn
         OR EXISTS (SELECT 1 FROM pg_type ty JOIN pg_attribute at ON at.attrelid = ty.typrelid
                     WHERE ty.oid = p.prorettype AND at.attnum > 0 AND NOT at.attisdropped
                       AND (at.atttypid = 'bytea'::regtype OR at.attname ~ '(private|secret)'
-                           OR ty.typrelid = 'tokex.issuer'::regclass)));
+                           OR ty.typrelid = 'tokex.trusted_issuer'::regclass)));
 GRANT SELECT ON secret_fn TO PUBLIC;
 SELECT ok((SELECT bool_or(fn = 'tokex._generate_key(text)') FROM secret_fn),
           'the private-material query finds tokex._generate_key (sanity)');
@@ -150,10 +141,10 @@ SELECT is_empty(
       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid,
            unnest(ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web', 'public']) r
      WHERE c.relnamespace = 'tokex'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
-       AND (c.oid, a.attname) IN (('tokex.key'::regclass, 'private_key'), ('tokex.issuer'::regclass, 'jwks'),
+       AND (c.oid, a.attname) IN (('tokex.key'::regclass, 'private_key'), ('tokex.trusted_issuer'::regclass, 'jwks'),
                                   ('tokex.client'::regclass, 'secret_hash'))
        AND has_column_privilege(r, c.oid, a.attname, 'SELECT')$$,
-  'key.private_key, issuer.jwks and client.secret_hash are readable by no tokex role nor PUBLIC');
+  'key.private_key, trusted_issuer.jwks and client.secret_hash are readable by no tokex role nor PUBLIC');
 SELECT is_empty(
   $$SELECT c.oid::regclass::text FROM pg_class c
      WHERE c.relnamespace = 'tokex'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p', 'S')

@@ -2,17 +2,7 @@
 -- keys, registered-claim checks with clock skew, tampering and algorithm
 -- confusion, and trusted external issuers (HS256 tokens built here with
 -- pgcrypto) with their audience requirement and JWKS validation.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(119);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
@@ -233,7 +223,7 @@ SELECT is(pg_temp.err(format('SELECT tokex.jwt_decode(%L)', repeat('a', 70000) |
 ------------------------------------------------------------------------
 SELECT lives_ok(format('SELECT tokex.trust_issuer(%L, %L)', 'https://idp.test', pg_temp.jwks(:'s1')),
                 'trust_issuer with an oct JWKS');
-SELECT is((SELECT count(*) FROM tokex.issuer WHERE issuer = 'https://idp.test' AND audience IS NULL),
+SELECT is((SELECT count(*) FROM tokex.trusted_issuer WHERE issuer = 'https://idp.test' AND audience IS NULL),
           1::bigint, 'the issuer is registered');
 SELECT is((tokex.jwt_verify(pg_temp.idp('{}', :'s1')))->>'sub', 'bob', 'an HS256 token of the trusted issuer verifies');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s1', '{"alg":"HS256"}')), 'ok', 'also without kid');
@@ -263,7 +253,7 @@ SELECT is(pg_temp.verr(pg_temp.idp('{"iss":7}', :'s1')),
 -- audience requirement
 SELECT lives_ok(format('SELECT tokex.trust_issuer(%L, %L, %L)', 'https://idp.test', pg_temp.jwks(:'s1'), 'tokex-api'),
                 'trust_issuer with a required audience');
-SELECT is((SELECT audience FROM tokex.issuer WHERE issuer = 'https://idp.test'), 'tokex-api', 'audience stored');
+SELECT is((SELECT audience FROM tokex.trusted_issuer WHERE issuer = 'https://idp.test'), 'tokex-api', 'audience stored');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s1')), '28000 invalid token: token has no "aud" claim',
           'issuer audience required: token without aud refused');
 SELECT is(pg_temp.verr(pg_temp.idp('{"aud":"elsewhere"}', :'s1')), '28000 invalid token: audience not accepted',
@@ -279,7 +269,7 @@ SELECT is(pg_temp.verr(pg_temp.idp('{"aud":"x"}', :'s1'), 'x'),
 -- second call replaces keys and audience
 SELECT lives_ok(format('SELECT tokex.trust_issuer(%L, %L)', 'https://idp.test', pg_temp.jwks(:'s2', 'h2')),
                 'trust_issuer again with new keys');
-SELECT is((SELECT count(*) FROM tokex.issuer WHERE issuer = 'https://idp.test'), 1::bigint, 'still one row');
+SELECT is((SELECT count(*) FROM tokex.trusted_issuer WHERE issuer = 'https://idp.test'), 1::bigint, 'still one row');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s2', '{"alg":"HS256","kid":"h2"}')), 'ok',
           'the new key verifies; the audience requirement is gone');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s1', '{"alg":"HS256","kid":"h1"}')),
@@ -344,7 +334,7 @@ SELECT is(pg_temp.bad_jwks('{"keys":[{"kty":"XYZ"}]}'), '22023 invalid JWKS: JWK
           'unknown kty');
 SELECT is(pg_temp.bad_jwks(pg_temp.jwks(:'s1', 'h1', 'none')),
           '22023 invalid JWKS: JWKS key 0: JWK "alg" is not a supported algorithm', 'JWK alg none');
-SELECT is((SELECT count(*) FROM tokex.issuer WHERE issuer = 'https://bad.test'), 0::bigint,
+SELECT is((SELECT count(*) FROM tokex.trusted_issuer WHERE issuer = 'https://bad.test'), 0::bigint,
           'no refused JWKS was stored');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s2', '{"alg":"HS256","kid":"h2"}')), 'ok',
           'the trusted issuer is unaffected by the refused calls');

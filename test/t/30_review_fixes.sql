@@ -6,12 +6,14 @@
 --
 -- Unlike the other files this one commits its fixtures (run-all.sh gives it
 -- a database of its own): the rollback and snapshot cases need committed
--- state and a second session (dblink).
+-- state and a second session (dblink); so it has no preamble.psql (which
+-- opens the transaction every other file rolls back).
 \set ON_ERROR_STOP 1
 \set QUIET 1
 \pset format unaligned
 \pset tuples_only true
 \pset pager off
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 CREATE EXTENSION IF NOT EXISTS dblink;

@@ -1,48 +1,5 @@
--- tokex install script, first part (make assembles src/sql/*.sql in name order).
---
--- Hardened against search_path: every reference is schema-qualified and
--- every SECURITY DEFINER function pins search_path to pg_catalog, tokex.
-\echo Use "CREATE EXTENSION tokex" to load this file. \quit
-
--- Roles.  NOLOGIN groups that deployments grant to their login roles:
---   tokex_admin    keys, trusted issuers, identity graph, policy
---   tokex_app      the application tier: exchange, verify, introspect
---   tokex_auditor  SELECT on the audit views, nothing else
---   tokex_web      the HTTP face: EXECUTE on tokex_api.* (grant it to PostgREST's anon role)
-DO $$
-DECLARE r text;
-BEGIN
-  FOREACH r IN ARRAY ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web'] LOOP
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
-      EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
-    END IF;
-  END LOOP;
-END
-$$;
-
-GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
-
--- A tokex setting as the library holds it (issuer, base_url, clock_skew,
--- default_ttl, max_ttl).  Never current_setting('tokex.…'): before the
--- library is loaded, any role can SET a placeholder of that name.
-CREATE FUNCTION tokex._setting(name text) RETURNS text
-  LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'tokex_setting';
-
--- tokex.issuer, or a clear error when it is not set.
-CREATE FUNCTION tokex._issuer() RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE iss text := tokex._setting('issuer');
-BEGIN
-  IF iss IS NULL THEN
-    RAISE EXCEPTION 'tokex.issuer is not set' USING ERRCODE = 'object_not_in_prerequisite_state',
-      HINT = 'Set it with ALTER DATABASE ... SET tokex.issuer = ''https://...''.';
-  END IF;
-  RETURN iss;
-END
-$$;
-
 ------------------------------------------------------------------------
--- Keys
+-- Keys: tokex's own signing keys, generated in the database (src/keys.c)
 ------------------------------------------------------------------------
 
 -- Signing keys, generated in the database.  private_key (PKCS#8 DER) is
@@ -59,40 +16,26 @@ CREATE TABLE tokex.key (
   retired_at   timestamptz,
   revoked_at   timestamptz
 );
+
 -- at most one key signs at a time
 CREATE UNIQUE INDEX key_one_active ON tokex.key ((true)) WHERE status = 'active';
 
--- Trusted external issuers (IdPs, agent platforms) and their JWKS.  jwks may
--- hold shared secrets (oct keys for HS*), so it is owner-only as well.
-CREATE TABLE tokex.issuer (
-  issuer     text PRIMARY KEY CHECK (issuer <> '' AND pg_catalog.length(issuer) <= 1024),
-  jwks       jsonb NOT NULL,
-  audience   text,
-  created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-  updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-
 SELECT pg_catalog.pg_extension_config_dump('tokex.key', '');
-SELECT pg_catalog.pg_extension_config_dump('tokex.issuer', '');
 
-REVOKE ALL ON tokex.key, tokex.issuer FROM PUBLIC;
+REVOKE ALL ON tokex.key FROM PUBLIC;
+
 GRANT SELECT (kid, alg, status, public_jwk, created_at, activated_at, retired_at, revoked_at)
   ON tokex.key TO tokex_admin;
-GRANT SELECT (issuer, audience, created_at, updated_at) ON tokex.issuer TO tokex_admin;
 
 -- Any committed change to keys or issuers drops every backend's key cache.
 CREATE FUNCTION tokex._keystore_invalidate() RETURNS trigger
   LANGUAGE C AS 'MODULE_PATHNAME', 'tokex_keystore_invalidate';
+
 CREATE TRIGGER key_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokex.key
-  FOR EACH STATEMENT EXECUTE FUNCTION tokex._keystore_invalidate();
-CREATE TRIGGER issuer_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokex.issuer
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._keystore_invalidate();
 
 CREATE FUNCTION tokex._generate_key(alg text, OUT kid text, OUT public_jwk jsonb, OUT private_key bytea)
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_generate_key';
-
-CREATE FUNCTION tokex._jwks_check(jwks jsonb) RETURNS integer
-  LANGUAGE C STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'tokex_jwks_check';
 
 -- Generate a key pair inside the database; the first key becomes active,
 -- later ones wait as 'next' (published, so relying parties can pre-fetch it).
@@ -181,44 +124,3 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_tem
     FROM tokex.key
    WHERE status IN ('next', 'active', 'retired')
 $$;
-
--- Register (or replace) an external issuer and its JWKS.
-CREATE FUNCTION tokex.trust_issuer(issuer text, jwks jsonb, audience text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-BEGIN
-  IF trust_issuer.issuer IS NULL OR trust_issuer.issuer OPERATOR(pg_catalog.=) '' OR trust_issuer.jwks IS NULL THEN
-    RAISE EXCEPTION 'issuer and jwks are required' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF trust_issuer.issuer OPERATOR(pg_catalog.=) tokex._setting('issuer') THEN
-    RAISE EXCEPTION 'cannot trust "%" as an external issuer', trust_issuer.issuer
-      USING ERRCODE = 'invalid_parameter_value',
-            DETAIL = 'It is tokex''s own issuer (tokex.issuer); its keys are tokex.key.';
-  END IF;
-  PERFORM tokex._jwks_check(trust_issuer.jwks);
-  INSERT INTO tokex.issuer AS i (issuer, jwks, audience)
-  VALUES (trust_issuer.issuer, trust_issuer.jwks, trust_issuer.audience)
-  ON CONFLICT ON CONSTRAINT issuer_pkey DO UPDATE
-    SET jwks = EXCLUDED.jwks, audience = EXCLUDED.audience, updated_at = pg_catalog.now();
-END
-$$;
-
-------------------------------------------------------------------------
--- JWT primitives
-------------------------------------------------------------------------
-
--- Sign claims as they are (tokex's own functions, which audit the token
--- themselves); granted to no one.
-CREATE FUNCTION tokex._sign(claims jsonb, typ text) RETURNS text
-  LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_sign_internal';
-
-CREATE FUNCTION tokex.jwt_sign(claims jsonb, kid text DEFAULT NULL) RETURNS text
-  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
-  AS 'MODULE_PATHNAME', 'tokex_jwt_sign';
-
-CREATE FUNCTION tokex.jwt_verify(token text, audience text DEFAULT NULL) RETURNS jsonb
-  LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
-  AS 'MODULE_PATHNAME', 'tokex_jwt_verify';
-
-CREATE FUNCTION tokex.jwt_decode(token text) RETURNS jsonb
-  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jwt_decode';
-

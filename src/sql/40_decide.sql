@@ -1,6 +1,7 @@
 ------------------------------------------------------------------------
 -- The decision: one query over the graph, prepared once per backend by
--- tokex.exchange.  Administrators can run it themselves to see why.
+-- tokex.exchange (src/decide.c).  Administrators can run it themselves to
+-- see why.
 --
 -- chain_iss/chain_sub/chain_iat: position 1 is the subject, 2.. the actors
 -- from the first (closest to the subject) to the current one.
@@ -17,7 +18,7 @@ CREATE FUNCTION tokex._resolve(iss text[], sub text[], own_issuer text)
 RETURNS TABLE (n bigint, sub text, id text, kind text, status text, tokens_valid_after timestamptz)
 LANGUAGE sql STABLE AS $$
   SELECT t.n, t.sub, i.id, i.kind, i.status, i.tokens_valid_after
-    FROM unnest(iss, sub) WITH ORDINALITY AS t(iss, sub, n)
+    FROM ROWS FROM (pg_catalog.unnest(iss), pg_catalog.unnest(sub)) WITH ORDINALITY AS t(iss, sub, n)
     LEFT JOIN LATERAL (
       SELECT i.id, i.kind, i.status, i.tokens_valid_after FROM tokex.identity i
        WHERE t.iss OPERATOR(pg_catalog.=) own_issuer AND i.id OPERATOR(pg_catalog.=) t.sub
@@ -28,6 +29,8 @@ LANGUAGE sql STABLE AS $$
       LIMIT 1) i ON true
 $$;
 
+-- Administrators call tokex.decide directly, so its body pins nothing to a
+-- search_path: every table, function and operator is schema-qualified.
 CREATE FUNCTION tokex.decide(
   chain_iss text[], chain_sub text[], chain_iat timestamptz[],
   audience text, resource text, requested_scope text[], token_scope text[],
@@ -36,33 +39,34 @@ CREATE FUNCTION tokex.decide(
   at timestamptz DEFAULT pg_catalog.clock_timestamp())
 RETURNS TABLE (
   identity_error text,     -- revoked tokens or session, unknown / inactive identities
-  error text, reason text, -- steps 4-7, or NULL when granted
+  error text, reason text, -- steps 5-8, or NULL when granted
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl interval, may_act_ids text[])
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
 LANGUAGE sql STABLE AS $$
 WITH
-c AS (  -- each chain position resolved to an identity
+chain AS (  -- each chain position resolved to an identity
   SELECT r.n, r.sub, chain_iat[r.n] AS iat, r.id, r.kind, r.status, r.tokens_valid_after
     FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r
 ),
-idp AS (  -- the first identity problem, in chain order
+identity_problem AS (  -- the first identity problem, in chain order
   SELECT CASE WHEN c.id IS NULL THEN
                 pg_catalog.format('%s "%s" is not a known identity',
-                                  CASE WHEN c.n = 1 THEN 'subject' ELSE 'actor' END, c.sub)
-              WHEN c.status <> 'active' THEN
+                                  CASE WHEN c.n OPERATOR(pg_catalog.=) 1 THEN 'subject' ELSE 'actor' END, c.sub)
+              WHEN c.status OPERATOR(pg_catalog.<>) 'active' THEN
                 pg_catalog.format('identity "%s" is %s', c.id, c.status)
               WHEN c.tokens_valid_after IS NOT NULL AND c.iat IS NOT NULL
-                   AND c.iat < c.tokens_valid_after THEN
+                   AND c.iat OPERATOR(pg_catalog.<) c.tokens_valid_after THEN
                 pg_catalog.format('token for "%s" was issued before its revocation', c.id)
-              WHEN (SELECT pg_catalog.count(*) FROM c c2 WHERE c2.id = c.id) > 1 THEN
+              WHEN (SELECT pg_catalog.count(*) FROM chain c2
+                     WHERE c2.id OPERATOR(pg_catalog.=) c.id) OPERATOR(pg_catalog.>) 1 THEN
                 pg_catalog.format('identity "%s" appears twice in the chain', c.id)
          END AS problem
-    FROM c ORDER BY c.n
+    FROM chain c ORDER BY c.n
 ),
-tok AS (  -- revoked tokens and sessions
+token_problem AS (  -- revoked or unaudited tokens, a dead session
   SELECT CASE
-           -- LIMIT keeps the lookup a per-jti index probe in the generic plan
+           -- LIMIT keeps the lookup a per-key index probe in the generic plan
            WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(revoked_keys) k,
                           LATERAL (SELECT 1 FROM tokex.revoked_token r
                                     WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
@@ -76,9 +80,9 @@ tok AS (  -- revoked tokens and sessions
            WHEN decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
-                          WHEN s.expires_at <= decide.at THEN 'the session has expired'
-                          WHEN d.revoked_at IS NOT NULL OR d.valid_from > decide.at
-                               OR d.valid_until <= decide.at THEN
+                          WHEN s.expires_at OPERATOR(pg_catalog.<=) decide.at THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from OPERATOR(pg_catalog.>) decide.at
+                               OR d.valid_until OPERATOR(pg_catalog.<=) decide.at THEN
                             pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
                      END
                 FROM (SELECT 1) one
@@ -89,93 +93,101 @@ tok AS (  -- revoked tokens and sessions
 ids AS (
   SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
          pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
-    FROM c
+    FROM chain c
 ),
-ra AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) decide.audience),
-rr AS (SELECT r.* FROM tokex.resource r
-        WHERE r.resource_uri OPERATOR(pg_catalog.=) decide.resource
-           OR r.audience OPERATOR(pg_catalog.=) decide.resource
-        ORDER BY r.resource_uri OPERATOR(pg_catalog.=) decide.resource DESC LIMIT 1),
-tgt AS (
+by_audience AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) decide.audience),
+by_resource AS (
+  SELECT r.* FROM tokex.resource r
+   WHERE r.resource_uri OPERATOR(pg_catalog.=) decide.resource
+      OR r.audience OPERATOR(pg_catalog.=) decide.resource
+   ORDER BY r.resource_uri OPERATOR(pg_catalog.=) decide.resource DESC LIMIT 1),
+target AS (  -- the one resource the token is for, or why there is none
   SELECT CASE
-           WHEN decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ra) THEN
+           WHEN decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_audience) THEN
              pg_catalog.format('audience "%s" is not a registered resource', decide.audience)
-           WHEN decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rr) THEN
+           WHEN decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_resource) THEN
              pg_catalog.format('resource "%s" is not a registered resource', decide.resource)
            WHEN decide.audience IS NOT NULL AND decide.resource IS NOT NULL
-                AND (SELECT audience FROM ra) IS DISTINCT FROM (SELECT audience FROM rr) THEN
+                AND (SELECT audience FROM by_audience) IS DISTINCT FROM (SELECT audience FROM by_resource) THEN
              'audience and resource name different targets; a token has exactly one'
          END AS problem,
-         COALESCE((SELECT ROW(ra.*)::tokex.resource FROM ra), (SELECT ROW(rr.*)::tokex.resource FROM rr)) AS r
+         COALESCE((SELECT ROW(a.*)::tokex.resource FROM by_audience a),
+                  (SELECT ROW(r.*)::tokex.resource FROM by_resource r)) AS r
 ),
 hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
   SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
-         d.max_depth, (pg_catalog.cardinality(chain_sub) - p.n) AS needed
-    FROM c p JOIN c q ON q.n = p.n + 1
+         d.max_depth, (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) AS needed
+    FROM chain p JOIN chain q ON q.n OPERATOR(pg_catalog.=) (p.n OPERATOR(pg_catalog.+) 1)
     LEFT JOIN LATERAL (
       SELECT d.* FROM tokex.delegation d
        WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
          AND d.revoked_at IS NULL
-         AND d.valid_from <= decide.at
-         AND (d.valid_until IS NULL OR d.valid_until > decide.at)
-       ORDER BY d.max_depth >= (pg_catalog.cardinality(chain_sub) - p.n) DESC,
-                (d.audiences IS NULL OR (SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
+         AND d.valid_from OPERATOR(pg_catalog.<=) decide.at
+         AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) decide.at)
+       ORDER BY d.max_depth OPERATOR(pg_catalog.>=) (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) DESC,
+                (d.audiences IS NULL
+                 OR (SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
                 d.id
        LIMIT 1) d ON true
 ),
-hopp AS (
+hop_problem AS (
   SELECT CASE
            WHEN h.delegation_id IS NULL THEN
              pg_catalog.format('no live delegation from "%s" to "%s"', h.principal, h.delegate)
-           WHEN h.max_depth < h.needed THEN
+           WHEN h.max_depth OPERATOR(pg_catalog.<) h.needed THEN
              pg_catalog.format('delegation %s from "%s" to "%s" allows %s hop(s), the chain needs %s',
                                h.delegation_id, h.principal, h.delegate, h.max_depth, h.needed)
          END AS grant_problem,
          CASE WHEN h.audiences IS NOT NULL
-                   AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
+                   AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
              pg_catalog.format('delegation %s does not cover audience "%s"', h.delegation_id,
-                               (SELECT (r).audience FROM tgt))
+                               (SELECT (r).audience FROM target))
          END AS target_problem
     FROM hop h ORDER BY h.n
 ),
-subj AS (SELECT c.id, c.kind FROM c WHERE c.n = 1),
-act AS (SELECT c.id, c.kind FROM c WHERE c.n = pg_catalog.cardinality(chain_sub) AND c.n > 1),
-pol AS (
+subject AS (SELECT c.id, c.kind FROM chain c WHERE c.n OPERATOR(pg_catalog.=) 1),
+actor AS (  -- the current (outermost) actor, if any
+  SELECT c.id, c.kind FROM chain c
+   WHERE c.n OPERATOR(pg_catalog.=) pg_catalog.cardinality(chain_sub) AND c.n OPERATOR(pg_catalog.>) 1
+),
+policy_here AS (  -- policy rows matching this exchange in everything but the audience
   SELECT p.* FROM tokex.policy p
-   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
-     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subj))
-     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
-     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
-     AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM tgt))
+   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
+     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM actor))
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
-     AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
+     AND (p.max_depth IS NULL
+          OR pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.<=) p.max_depth)
      AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) decide.at)
+),
+policy AS (  -- ... and the audience too: the rows that decide
+  SELECT p.* FROM policy_here p
+   WHERE p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
 ),
 -- allow rows that would match but for the audience: the target is what is refused
 allow_elsewhere AS (
-  SELECT 1 FROM tokex.policy p
-   WHERE p.effect = 'allow' AND p.audience IS NOT NULL
-     AND (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subj))
-     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subj))
-     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM act))
-     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM act))
-     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
-     AND (p.max_depth IS NULL OR pg_catalog.cardinality(chain_sub) - 1 <= p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) decide.at)
+  SELECT 1 FROM policy_here p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'allow' AND p.audience IS NOT NULL
    LIMIT 1
 ),
-deny_all AS (SELECT p.id FROM pol p WHERE p.effect = 'deny' AND p.scopes IS NULL ORDER BY p.priority DESC, p.id LIMIT 1),
-allow AS (SELECT p.* FROM pol p WHERE p.effect = 'allow'),
+deny_all AS (
+  SELECT p.id FROM policy p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND p.scopes IS NULL
+   ORDER BY p.priority DESC, p.id LIMIT 1
+),
+allow AS (SELECT p.* FROM policy p WHERE p.effect OPERATOR(pg_catalog.=) 'allow'),
 -- the scopes that survive every bound: resource, each hop's delegation,
 -- the subject token, the allow policies (NULL scopes = no bound), minus denies
 bound AS (
   SELECT ARRAY(
-    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM tgt)) AS s
+    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM target)) AS s
      WHERE NOT EXISTS (SELECT 1 FROM hop h WHERE NOT (s OPERATOR(pg_catalog.=) ANY (h.scopes)))
        AND (token_scope IS NULL OR s OPERATOR(pg_catalog.=) ANY (token_scope))
        AND (EXISTS (SELECT 1 FROM allow a WHERE a.scopes IS NULL)
             OR EXISTS (SELECT 1 FROM allow a WHERE s OPERATOR(pg_catalog.=) ANY (a.scopes)))
-       AND NOT EXISTS (SELECT 1 FROM pol p WHERE p.effect = 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
+       AND NOT EXISTS (SELECT 1 FROM policy p
+                        WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
      ORDER BY s) AS scopes
 ),
 granted AS (
@@ -184,91 +196,52 @@ granted AS (
          ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
                 WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::text[])) ORDER BY s) AS refused
 ),
-cl AS (
+client AS (
   SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) decide.client_id
 ),
 verdict AS (
   SELECT
     CASE
-      WHEN decide.client_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cl WHERE cl.status = 'active') THEN
+      WHEN decide.client_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM client WHERE client.status OPERATOR(pg_catalog.=) 'active') THEN
         ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', decide.client_id)]
-      WHEN EXISTS (SELECT 1 FROM cl WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
-                                              OPERATOR(pg_catalog.=) ANY (cl.grant_types))) THEN
+      WHEN EXISTS (SELECT 1 FROM client WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
+                                                  OPERATOR(pg_catalog.=) ANY (client.grant_types))) THEN
         ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', decide.client_id)]
-      WHEN EXISTS (SELECT 1 FROM hopp WHERE grant_problem IS NOT NULL) THEN
-        ARRAY['invalid_grant', (SELECT grant_problem FROM hopp WHERE grant_problem IS NOT NULL LIMIT 1)]
-      WHEN (SELECT problem FROM tgt) IS NOT NULL THEN
-        ARRAY['invalid_target', (SELECT problem FROM tgt)]
-      WHEN EXISTS (SELECT 1 FROM hopp WHERE target_problem IS NOT NULL) THEN
-        ARRAY['invalid_target', (SELECT target_problem FROM hopp WHERE target_problem IS NOT NULL LIMIT 1)]
-      WHEN EXISTS (SELECT 1 FROM cl WHERE cl.audiences IS NOT NULL
-                     AND NOT ((SELECT (r).audience FROM tgt) OPERATOR(pg_catalog.=) ANY (cl.audiences))) THEN
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE grant_problem IS NOT NULL) THEN
+        ARRAY['invalid_grant', (SELECT grant_problem FROM hop_problem WHERE grant_problem IS NOT NULL LIMIT 1)]
+      WHEN (SELECT problem FROM target) IS NOT NULL THEN
+        ARRAY['invalid_target', (SELECT problem FROM target)]
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE target_problem IS NOT NULL) THEN
+        ARRAY['invalid_target', (SELECT target_problem FROM hop_problem WHERE target_problem IS NOT NULL LIMIT 1)]
+      WHEN EXISTS (SELECT 1 FROM client WHERE client.audiences IS NOT NULL
+                     AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (client.audiences))) THEN
         ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
-                                                  decide.client_id, (SELECT (r).audience FROM tgt))]
+                                                  decide.client_id, (SELECT (r).audience FROM target))]
       WHEN EXISTS (SELECT 1 FROM deny_all) THEN
         ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
       WHEN NOT EXISTS (SELECT 1 FROM allow) AND EXISTS (SELECT 1 FROM allow_elsewhere) THEN
         ARRAY['invalid_target', pg_catalog.format('no policy allows audience "%s" here',
-                                                  (SELECT (r).audience FROM tgt))]
+                                                  (SELECT (r).audience FROM target))]
       WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
         ARRAY['invalid_grant', 'no policy allows this exchange']
-      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) > 0 THEN
+      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) OPERATOR(pg_catalog.>) 0 THEN
         ARRAY['invalid_scope', pg_catalog.format('scope not grantable: %s',
                                                  pg_catalog.array_to_string((SELECT refused FROM granted), ' '))]
-      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) = 0 THEN
+      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) OPERATOR(pg_catalog.=) 0 THEN
         ARRAY['invalid_scope', 'no scope can be granted for this audience']
     END AS v
 )
-SELECT COALESCE((SELECT problem FROM tok), (SELECT problem FROM idp WHERE problem IS NOT NULL LIMIT 1)),
+SELECT COALESCE((SELECT problem FROM token_problem),
+                (SELECT problem FROM identity_problem WHERE problem IS NOT NULL LIMIT 1)),
        (SELECT v[1] FROM verdict), (SELECT v[2] FROM verdict),
        ids.chain, ids.kinds,
        ARRAY(SELECT h.delegation_id FROM hop h WHERE h.delegation_id IS NOT NULL ORDER BY h.n),
-       ARRAY(SELECT p.id FROM pol p ORDER BY p.id),
-       (SELECT (r).audience FROM tgt),
+       ARRAY(SELECT p.id FROM policy p ORDER BY p.id),
+       (SELECT (r).audience FROM target),
        (SELECT scopes FROM granted),
-       (SELECT (r).token_ttl FROM tgt),
+       (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::bigint FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
           FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
   FROM ids
-$$;
-
--- Is a token that verified still live?  tokex's own tokens must have their
--- granted audit row (a token of ours without one was never issued) and be
--- an access token (an exchange's, client_credentials', or an admin's
--- jwt_sign: a session credential or an identity token is no access token
--- for any resource), name known, active identities issued after any
--- tokens_valid_after, not be revoked, their session must be live, and every
--- delegation that minted them (recorded in that audit row) must still
--- stand.  For external tokens tokex knows only what its tables say about
--- them.  No identity may appear twice in the chain.  at: the time of the call.
-CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
-                                    own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
-                                    sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
-RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
-LANGUAGE sql STABLE AS $$
-  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
-     AND (NOT own OR EXISTS (
-           SELECT 1 FROM tokex.audit_event a
-            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
-              AND a.operation IN ('exchange', 'client_credentials', 'jwt_sign')))
-     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
-                      WHERE (c.id IS NULL AND own)
-                         OR c.status OPERATOR(pg_catalog.<>) 'active'
-                         OR (c.tokens_valid_after IS NOT NULL AND iat < c.tokens_valid_after))
-     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
-                      GROUP BY COALESCE(c.id, c.sub) HAVING pg_catalog.count(*) > 1)
-     AND (sid IS NULL OR EXISTS (
-           SELECT 1 FROM tokex.session s
-             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
-             JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
-            WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
-              AND s.expires_at > _token_active.at
-              AND d.revoked_at IS NULL AND d.valid_from <= _token_active.at
-              AND (d.valid_until IS NULL OR d.valid_until > _token_active.at)
-              AND ag.status OPERATOR(pg_catalog.=) 'active'))
-     AND NOT EXISTS (
-           SELECT 1 FROM tokex.audit_event a
-             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
-            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
-              AND (d.revoked_at IS NOT NULL OR d.valid_until <= _token_active.at))
 $$;

@@ -1,0 +1,184 @@
+/*
+ * mint.c — token formats, and the response that carries a token.
+ *
+ * Every token tokex hands out is minted here, from a decided issuance:
+ *
+ *   exchange            RFC 9068 access token (typ at+jwt): iss, sub, act,
+ *                       aud, scope, client_id, jti, iat, nbf, exp, sid
+ *   client_credentials  actor token for the client's identity (typ JWT):
+ *                       aud = tokex itself, client_id
+ *   session             session credential (typ JWT): may_act = the agent,
+ *                       sid, scope
+ *   identity_token      actor token for an agent or service (typ JWT)
+ *
+ * In all of them jti is the issuance's id, which is also its audit row's.
+ */
+#include "issue.h"
+
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+static char *
+uuid_text(const pg_uuid_t *u)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(u)));
+}
+
+/*
+ * How long the token lives.  An access token never outlives the
+ * credentials it was exchanged for; nothing outlives tokex.max_ttl, except
+ * the session credential, whose lifetime start_session decided (at most a
+ * day, and never past its delegation).
+ */
+static bool
+lifetime(Issuance *x)
+{
+	int64		ttl = x->ttl > 0 ? x->ttl : tokex_default_ttl;
+
+	x->iat = tokex_now();
+	if (x->op == OP_SESSION)
+	{
+		x->exp = (int64) timestamptz_to_time_t(x->session_expires);
+		return true;
+	}
+	if (x->op == OP_IDENTITY_TOKEN)
+	{
+		x->exp = x->iat + x->ttl;
+		return true;
+	}
+	ttl = Min(ttl, tokex_max_ttl);
+	if (x->subj)
+		ttl = Min(ttl, (int64) json_number_value(json_object_get(x->subj->payload, "exp")) - x->iat);
+	if (x->act)
+		ttl = Min(ttl, (int64) json_number_value(json_object_get(x->act->payload, "exp")) - x->iat);
+	if (ttl <= 0)
+	{
+		deny(x, "invalid_grant", "the presented tokens expire too soon to mint a token");
+		return false;
+	}
+	x->exp = x->iat + ttl;
+	return true;
+}
+
+/* act: the actors from the first to the current, the current one outermost (RFC 8693 §4.1) */
+static json_t *
+act_claim(Issuance *x)
+{
+	json_t	   *act = NULL;
+
+	for (int i = 1; i < x->nchain; i++)
+	{
+		json_t	   *a = json_pack("{s:s}", "sub", x->chain_id[i]);
+
+		if (a == NULL)
+		{
+			json_decref(act);
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		}
+		if (act)
+			json_object_set_new(a, "act", act);
+		act = a;
+	}
+	return act;
+}
+
+/* Step: mint the token of this issuance's format. */
+void
+mint(Issuance *x)
+{
+	json_t	   *claims;
+	const char *typ = "JWT";
+	char	   *jti = uuid_text(&x->exchange_id);
+
+	if (!lifetime(x))
+		return;
+	claims = tokex_json_track(json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}",
+										"iss", tokex_issuer,
+										"sub", x->chain_id[0],
+										"jti", jti,
+										"iat", (json_int_t) x->iat,
+										"nbf", (json_int_t) x->iat,
+										"exp", (json_int_t) x->exp));
+	if (claims == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	switch (x->op)
+	{
+		case OP_EXCHANGE:
+			typ = "at+jwt";
+			x->token_client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
+			json_object_set_new(claims, "aud", json_string(x->target));
+			json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
+			json_object_set_new(claims, "client_id", json_string(x->token_client_id));
+			if (x->nchain > 1)
+				json_object_set_new(claims, "act", act_claim(x));
+			/* only a tokex session; an IdP's sid means nothing here */
+			if (x->has_sid)
+				json_object_set(claims, "sid", json_object_get(x->subj->payload, "sid"));
+			break;
+		case OP_CLIENT_CREDENTIALS:
+			x->token_client_id = x->client_id;
+			json_object_set_new(claims, "aud", json_string(tokex_issuer));
+			json_object_set_new(claims, "client_id", json_string(x->client_id));
+			break;
+		case OP_SESSION:
+			json_object_set_new(claims, "may_act",
+								json_pack("{s:s,s:s}", "sub", x->chain_id[1], "iss", tokex_issuer));
+			json_object_set_new(claims, "sid", json_string(uuid_text(&x->sid)));
+			json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
+			break;
+		case OP_IDENTITY_TOKEN:
+			break;
+	}
+	x->access_token = MemoryContextStrdup(x->cxt, tokex_sign(claims, typ, NULL));
+}
+
+static Datum
+json_to_jsonb(json_t *j)
+{
+	char	   *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+	json_decref(j);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(s)));
+}
+
+/*
+ * Step: the response that carries the token, or the refusal: RFC 8693
+ * §2.2.1 / §2.2.2 for an exchange, RFC 6749 §5.1 for client_credentials,
+ * {session_token, session_id, expires_at} for a session.
+ */
+Datum
+respond(Issuance *x)
+{
+	if (x->error)
+		return json_to_jsonb(json_pack("{s:s,s:s}", "error", x->error, "error_description", x->reason));
+	switch (x->op)
+	{
+		case OP_EXCHANGE:
+			return json_to_jsonb(json_pack("{s:s,s:s,s:s,s:I,s:s}",
+										   "access_token", x->access_token,
+										   "issued_token_type", x->issued_type,
+										   "token_type", "Bearer",
+										   "expires_in", (json_int_t) (x->exp - x->iat),
+										   "scope", scope_string(x->scope_out, x->nscope)));
+		case OP_CLIENT_CREDENTIALS:
+			return json_to_jsonb(json_pack("{s:s,s:s,s:I}",
+										   "access_token", x->access_token,
+										   "token_type", "Bearer",
+										   "expires_in", (json_int_t) (x->exp - x->iat)));
+		case OP_SESSION:
+			{
+				char		buf[MAXDATELEN + 1];
+
+				JsonEncodeDateTime(buf, TimestampTzGetDatum(x->session_expires), TIMESTAMPTZOID, NULL);
+				return json_to_jsonb(json_pack("{s:s,s:s,s:s}",
+											   "session_token", x->access_token,
+											   "session_id", uuid_text(&x->sid),
+											   "expires_at", buf));
+			}
+		case OP_IDENTITY_TOKEN:
+			break;
+	}
+	return CStringGetTextDatum(x->access_token);
+}

@@ -202,17 +202,24 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
 }
 
+/* A presented token, verified; NULL (and refused) when it does not verify. */
+static TokexToken *
+verify_presented(Issuance *x, text *token, const char *which)
+{
+	jose_error	err;
+	TokexToken *t = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
+
+	if (t == NULL)
+		deny(x, "invalid_grant", "%s: %s", which, err.detail);
+	return t;
+}
+
 /* Step: the subject token verifies, is not revoked by jti, and is not key-bound. */
 static void
 verify_subject(Issuance *x)
 {
-	jose_error	err;
-
-	x->subj = tokex_verify(VARDATA_ANY(x->subject_token), VARSIZE_ANY_EXHDR(x->subject_token),
-						   NULL, &err);
-	if (x->subj == NULL)
-		deny(x, "invalid_grant", "subject_token: %s", err.detail);
-	else if (note_presented(x, x->subj, "subject_token"))
+	x->subj = verify_presented(x, x->subject_token, "subject_token");
+	if (x->subj && note_presented(x, x->subj, "subject_token"))
 		check_unbound(x, x->subj, "subject_token");
 }
 
@@ -224,13 +231,10 @@ verify_subject(Issuance *x)
 static void
 verify_actor(Issuance *x)
 {
-	jose_error	err;
-
-	x->act = tokex_verify(VARDATA_ANY(x->actor_token), VARSIZE_ANY_EXHDR(x->actor_token),
-						  NULL, &err);
+	x->act = verify_presented(x, x->actor_token, "actor_token");
 	if (x->act == NULL)
-		deny(x, "invalid_grant", "actor_token: %s", err.detail);
-	else if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
+		return;
+	if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
 		deny(x, "invalid_grant", "actor_token: an access token minted for a resource is not an actor credential");
 	else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
 			 json_object_get(x->act->payload, "act"))
@@ -347,16 +351,7 @@ exchange(FunctionCallInfo fcinfo, bool sql_face)
 		deny(x, x->verdict_error, "%s", x->verdict_reason);
 	if (!x->error)
 		check_rebinding(x);
-	if (!x->error)
-	{
-		/* refuse before signing anything whose row could not be made durable */
-		tokex_audit_require_durable();
-		mint(x);
-	}
-	audit(x);
-	SPI_finish();
-
-	PG_RETURN_DATUM(respond(x));
+	PG_RETURN_DATUM(issue_finish(x));
 }
 
 PG_FUNCTION_INFO_V1(tokex_exchange);

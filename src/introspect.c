@@ -56,7 +56,8 @@ token_active(Issuance *x)
 	rc = execute_now(active_plan, v, n, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: token state query failed: %s", SPI_result_code_string(rc));
-	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										spi_column("active"), &isnull));
 	return !isnull && active;
 }
 

@@ -56,7 +56,7 @@ keep(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 }
 
 /*
- * The first column of the first row a one-parameter query finds for arg,
+ * Column "id" of the first row a one-parameter query finds for arg,
  * read as of the call, or NULL when it finds none (or arg is NULL).
  */
 static char *
@@ -71,7 +71,8 @@ lookup(SPIPlanPtr *plan, const char *sql, const char *arg, MemoryContext cxt)
 	v[0] = CStringGetTextDatum(arg);
 	if (execute_now(*plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		return NULL;
-	return MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	return MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												 spi_column("id")));
 }
 
 /* Step (session): both identities active, a live delegation covering the scopes. */

@@ -59,63 +59,57 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tokex._key_status(p_kid text) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+-- Move kid to status target (active, retired or revoked), if it is in one
+-- of allowed; already there: nothing to do.  Activating retires the active
+-- key first (one signs at a time), under a table lock so two activations
+-- cannot interleave.
+CREATE FUNCTION tokex._key_move(p_kid text, target text, allowed text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE st text;
 BEGIN
+  IF target OPERATOR(pg_catalog.=) 'active' THEN
+    LOCK TABLE tokex.key IN SHARE ROW EXCLUSIVE MODE;
+  END IF;
   SELECT status INTO st FROM tokex.key WHERE kid OPERATOR(pg_catalog.=) p_kid FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'key "%" does not exist', p_kid USING ERRCODE = 'no_data_found';
   END IF;
-  RETURN st;
+  IF st OPERATOR(pg_catalog.=) target THEN
+    RETURN;
+  END IF;
+  IF NOT (st OPERATOR(pg_catalog.=) ANY (allowed)) THEN
+    RAISE EXCEPTION '%', CASE target WHEN 'active' THEN pg_catalog.format('key "%s" is %s, it cannot be activated', p_kid, st)
+                                     ELSE pg_catalog.format('key "%s" is %s', p_kid, st) END
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  IF target OPERATOR(pg_catalog.=) 'active' THEN
+    UPDATE tokex.key SET status = 'retired', retired_at = pg_catalog.now()
+     WHERE status OPERATOR(pg_catalog.=) 'active';
+  END IF;
+  UPDATE tokex.key
+     SET status = target,
+         activated_at = CASE WHEN target OPERATOR(pg_catalog.=) 'active' THEN pg_catalog.now() ELSE activated_at END,
+         retired_at = CASE target WHEN 'retired' THEN pg_catalog.now() WHEN 'active' THEN NULL ELSE retired_at END,
+         revoked_at = CASE WHEN target OPERATOR(pg_catalog.=) 'revoked' THEN pg_catalog.now() ELSE revoked_at END
+   WHERE kid OPERATOR(pg_catalog.=) p_kid;
 END
 $$;
 
 -- Make kid the signing key; the previous active key is retired (still published).
 CREATE FUNCTION tokex.activate_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE st text;
-BEGIN
-  LOCK TABLE tokex.key IN SHARE ROW EXCLUSIVE MODE;
-  st := tokex._key_status(activate_key.kid);
-  IF st OPERATOR(pg_catalog.=) 'active' THEN RETURN; END IF;
-  IF st NOT IN ('next', 'retired') THEN
-    RAISE EXCEPTION 'key "%" is %, it cannot be activated', activate_key.kid, st
-      USING ERRCODE = 'object_not_in_prerequisite_state';
-  END IF;
-  UPDATE tokex.key SET status = 'retired', retired_at = pg_catalog.now()
-   WHERE status OPERATOR(pg_catalog.=) 'active';
-  UPDATE tokex.key SET status = 'active', activated_at = pg_catalog.now(), retired_at = NULL
-   WHERE key.kid OPERATOR(pg_catalog.=) activate_key.kid;
-END
-$$;
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'active', '{next,retired}') $$;
 
 -- Stop signing with kid but keep publishing it until its tokens have expired.
 CREATE FUNCTION tokex.retire_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE st text;
-BEGIN
-  st := tokex._key_status(retire_key.kid);
-  IF st OPERATOR(pg_catalog.=) 'retired' THEN RETURN; END IF;
-  IF st OPERATOR(pg_catalog.=) 'revoked' THEN
-    RAISE EXCEPTION 'key "%" is revoked', retire_key.kid USING ERRCODE = 'object_not_in_prerequisite_state';
-  END IF;
-  UPDATE tokex.key SET status = 'retired', retired_at = pg_catalog.now()
-   WHERE key.kid OPERATOR(pg_catalog.=) retire_key.kid;
-END
-$$;
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'retired', '{next,active}') $$;
 
 -- Stop publishing kid: every token it signed fails verification from the next
 -- transaction on, in every backend.
 CREATE FUNCTION tokex.revoke_key(kid text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-BEGIN
-  PERFORM tokex._key_status(revoke_key.kid);
-  UPDATE tokex.key SET status = 'revoked', revoked_at = pg_catalog.now()
-   WHERE key.kid OPERATOR(pg_catalog.=) revoke_key.kid
-     AND status OPERATOR(pg_catalog.<>) 'revoked';
-END
-$$;
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'revoked', '{next,active,retired}') $$;
 
 CREATE FUNCTION tokex.jwks() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$

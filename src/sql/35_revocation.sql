@@ -99,16 +99,13 @@ BEGIN
   END IF;
   IF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
     claims := (tokex.jwt_decode(token_or_jti))->'payload';
-    IF claims->'jti' IS NULL THEN
+    -- iss and jti as the exchange reads them, from the token's own JSON
+    SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
+    IF t_jti IS NULL THEN
       RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
         HINT = 'Revoke the identity, delegation or session it belongs to instead.';
     END IF;
-    t_jti := tokex._jti_text(claims->'jti');
-    IF t_jti IS NULL THEN
-      RAISE EXCEPTION 'the token''s jti is neither a string nor a number' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    t_iss := claims->>'iss';
-    IF t_iss IS NULL OR pg_catalog.jsonb_typeof(claims->'iss') OPERATOR(pg_catalog.<>) 'string' THEN
+    IF t_iss IS NULL THEN
       RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
@@ -126,8 +123,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tokex._jti_text(jti jsonb) RETURNS text
-  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_text_sql';
+CREATE FUNCTION tokex._token_jti(token text) RETURNS text[]
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_token_jti';
 
 -- Revoke one token, given as the token itself or its jti (of issuer, by
 -- default tokex itself).  Revocations are keyed by (issuer, jti).

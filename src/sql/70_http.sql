@@ -227,49 +227,34 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
                   WHERE aud OPERATOR(pg_catalog.=) ANY (client.audiences)), false)
 $$;
 
--- POST /rpc/introspect (RFC 7662): authenticated clients, each about the
--- tokens it may learn about (_may_introspect); any other token looks like
--- an invalid one.
-CREATE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
-  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
-  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+-- POST /rpc/introspect (RFC 7662) and POST /rpc/revoke (RFC 7009), after
+-- their common start (_client_with_token).  Introspection: each client
+-- learns about the tokens it may (_may_introspect); any other token looks
+-- like an invalid one.  Revocation: 200 for any well-formed request, known
+-- token or not; a client revokes only tokens issued to it.
+CREATE FUNCTION tokex._token_endpoint(operation text, token text, client_id text, client_secret text,
+                                      client_assertion text, client_assertion_type text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
   r jsonb;
-BEGIN
-  SELECT * INTO c FROM tokex._client_with_token('/rpc/introspect', introspect.token, introspect.client_id,
-                                                client_secret, client_assertion, client_assertion_type);
-  IF c.refusal IS NOT NULL THEN
-    RETURN c.refusal;
-  END IF;
-  r := tokex.introspect(introspect.token);
-  IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
-    r := '{"active": false}';
-  END IF;
-  RETURN tokex._respond(r);
-END
-$$;
-
--- POST /rpc/revoke (RFC 7009): 200 for any well-formed request, known token
--- or not; a client revokes only tokens issued to it.
-CREATE FUNCTION tokex_api.revoke(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
-  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
-  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  c record;
   claims jsonb;
 BEGIN
-  SELECT * INTO c FROM tokex._client_with_token('/rpc/revoke', revoke.token, revoke.client_id,
+  SELECT * INTO c FROM tokex._client_with_token('/rpc/' OPERATOR(pg_catalog.||) operation, token, client_id,
                                                 client_secret, client_assertion, client_assertion_type);
   IF c.refusal IS NOT NULL THEN
     RETURN c.refusal;
   END IF;
+  IF operation OPERATOR(pg_catalog.=) 'introspect' THEN
+    r := tokex.introspect(token);
+    IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
+      r := '{"active": false}';
+    END IF;
+    RETURN tokex._respond(r);
+  END IF;
   BEGIN
-    claims := tokex.jwt_verify(revoke.token);
+    claims := tokex.jwt_verify(token);
   EXCEPTION WHEN invalid_authorization_specification THEN
     claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
   END;
@@ -280,11 +265,30 @@ BEGIN
                            CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
                            'revoke');
     END IF;
-    PERFORM tokex.revoke_token(revoke.token, 'revoked by client ' || (c.client).client_id);
+    PERFORM tokex.revoke_token(token, 'revoked by client ' OPERATOR(pg_catalog.||) (c.client).client_id);
   END IF;
   RETURN tokex._respond('{}'::jsonb);
 END
 $$;
+
+-- The two endpoints take the same form keys (PostgREST needs every one
+-- declared, DEFAULT NULL), so one definition serves both names.
+DO $do$
+DECLARE
+  ep text;
+BEGIN
+  FOREACH ep IN ARRAY ARRAY['introspect', 'revoke'] LOOP
+    EXECUTE pg_catalog.format($f$
+      CREATE FUNCTION tokex_api.%I(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
+        client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+        client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+      RETURNS jsonb
+      LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS
+      $b$ SELECT tokex._token_endpoint(%L, token, client_id, client_secret, client_assertion,
+                                       client_assertion_type) $b$ $f$, ep, ep);
+  END LOOP;
+END
+$do$;
 
 -- GET /rpc/jwks: public keys, cacheable.
 CREATE FUNCTION tokex_api.jwks() RETURNS jsonb

@@ -30,7 +30,8 @@ DECLARE
   procs regprocedure[] := ARRAY[
     'tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, text[], uuid)',
     'tokex._token_active(text[], text[], timestamptz, text, boolean, text, uuid, uuid)',
-    'tokex.revoke_token(text, text)', 'tokex._audit_refusal(text, text, text, text)'];
+    'tokex.revoke_token(text, text)', 'tokex._audit_refusal(text, text, text, text)',
+    'tokex._key_status(text)'];
   local text;
 BEGIN
   -- (catalog, object, column, its name, the column's, current ACL, default
@@ -78,7 +79,7 @@ BEGIN
     RAISE WARNING 'privileges set on tokex objects since tokex 0.1 was installed are not carried over'
       USING DETAIL = E'These objects are created again by the update; run after it:\n' || local,
             HINT = 'tokex.revoke_token now takes (token_or_jti text, reason text, issuer text); '
-                   'tokex._audit_refusal is gone.';
+                   'tokex._audit_refusal and tokex._key_status are gone.';
   END IF;
 END
 $$;
@@ -87,6 +88,7 @@ $$;
 -- Functions whose signature changed (or that are gone): dropped here, the
 -- new ones created below
 ------------------------------------------------------------------------
+DROP FUNCTION tokex._key_status(text);
 DROP FUNCTION tokex._token_active(text[],text[],timestamp with time zone,text,boolean,text,uuid,uuid);
 DROP FUNCTION tokex._audit_refusal(text,text,text,text);
 DROP FUNCTION tokex.decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,text[],uuid);
@@ -243,6 +245,58 @@ DROP TABLE tokex.revoked_token_0_1;
 ------------------------------------------------------------------------
 -- Every other new or changed function, in the install script's order
 ------------------------------------------------------------------------
+-- Move kid to status target (active, retired or revoked), if it is in one
+-- of allowed; already there: nothing to do.  Activating retires the active
+-- key first (one signs at a time), under a table lock so two activations
+-- cannot interleave.
+CREATE FUNCTION tokex._key_move(p_kid text, target text, allowed text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE st text;
+BEGIN
+  IF target OPERATOR(pg_catalog.=) 'active' THEN
+    LOCK TABLE tokex.key IN SHARE ROW EXCLUSIVE MODE;
+  END IF;
+  SELECT status INTO st FROM tokex.key WHERE kid OPERATOR(pg_catalog.=) p_kid FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'key "%" does not exist', p_kid USING ERRCODE = 'no_data_found';
+  END IF;
+  IF st OPERATOR(pg_catalog.=) target THEN
+    RETURN;
+  END IF;
+  IF NOT (st OPERATOR(pg_catalog.=) ANY (allowed)) THEN
+    RAISE EXCEPTION '%', CASE target WHEN 'active' THEN pg_catalog.format('key "%s" is %s, it cannot be activated', p_kid, st)
+                                     ELSE pg_catalog.format('key "%s" is %s', p_kid, st) END
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  IF target OPERATOR(pg_catalog.=) 'active' THEN
+    UPDATE tokex.key SET status = 'retired', retired_at = pg_catalog.now()
+     WHERE status OPERATOR(pg_catalog.=) 'active';
+  END IF;
+  UPDATE tokex.key
+     SET status = target,
+         activated_at = CASE WHEN target OPERATOR(pg_catalog.=) 'active' THEN pg_catalog.now() ELSE activated_at END,
+         retired_at = CASE target WHEN 'retired' THEN pg_catalog.now() WHEN 'active' THEN NULL ELSE retired_at END,
+         revoked_at = CASE WHEN target OPERATOR(pg_catalog.=) 'revoked' THEN pg_catalog.now() ELSE revoked_at END
+   WHERE kid OPERATOR(pg_catalog.=) p_kid;
+END
+$$;
+
+-- Make kid the signing key; the previous active key is retired (still published).
+CREATE OR REPLACE FUNCTION tokex.activate_key(kid text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'active', '{next,retired}') $$;
+
+-- Stop signing with kid but keep publishing it until its tokens have expired.
+CREATE OR REPLACE FUNCTION tokex.retire_key(kid text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'retired', '{next,active}') $$;
+
+-- Stop publishing kid: every token it signed fails verification from the next
+-- transaction on, in every backend.
+CREATE OR REPLACE FUNCTION tokex.revoke_key(kid text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._key_move(kid, 'revoked', '{next,active,retired}') $$;
+
 -- Register (or replace) an external issuer and its JWKS.
 CREATE OR REPLACE FUNCTION tokex.trust_issuer(issuer text, jwks jsonb, audience text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
@@ -518,16 +572,13 @@ BEGIN
   END IF;
   IF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
     claims := (tokex.jwt_decode(token_or_jti))->'payload';
-    IF claims->'jti' IS NULL THEN
+    -- iss and jti as the exchange reads them, from the token's own JSON
+    SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
+    IF t_jti IS NULL THEN
       RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
         HINT = 'Revoke the identity, delegation or session it belongs to instead.';
     END IF;
-    t_jti := tokex._jti_text(claims->'jti');
-    IF t_jti IS NULL THEN
-      RAISE EXCEPTION 'the token''s jti is neither a string nor a number' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    t_iss := claims->>'iss';
-    IF t_iss IS NULL OR pg_catalog.jsonb_typeof(claims->'iss') OPERATOR(pg_catalog.<>) 'string' THEN
+    IF t_iss IS NULL THEN
       RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
@@ -545,8 +596,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tokex._jti_text(jti jsonb) RETURNS text
-  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_text_sql';
+CREATE FUNCTION tokex._token_jti(token text) RETURNS text[]
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_token_jti';
 
 -- Revoke one token, given as the token itself or its jti (of issuer, by
 -- default tokex itself).  Revocations are keyed by (issuer, jti).
@@ -1094,49 +1145,34 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
                   WHERE aud OPERATOR(pg_catalog.=) ANY (client.audiences)), false)
 $$;
 
--- POST /rpc/introspect (RFC 7662): authenticated clients, each about the
--- tokens it may learn about (_may_introspect); any other token looks like
--- an invalid one.
-CREATE OR REPLACE FUNCTION tokex_api.introspect(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
-  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
-  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+-- POST /rpc/introspect (RFC 7662) and POST /rpc/revoke (RFC 7009), after
+-- their common start (_client_with_token).  Introspection: each client
+-- learns about the tokens it may (_may_introspect); any other token looks
+-- like an invalid one.  Revocation: 200 for any well-formed request, known
+-- token or not; a client revokes only tokens issued to it.
+CREATE FUNCTION tokex._token_endpoint(operation text, token text, client_id text, client_secret text,
+                                      client_assertion text, client_assertion_type text)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   c record;
   r jsonb;
-BEGIN
-  SELECT * INTO c FROM tokex._client_with_token('/rpc/introspect', introspect.token, introspect.client_id,
-                                                client_secret, client_assertion, client_assertion_type);
-  IF c.refusal IS NOT NULL THEN
-    RETURN c.refusal;
-  END IF;
-  r := tokex.introspect(introspect.token);
-  IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
-    r := '{"active": false}';
-  END IF;
-  RETURN tokex._respond(r);
-END
-$$;
-
--- POST /rpc/revoke (RFC 7009): 200 for any well-formed request, known token
--- or not; a client revokes only tokens issued to it.
-CREATE OR REPLACE FUNCTION tokex_api.revoke(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
-  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
-  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  c record;
   claims jsonb;
 BEGIN
-  SELECT * INTO c FROM tokex._client_with_token('/rpc/revoke', revoke.token, revoke.client_id,
+  SELECT * INTO c FROM tokex._client_with_token('/rpc/' OPERATOR(pg_catalog.||) operation, token, client_id,
                                                 client_secret, client_assertion, client_assertion_type);
   IF c.refusal IS NOT NULL THEN
     RETURN c.refusal;
   END IF;
+  IF operation OPERATOR(pg_catalog.=) 'introspect' THEN
+    r := tokex.introspect(token);
+    IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
+      r := '{"active": false}';
+    END IF;
+    RETURN tokex._respond(r);
+  END IF;
   BEGIN
-    claims := tokex.jwt_verify(revoke.token);
+    claims := tokex.jwt_verify(token);
   EXCEPTION WHEN invalid_authorization_specification THEN
     claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
   END;
@@ -1147,16 +1183,36 @@ BEGIN
                            CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
                            'revoke');
     END IF;
-    PERFORM tokex.revoke_token(revoke.token, 'revoked by client ' || (c.client).client_id);
+    PERFORM tokex.revoke_token(token, 'revoked by client ' OPERATOR(pg_catalog.||) (c.client).client_id);
   END IF;
   RETURN tokex._respond('{}'::jsonb);
 END
 $$;
 
+-- The two endpoints take the same form keys (PostgREST needs every one
+-- declared, DEFAULT NULL), so one definition serves both names.
+DO $do$
+DECLARE
+  ep text;
+BEGIN
+  FOREACH ep IN ARRAY ARRAY['introspect', 'revoke'] LOOP
+    EXECUTE pg_catalog.format($f$
+      CREATE OR REPLACE FUNCTION tokex_api.%I(token text DEFAULT NULL, token_type_hint text DEFAULT NULL,
+        client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+        client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+      RETURNS jsonb
+      LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS
+      $b$ SELECT tokex._token_endpoint(%L, token, client_id, client_secret, client_assertion,
+                                       client_assertion_type) $b$ $f$, ep, ep);
+  END LOOP;
+END
+$do$;
+
 ------------------------------------------------------------------------
 -- Privileges: as src/sql/ gives them, for what was created above
 ------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION tokex._setting(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._key_move(text,text,text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._sign(jsonb,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._pbkdf2_iterations() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._audit_write(jsonb,boolean) FROM PUBLIC;
@@ -1165,7 +1221,7 @@ REVOKE ALL ON FUNCTION tokex._client_credentials(text,text,text,text) FROM PUBLI
 REVOKE ALL ON FUNCTION tokex._jti_key(text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._revoked_token_key() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._revocation_target(text,text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION tokex._jti_text(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._token_jti(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex.revoke_token(text,text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex.decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._exchange_for_client(text,text,text,text,text,text,text,text,text) FROM PUBLIC;
@@ -1174,6 +1230,7 @@ REVOKE ALL ON FUNCTION tokex._public_description(text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._refuse(text,text,integer,text,text,text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._repeated_target() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._may_introspect(tokex.client,jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._token_endpoint(text,text,text,text,text,text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
                                         uuid[], text[], text[], timestamptz)
   TO tokex_admin;

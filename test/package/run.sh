@@ -125,7 +125,9 @@ deb=$(ls "$tmp"/postgresql-*-tokex_*.deb | head -1)
 pkg=$(dpkg-deb -f "$deb" Package); v=${pkg#postgresql-}; v=${v%-tokex}
 if [ $install -eq 1 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" > "$tmp/apt.log" 2>&1
-  ok $? "apt-get install ./$(basename "$deb") (CI=${CI:-}, TOKEX_PACKAGE_INSTALL=${TOKEX_PACKAGE_INSTALL:-})"
+  rc=$?
+  ok $rc "apt-get install ./$(basename "$deb") (CI=${CI:-}, TOKEX_PACKAGE_INSTALL=${TOKEX_PACKAGE_INSTALL:-})"
+  [ $rc -eq 0 ] || sed 's/^/#   /' "$tmp/apt.log"
   is "$(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null)" "install ok installed $(dpkg-deb -f "$deb" Version)" \
      "dpkg knows $pkg as installed"
   check_smoke "$(smoke)" "/usr/lib/postgresql/$v/lib/tokex.so" "installed"

@@ -626,7 +626,8 @@ audit(Issuance *x)
 			json_decref(chain);
 	}
 	{
-		const char *client = x->error ? x->client_id : x->token_client_id;
+		/* the client that asked, if any: not the actor that fills the claim when none did */
+		const char *client = x->client_id;
 
 		if (client)
 			PUT("client_id", jcap(client, 256));

@@ -257,14 +257,15 @@ tokex_client_credentials(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
-	/* decide: the client acts for an active identity */
+	/* decide: the client acts for an active agent or service (never for a person) */
 	x->chain_id[0] = lookup(&plans.client,
 							"SELECT i.id FROM tokex.client c "
 							"JOIN tokex.identity i ON i.id OPERATOR(pg_catalog.=) c.identity "
 							"WHERE c.client_id OPERATOR(pg_catalog.=) $1 "
+							"AND i.kind OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'service']) "
 							"AND i.status OPERATOR(pg_catalog.=) 'active'", x->client_id, x->cxt);
 	if (x->chain_id[0] == NULL)
-		deny(x, "unauthorized_client", "the client has no active identity");
+		deny(x, "unauthorized_client", "the client acts for no active agent or service");
 	else
 	{
 		x->nchain = 1;

@@ -92,9 +92,11 @@ $$;
 -- §5.2 answer with its status and headers (401: WWW-Authenticate).
 -- operation: 'exchange' (the token endpoint), 'introspect' or 'revoke'; the
 -- audited reason names the endpoint.  reason defaults to the description.
+-- claimed: a client id that did not authenticate; it is no client, so the
+-- row's client_id stays empty and the reason quotes the claim.
 CREATE FUNCTION tokex._refuse(error text, description text, status int, client_id text,
                               audience text DEFAULT NULL, operation text DEFAULT 'exchange',
-                              reason text DEFAULT NULL)
+                              reason text DEFAULT NULL, claimed text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
@@ -103,12 +105,25 @@ BEGIN
     'error', error,
     'reason', pg_catalog.left(COALESCE(reason, description) OPERATOR(pg_catalog.||)
                 CASE operation WHEN 'introspect' THEN ' at the introspection endpoint'
-                               WHEN 'revoke' THEN ' at the revocation endpoint' ELSE '' END, 1024),
+                               WHEN 'revoke' THEN ' at the revocation endpoint' ELSE '' END
+                OPERATOR(pg_catalog.||)
+                CASE WHEN claimed IS NOT NULL
+                     THEN pg_catalog.format(' (claimed client_id "%s")', pg_catalog.left(claimed, 256)) ELSE '' END,
+                1024),
     'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false);
   RETURN tokex._respond(pg_catalog.jsonb_build_object('error', error, 'error_description', description),
                         status, CASE WHEN status OPERATOR(pg_catalog.=) 401
                                      THEN 'Basic realm="tokex", charset="UTF-8"' END);
 END
+$$;
+
+-- A PostgREST request that is not a POST.  PostgREST also serves functions
+-- on GET, which would put client secrets and tokens in URLs (RFC 6749
+-- §2.3.1, RFC 7662 §2.1).  Called from SQL (no request.method): not refused.
+CREATE FUNCTION tokex._not_post() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(NULLIF(pg_catalog.current_setting('request.method', true), '')
+                  OPERATOR(pg_catalog.<>) 'POST', false)
 $$;
 
 -- The public URL of an endpoint, path as PostgREST serves it ('/rpc/token'):
@@ -161,10 +176,13 @@ DECLARE
   a record;
   r jsonb;
 BEGIN
+  IF tokex._not_post() THEN
+    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience);
+  END IF;
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._refuse('invalid_client', a.why, 401, a.claimed_id, token.audience);
+    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, claimed => a.claimed_id);
   ELSIF grant_type IS NULL THEN
     RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
   ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
@@ -202,10 +220,16 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   a record;
 BEGIN
+  IF tokex._not_post() THEN
+    refusal := tokex._refuse('invalid_request', 'this endpoint takes POST', 405, NULL, NULL,
+                             pg_catalog.substr(path, 6));
+    RETURN;
+  END IF;
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    refusal := tokex._refuse('invalid_client', a.why, 401, a.claimed_id, NULL, pg_catalog.substr(path, 6));
+    refusal := tokex._refuse('invalid_client', a.why, 401, NULL, NULL, pg_catalog.substr(path, 6),
+                             claimed => a.claimed_id);
   ELSIF token IS NULL THEN
     refusal := tokex._refuse('invalid_request', 'token is required', 400, (a.client).client_id, NULL,
                              pg_catalog.substr(path, 6));
@@ -215,10 +239,28 @@ BEGIN
 END
 $$;
 
+-- Was this token issued to this client: a token of tokex's whose granted
+-- audit row names the client.  Not the token's client_id claim: that names
+-- the current actor when the exchange had no client, and another issuer's
+-- client_id means nothing here.
+CREATE FUNCTION tokex._issued_to(client_id text, claims jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(claims->>'iss' OPERATOR(pg_catalog.=) tokex._setting('issuer')
+      AND EXISTS (SELECT 1 FROM tokex.audit_event a
+                   WHERE a.jti OPERATOR(pg_catalog.=)
+                           CASE WHEN claims->>'jti' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                THEN (claims->>'jti')::uuid END
+                     AND a.decision OPERATOR(pg_catalog.=) 'granted'
+                     AND a.client_id OPERATOR(pg_catalog.=) _issued_to.client_id), false)
+$$;
+
+-- Who may learn about a token at the introspection endpoint (RFC 7662 §4):
+-- a gateway (introspect_any), the client it was issued to, or a client
+-- whose registered audiences name the token's audience.
 CREATE FUNCTION tokex._may_introspect(client tokex.client, claims jsonb) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT COALESCE(client.introspect_any
-      OR claims->>'client_id' OPERATOR(pg_catalog.=) client.client_id
+      OR tokex._issued_to(client.client_id, claims)
       OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
                    CASE pg_catalog.jsonb_typeof(claims->'aud')
                         WHEN 'array' THEN claims->'aud'
@@ -259,7 +301,7 @@ BEGIN
     claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
-    IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
+    IF NOT tokex._issued_to((c.client).client_id, claims) THEN
       RETURN tokex._refuse('unauthorized_client', 'the token was not issued to this client', 400,
                            (c.client).client_id,
                            CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
@@ -318,6 +360,8 @@ BEGIN
     'response_types_supported', '[]'::jsonb,
     'token_endpoint_auth_methods_supported', auth_methods,
     'token_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_signing_alg_values_supported', signing,
+    'revocation_endpoint_auth_signing_alg_values_supported', signing,
     'introspection_endpoint_auth_methods_supported', auth_methods,
     'revocation_endpoint_auth_methods_supported', auth_methods,
     'scopes_supported', (SELECT COALESCE(pg_catalog.jsonb_agg(DISTINCT s ORDER BY s), '[]'::jsonb)

@@ -81,7 +81,8 @@ describe('refusals at /rpc/introspect and /rpc/revoke leave audit rows', () => {
 
   for (const [fn, where] of [['introspect', 'the introspection endpoint'], ['revoke', 'the revocation endpoint']]) {
     test(`${fn}: a wrong secret, naming the claimed client and the endpoint`, () => {
-      const key = `invalid_client|client authentication failed at ${where}|web-app|${fn}`;
+      // a client id that did not authenticate is no client: quoted in the reason, not in client_id
+      const key = `invalid_client|client authentication failed at ${where} (claimed client_id "web-app")||${fn}`;
       const before = rows(key);
       assert.equal(request(fn, { token: 'x', client_id: 'web-app', client_secret: 'wrong' }).status, 401);
       assert.equal(rows(key), before + 1);

@@ -141,6 +141,16 @@ export function auditCount(error, clientId) {
                     { e: error ?? '', c: clientId ?? '' }));
 }
 
+// reason as written, apart from the quote of a client id that did not authenticate
 export function auditReason(error, reason) {
-  return Number(sql(`SELECT count(*) FROM tokex.audit WHERE error = :'e' AND reason = :'r'`, { e: error, r: reason }));
+  return Number(sql(`SELECT count(*) FROM tokex.audit WHERE error = :'e'
+                       AND regexp_replace(reason, ' \\(claimed client_id ".*"\\)$', '') = :'r'`,
+                    { e: error, r: reason }));
+}
+
+// refusals of a client id that did not authenticate: no client_id, the claim quoted in the reason
+export function auditClaimed(error, claimedId) {
+  return Number(sql(`SELECT count(*) FROM tokex.audit WHERE error = :'e' AND client_id IS NULL
+                       AND reason LIKE '% (claimed client_id "' || :'c' || '")'`,
+                    { e: error, c: claimedId }));
 }

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ASSERTION_TYPE, AT_TYPE, BASE, ISSUER, JWT_TYPE, NO_STORE, TE, WWW_AUTH,
-  auditCount, auditReason, basic, clientAssertion, decode, fx, jwtAuth, newKey, request, sql, sqlJson, tokens,
+  auditClaimed, auditCount, auditReason, basic, clientAssertion, decode, fx, jwtAuth, newKey, request, sql, sqlJson, tokens,
 } from './lib.mjs';
 
 const exchangeParams = (t, extra = {}) => ({
@@ -154,10 +154,10 @@ describe('OAuth errors through HTTP are 400, and their audit rows commit', () =>
 describe('client authentication failures are 401 invalid_client with WWW-Authenticate', () => {
   test('bad client secret (client_secret_post), audit row committed', () => {
     const { id } = fx().secretClient;
-    const before = auditCount('invalid_client', id);
+    const before = auditClaimed('invalid_client', id);
     assertError(request('token', exchangeParams(tokens(), { client_id: id, client_secret: 'wrong' })),
                 401, 'invalid_client', /authentication failed/);
-    assert.equal(auditCount('invalid_client', id), before + 1);
+    assert.equal(auditClaimed('invalid_client', id), before + 1);
   });
 
   test('bad client secret (client_secret_basic), audit row committed', () => {
@@ -170,9 +170,9 @@ describe('client authentication failures are 401 invalid_client with WWW-Authent
 
   test('bad client secret (client_secret_basic), audit row names the claimed client', () => {
     const { id } = fx().secretClient;
-    const before = auditCount('invalid_client', id);
+    const before = auditClaimed('invalid_client', id);
     request('token', exchangeParams(tokens()), { headers: basic(id, 'wrong') });
-    assert.equal(auditCount('invalid_client', id), before + 1);
+    assert.equal(auditClaimed('invalid_client', id), before + 1);
   });
 
   test('unknown client', () => {

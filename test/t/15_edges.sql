@@ -27,12 +27,14 @@ SELECT ok(pg_temp.x(tokex.start_session('alice', 'asst', '{cal.read}')->>'sessio
 SELECT throws_ok($$SELECT tokex.start_session('alice', 'asst', '{}')$$, '22023', NULL,
                  'start_session with an empty scope list is refused');
 
--- the audit row's client_id is the token's client_id
+-- the audit row's client_id is the client that asked (none here); the
+-- token's client_id claim then names the current actor, which is no client
 SELECT tokex.start_session('alice', 'asst') AS s \gset
 SELECT pg_temp.x((:'s'::jsonb)->>'session_token', :'at') AS r \gset
-SELECT is((SELECT client_id FROM tokex.audit WHERE jti::text = (tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'jti'),
-          (tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'client_id',
-          'audit client_id equals the minted token''s client_id claim');
+SELECT is((SELECT coalesce(client_id, '(none)') || ' / ' || ((tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'client_id')
+             FROM tokex.audit WHERE jti::text = (tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'jti'),
+          '(none) / asst',
+          'audit client_id names the client that asked (none), the token''s client_id claim the actor');
 SELECT is((tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'payload'->>'client_id', 'asst',
           '... which defaults to the current actor');
 

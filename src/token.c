@@ -176,19 +176,6 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
 	return sign_text(key, p, strlen(p), typ);
 }
 
-/* why jansson refused a JSON text, without the caller's "payload is not..." prefix */
-static const char *
-json_reason(const jose_error *err)
-{
-	if (err->code == JOSE_E_JSON_DEPTH)
-		return "nested too deeply";
-	if (strstr(err->detail, "duplicate"))
-		return "duplicate member";
-	if (strstr(err->detail, "64-bit"))
-		return "integer outside the 64-bit range";
-	return "not valid JSON";
-}
-
 /* jsonb object -> jansson object (tracked), or ERROR */
 static json_t *
 jsonb_to_json(Jsonb *jb, const char *what)
@@ -208,7 +195,7 @@ jsonb_to_json(Jsonb *jb, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s", what),
-				 errdetail("The %s cannot be read (%s).", what, json_reason(&err))));
+				 errdetail("The %s cannot be read (%s).", what, jose_json_reason_text(err.json_reason))));
 	return j;
 }
 
@@ -358,7 +345,7 @@ decode_segment(const char *seg, size_t len, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed token"),
-				 errdetail("The %s is not JSON (%s).", what, json_reason(&err))));
+				 errdetail("The %s is not JSON (%s).", what, jose_json_reason_text(err.json_reason))));
 	}
 	json_decref(j);
 	out = pnstrdup((char *) buf, n);

@@ -70,12 +70,25 @@ test_algs(void)
 			ok = false;
 	}
 	tap_ok(ok, "jose_strerror has a text for every code");
+	ok = strcmp(jose_errcode_name(JOSE_OK), "OK") == 0 &&
+		strcmp(jose_errcode_name(JOSE_E_EXPIRED), "EXPIRED") == 0 &&
+		strcmp(jose_errcode_name(JOSE_E_COUNT_), "?") == 0;
+	for (int c = 0; c < JOSE_E_COUNT_; c++)
+		for (int d = 0; d < c; d++)
+			if (strcmp(jose_errcode_name((jose_errcode) c), jose_errcode_name((jose_errcode) d)) == 0 ||
+				strcmp(jose_strerror((jose_errcode) c), jose_strerror((jose_errcode) d)) == 0)
+				ok = false;
+	tap_ok(ok, "jose_errcode_name: every code has its own name and its own text");
 	{
 		jose_error	e = noerr();
 		int			rc = jose_seterr(&e, JOSE_E_NO_KEY, "kid %s", "abc");
 
 		tap_ok(rc == -1 && e.code == JOSE_E_NO_KEY && strcmp(e.detail, "kid abc") == 0,
 			   "jose_seterr formats and returns -1");
+		e.json_reason = JOSE_JSON_DUPLICATE;
+		jose_seterr(&e, JOSE_E_JWKS, NULL);
+		tap_ok(e.json_reason == JOSE_JSON_NONE && strcmp(e.detail, "invalid JWKS") == 0,
+			   "jose_seterr: NULL format gives the code's text and clears json_reason");
 	}
 }
 
@@ -207,7 +220,7 @@ nested(int depth, const char *open, const char *close, const char *inner)
 }
 
 static void
-json_case(const char *name, const char *text, jose_errcode want)
+json_case(const char *name, const char *text, jose_errcode want, jose_json_reason why)
 {
 	jose_error	e = noerr();
 	json_t	   *j = jose_json_parse(text, strlen(text), JOSE_E_HEADER, &e);
@@ -215,8 +228,11 @@ json_case(const char *name, const char *text, jose_errcode want)
 	if (want == JOSE_OK)
 		tap_ok(j != NULL, "json: %s parses (%s)", name, j ? "ok" : e.detail);
 	else
-		tap_ok(j == NULL && e.code == want && e.detail[0],
-			   "json: %s -> %s (got %s \"%s\")", name, errname(want), errname(e.code), e.detail);
+		tap_ok(j == NULL && e.code == want && e.json_reason == why && e.detail[0] &&
+			   (why == JOSE_JSON_DEPTH || strstr(e.detail, jose_json_reason_text(why)) != NULL),
+			   "json: %s -> %s, %s (got %s, %s: \"%s\")", name, errname(want),
+			   jose_json_reason_text(why), errname(e.code),
+			   jose_json_reason_text(e.json_reason), e.detail);
 	json_decref(j);
 }
 
@@ -231,17 +247,27 @@ test_json(void)
 
 	strtext = malloc(strlen(instr) + 16);
 	sprintf(strtext, "{\"s\":\"%s\"}", instr);
-	json_case("object", "{\"a\":1}", JOSE_OK);
-	json_case("duplicate member", "{\"a\":1,\"a\":2}", JOSE_E_HEADER);
-	json_case("nested duplicate member", "{\"o\":{\"a\":1,\"a\":1}}", JOSE_E_HEADER);
-	json_case("invalid JSON", "{\"a\":", JOSE_E_HEADER);
-	json_case("trailing garbage", "{\"a\":1}x", JOSE_E_HEADER);
-	json_case("depth == JOSE_MAX_JSON_DEPTH", ok32, JOSE_OK);
-	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (arrays)", bad33, JOSE_E_JSON_DEPTH);
-	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (objects)", obj33, JOSE_E_JSON_DEPTH);
-	json_case("brackets inside a string do not count", strtext, JOSE_OK);
+	json_case("object", "{\"a\":1}", JOSE_OK, JOSE_JSON_NONE);
+	json_case("duplicate member", "{\"a\":1,\"a\":2}", JOSE_E_HEADER, JOSE_JSON_DUPLICATE);
+	json_case("nested duplicate member", "{\"o\":{\"a\":1,\"a\":1}}", JOSE_E_HEADER,
+			  JOSE_JSON_DUPLICATE);
+	json_case("invalid JSON", "{\"a\":", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("trailing garbage", "{\"a\":1}x", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("integer beyond 64 bits", "{\"a\":123456789012345678901234567890}", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("negative integer beyond 64 bits", "{\"a\":-99999999999999999999 }", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("integer beyond 64 bits in an array", "[1,99999999999999999999]", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("real beyond a double (refused as invalid JSON)", "{\"a\":1e400}", JOSE_E_HEADER,
+			  JOSE_JSON_SYNTAX);
+	json_case("real with a fraction beyond a double", "[1.5E+999]", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("depth == JOSE_MAX_JSON_DEPTH", ok32, JOSE_OK, JOSE_JSON_NONE);
+	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (arrays)", bad33, JOSE_E_JSON_DEPTH, JOSE_JSON_DEPTH);
+	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (objects)", obj33, JOSE_E_JSON_DEPTH, JOSE_JSON_DEPTH);
+	json_case("brackets inside a string do not count", strtext, JOSE_OK, JOSE_JSON_NONE);
 	json_case("escaped quote inside a string", "{\"s\":\"\\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
-			  JOSE_OK);
+			  JOSE_OK, JOSE_JSON_NONE);
 	free(ok32);
 	free(bad33);
 	free(obj33);
@@ -251,7 +277,8 @@ test_json(void)
 		jose_error	e = noerr();
 		json_t	   *j = jose_json_parse("[1,", 3, JOSE_E_PAYLOAD, &e);
 
-		tap_ok(j == NULL && e.code == JOSE_E_PAYLOAD, "json: caller's error code is used");
+		tap_ok(j == NULL && e.code == JOSE_E_PAYLOAD && e.json_reason == JOSE_JSON_SYNTAX,
+			   "json: caller's error code is used, with the JSON reason beside it");
 		json_decref(j);
 	}
 }

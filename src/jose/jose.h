@@ -163,7 +163,7 @@ int			jose_b64url_decode(const char *in, size_t inlen, size_t maxlen,
 json_t	   *jose_json_parse(const char *buf, size_t len, jose_errcode code,
 							jose_error *err);
 
-/* ---------------- keys ---------------- */
+/* ---------------- keys (key.c) ---------------- */
 
 /* What a key may be used for: RFC 7517 §4.3 "key_ops" values tokex acts on. */
 #define JOSE_OP_SIGN			0x1u
@@ -189,6 +189,14 @@ void		jose_key_free(jose_key *key);
  * 3072 for *384 / *512.  kid = thumbprint.
  */
 jose_key   *jose_key_generate(jose_alg alg, jose_error *err);
+
+/* Private key as PKCS#8 DER (malloc'd) and back.  Not for oct keys. */
+int			jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len,
+							jose_error *err);
+jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
+							  jose_error *err);
+
+/* ---------------- one JWK (jwk.c) ---------------- */
 
 /*
  * JWK -> key.  Binding of the algorithm:
@@ -216,26 +224,7 @@ json_t	   *jose_jwk_public(const jose_key *key, jose_error *err);
 /* RFC 7638 thumbprint of the public part into out[44]. */
 int			jose_jwk_thumbprint(const jose_key *key, char out[44], jose_error *err);
 
-/* Private key as PKCS#8 DER (malloc'd) and back.  Not for oct keys. */
-int			jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len,
-							jose_error *err);
-jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
-							  jose_error *err);
-
-/*
- * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
- * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
- * other key that does not parse makes the whole JWKS an error (a trust anchor
- * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
- * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
- * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
- * members are never read.
- */
-int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
-							jose_error *err);
-void		jose_keys_free(jose_key **keys, size_t nkeys);
-
-/* ---------------- JWS compact ---------------- */
+/* ---------------- JWS compact (jws.c) ---------------- */
 
 /* Raw signature primitives: msg -> JWS signature bytes (ES*: r||s fixed length). */
 int			jose_sign_raw(const jose_key *key, const uint8_t *msg, size_t msglen,
@@ -278,6 +267,21 @@ void		jose_jws_clear(jose_jws *jws);
 /* Check alg binding (header alg == key alg, key strength) and the signature. */
 int			jose_jws_verify(const jose_jws *jws, const jose_key *key,
 							jose_error *err);
+
+/* ---------------- key sets (jwks.c) ---------------- */
+
+/*
+ * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
+ * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
+ * other key that does not parse makes the whole JWKS an error (a trust anchor
+ * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
+ * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
+ * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
+ * members are never read.
+ */
+int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
+							jose_error *err);
+void		jose_keys_free(jose_key **keys, size_t nkeys);
 
 /*
  * Choose the key from keys[] for this JWS: with a kid, the key with that kid

@@ -281,6 +281,9 @@ int			jose_jws_verify(const jose_jws *jws, const jose_key *key,
  */
 int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
 							jose_error *err);
+/* The same from JSON text (JOSE_E_JWKS, with its json_reason, when it is not JSON). */
+int			jose_jwks_parse_text(const char *text, size_t len, jose_key ***keys,
+								 size_t *nkeys, jose_error *err);
 void		jose_keys_free(jose_key **keys, size_t nkeys);
 
 /*
@@ -292,7 +295,7 @@ void		jose_keys_free(jose_key **keys, size_t nkeys);
 int			jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys,
 								 size_t nkeys, jose_error *err);
 
-/* ---------------- JWT claims ---------------- */
+/* ---------------- JWT (jwt.c) ---------------- */
 
 /*
  * Registered-claim checks on a parsed payload object: exp/nbf/iat must be
@@ -307,5 +310,57 @@ int			jose_jwt_check_claims(json_t *payload, int64_t now, int64_t skew,
 
 /* Payload object for a parsed jws (parse with duplicates refused). New reference. */
 json_t	   *jose_jws_payload_json(const jose_jws *jws, jose_error *err);
+
+/*
+ * The keys that may have signed a token, and an audience that every token
+ * they verify must name (say, a trusted issuer's own requirement) or NULL.
+ */
+typedef struct jose_keyset
+{
+	jose_key   *const *keys;
+	size_t		nkeys;
+	const char *audience;
+} jose_keyset;
+
+/*
+ * Chooses the candidate keys from a token's claims, not yet verified (by
+ * "iss", say): 0 with *out filled, or -1 with err set.  It runs inside
+ * jose_jwt_verify, so it must return to it: no longjmp (no ereport), no exit.
+ */
+typedef int (*jose_keyset_fn) (void *arg, json_t *claims, jose_keyset *out,
+							   jose_error *err);
+
+typedef struct jose_jwt_rules
+{
+	jose_keyset keys;			/* the candidate keys, when select is NULL */
+	jose_keyset_fn select;		/* else this chooses them from the claims */
+	void	   *select_arg;
+	int64_t		now;			/* Unix seconds */
+	int64_t		skew;			/* seconds of tolerance for exp, nbf, iat */
+	const char *audience;		/* must be in aud, or NULL */
+	bool		require_exp;
+} jose_jwt_rules;
+
+typedef struct jose_jwt
+{
+	json_t	   *header;			/* owned */
+	json_t	   *payload;		/* owned: the claims */
+	char	   *payload_text;	/* owned: the payload exactly as signed, NUL-terminated */
+	size_t		payload_len;
+	const jose_key *key;		/* the key that verified, borrowed from the keyset */
+} jose_jwt;
+
+/*
+ * Verify a compact JWS as a JWT, the one way every caller does:
+ * jose_jws_parse, then the candidate keys (rules->keys, or rules->select
+ * given the claims), jose_jws_verify_with, the payload object (duplicates
+ * refused), jose_jwt_check_claims with rules->audience, and the keyset's
+ * own audience.  Without select, the payload is parsed only after the
+ * signature verified.  Returns a new jose_jwt (free with jose_jwt_free) or
+ * NULL with err set by the first check that failed.
+ */
+jose_jwt   *jose_jwt_verify(const char *token, size_t len, const jose_jwt_rules *rules,
+							jose_error *err);
+void		jose_jwt_free(jose_jwt *jwt);
 
 #endif							/* TOKEX_JOSE_H */

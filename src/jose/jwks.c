@@ -109,6 +109,22 @@ jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys, jose_error *err)
 }
 
 int
+jose_jwks_parse_text(const char *text, size_t len, jose_key ***keys, size_t *nkeys,
+					 jose_error *err)
+{
+	json_t	   *jwks = jose_json_parse(text, len, JOSE_E_JWKS, err);
+	int			rc;
+
+	*keys = NULL;
+	*nkeys = 0;
+	if (jwks == NULL)
+		return -1;
+	rc = jose_jwks_parse(jwks, keys, nkeys, err);
+	json_decref(jwks);
+	return rc;
+}
+
+int
 jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys, size_t nkeys,
 					 jose_error *err)
 {

@@ -1535,6 +1535,196 @@ test_claims(void)
 	}
 }
 
+/* ---------------- jose_jwt_verify ---------------- */
+
+/* Two issuers for the selection callback: "a" (ES256 key, no audience of its own) and "b". */
+typedef struct issuers_fixture
+{
+	jose_key   *a[2];			/* a[1] verifies; a[0] is another key of the same alg */
+	jose_key   *b[1];
+	int			calls;
+} issuers_fixture;
+
+static int
+select_by_iss(void *arg, json_t *claims, jose_keyset *out, jose_error *err)
+{
+	issuers_fixture *f = arg;
+	json_t	   *iss = json_object_get(claims, "iss");
+
+	f->calls++;
+	if (!json_is_string(iss))
+		return jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
+	if (strcmp(json_string_value(iss), "a") == 0)
+		*out = (jose_keyset) {f->a, 2, NULL};
+	else if (strcmp(json_string_value(iss), "b") == 0)
+		*out = (jose_keyset) {f->b, 1, "b-api"};
+	else
+		return jose_seterr(err, JOSE_E_NO_KEY, "issuer is not trusted");
+	return 0;
+}
+
+/* jose_jwt_verify over token text; NULL with e filled on refusal. */
+static jose_jwt *
+jwt_case(const char *token, const jose_jwt_rules *rules, jose_error *e)
+{
+	*e = noerr();
+	return jose_jwt_verify(token, strlen(token), rules, e);
+}
+
+static void
+test_jwt_verify(void)
+{
+	const char *hdr = "{\"alg\":\"ES256\"}";
+	char		payload[256];
+	issuers_fixture f = {{NULL, NULL}, {NULL}, 0};
+	jose_error	e;
+	jose_jwt   *jwt;
+	char	   *tok;
+	jose_jwt_rules fixed,
+				byiss;
+
+	f.a[0] = jose_key_generate(JOSE_ALG_ES256, &e);	/* same alg, another key: tried first */
+	f.a[1] = genkeys[0];
+	f.b[0] = genkeys[3];		/* EdDSA */
+	fixed = (jose_jwt_rules) {.keys = {f.a, 2, NULL}, .now = NOW, .skew = 0,
+	.audience = NULL, .require_exp = true};
+	byiss = (jose_jwt_rules) {.select = select_by_iss, .select_arg = &f, .now = NOW,
+	.skew = 60, .require_exp = true};
+
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d,\"n\":1.50}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(jwt && jwt->key == genkeys[0] && json_is_object(jwt->header) &&
+		   json_is_object(jwt->payload) && jwt->payload_len == strlen(payload) &&
+		   strcmp(jwt->payload_text, payload) == 0,
+		   "jwt_verify: fixed keys; the second key verifies and is named; payload text as signed (%s)",
+		   jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt && jwt->key == genkeys[0] && f.calls == 1,
+		   "jwt_verify: keys chosen by iss through the callback (%s)", jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	free(tok);
+
+	/* the callback's refusal is the verdict, code and words */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"z\",\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_NO_KEY && strcmp(e.detail, "issuer is not trusted") == 0,
+		   "jwt_verify: callback refusal passed through (%s \"%s\")", errname(e.code), e.detail);
+	free(tok);
+	snprintf(payload, sizeof(payload), "{\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_CLAIM_TYPE, "jwt_verify: callback refuses a token without iss");
+	free(tok);
+
+	/* the keyset's audience and the caller's are both required */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"b\",\"exp\":%d}", NOW + 10);
+	tok = token_signed("{\"alg\":\"EdDSA\"}", payload, genkeys[3]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_AUDIENCE && strstr(e.detail, "no \"aud\""),
+		   "jwt_verify: the keyset's audience is required (%s)", e.detail);
+	free(tok);
+	snprintf(payload, sizeof(payload), "{\"iss\":\"b\",\"aud\":[\"x\",\"b-api\"],\"exp\":%d}", NOW + 10);
+	tok = token_signed("{\"alg\":\"EdDSA\"}", payload, genkeys[3]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: keyset audience found in an aud array (%s)", jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	byiss.audience = "x";
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: caller's and keyset's audiences both present");
+	jose_jwt_free(jwt);
+	byiss.audience = "y";
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_AUDIENCE, "jwt_verify: caller's audience missing -> AUDIENCE");
+	byiss.audience = NULL;
+	free(tok);
+
+	/* claims: expiry with and without skew, exp required or not */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d}", NOW - 30);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(!jwt && e.code == JOSE_E_EXPIRED, "jwt_verify: expired, skew 0 -> EXPIRED");
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: expired 30 s ago, skew 60 -> accepted");
+	jose_jwt_free(jwt);
+	free(tok);
+	tok = token_signed(hdr, "{\"iss\":\"a\"}", genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(!jwt && e.code == JOSE_E_CLAIM_TYPE, "jwt_verify: no exp, exp required -> CLAIM_TYPE");
+	fixed.require_exp = false;
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(jwt != NULL, "jwt_verify: no exp, exp not required -> accepted");
+	jose_jwt_free(jwt);
+	fixed.require_exp = true;
+	free(tok);
+
+	/*
+	 * With the keys given, an unauthenticated payload is never parsed: a
+	 * forged token with a broken payload is refused for its signature.
+	 * When the claims choose the keys they must be read first.
+	 */
+	{
+		char	   *si = signing_input(hdr, "{\"iss\":\"a\",\"iss\":\"a\"}");
+		char	   *forged = join(si, ".", "AAAA");
+
+		jwt = jwt_case(forged, &fixed, &e);
+		tap_ok(!jwt && e.code == JOSE_E_SIG_LENGTH,
+			   "jwt_verify: fixed keys: the signature is judged before the payload (%s)", errname(e.code));
+		f.calls = 0;
+		jwt = jwt_case(forged, &byiss, &e);
+		tap_ok(!jwt && e.code == JOSE_E_PAYLOAD && e.json_reason == JOSE_JSON_DUPLICATE && f.calls == 0,
+			   "jwt_verify: chosen by claims: a payload with a duplicate member never reaches the callback");
+		free(forged);
+		free(si);
+	}
+	f.calls = 0;
+	jwt = jwt_case("e30.e30.", &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_ALG_MISSING && f.calls == 0,
+		   "jwt_verify: a header without alg is refused before the callback");
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	tok[strlen(tok) - 2] = tok[strlen(tok) - 2] == 'A' ? 'B' : 'A';
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_SIGNATURE, "jwt_verify: altered signature -> SIGNATURE");
+	free(tok);
+	jose_jwt_free(NULL);
+	jose_key_free(f.a[0]);
+}
+
+/* jose_jwks_parse_text: the JSON and the set judged in one call. */
+static void
+test_jwks_text(void)
+{
+	jose_error	e = noerr();
+	json_t	   *pub = jose_jwk_public(genkeys[0], &e);
+	char	   *jwk = json_dumps(pub, JSON_COMPACT);
+	char		text[1024];
+	jose_key  **keys = NULL;
+	size_t		n = 99;
+
+	snprintf(text, sizeof(text), "{\"keys\":[%s]}", jwk);
+	tap_ok(jose_jwks_parse_text(text, strlen(text), &keys, &n, &e) == 0 && n == 1 &&
+		   strcmp(keys[0]->kid, genkeys[0]->kid) == 0, "jwks text: one key read");
+	jose_keys_free(keys, n);
+	snprintf(text, sizeof(text), "{\"keys\":[%s],\"keys\":[]}", jwk);
+	e = noerr();
+	tap_ok(jose_jwks_parse_text(text, strlen(text), &keys, &n, &e) < 0 && keys == NULL && n == 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_DUPLICATE,
+		   "jwks text: duplicate member -> JWKS, reason duplicate (%s)", e.detail);
+	e = noerr();
+	tap_ok(jose_jwks_parse_text("{\"keys\":", 8, &keys, &n, &e) < 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_SYNTAX,
+		   "jwks text: not JSON -> JWKS, reason syntax");
+	e = noerr();
+	tap_ok(jose_jwks_parse_text("{\"keys\":[]}", 11, &keys, &n, &e) < 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_NONE,
+		   "jwks text: valid JSON, no keys -> JWKS without a JSON reason");
+	free(jwk);
+	json_decref(pub);
+}
+
 int
 main(void)
 {
@@ -1566,6 +1756,8 @@ main(void)
 	test_key_ops();
 	test_thumbprints();
 	test_claims();
+	test_jwt_verify();
+	test_jwks_text();
 out:
 	for (int i = 0; i < NSIGN; i++)
 		jose_key_free(genkeys[i]);

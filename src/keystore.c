@@ -9,8 +9,9 @@
  * backend at its next command), so no backend ever verifies against a key
  * that a committed transaction revoked.  Time plays no part.
  *
- * The OpenSSL objects live in malloc memory owned by a memory context whose
- * reset callback frees them, so an ERROR while loading leaks nothing.
+ * The keys are tracked by the store's memory context (tokex_track_in), which
+ * is built under the caller's context and kept only once complete, so an
+ * ERROR while loading frees what was loaded.
  */
 #include "tokex.h"
 
@@ -34,7 +35,6 @@ typedef struct OwnKey
 typedef struct Keystore
 {
 	MemoryContext cxt;
-	MemoryContextCallback cb;
 	OwnKey	   *own;
 	int			nown;
 	TokexIssuer own_issuer;		/* own keys as an issuer for verification */
@@ -49,33 +49,10 @@ static Oid	key_relid = InvalidOid;
 static Oid	issuer_relid = InvalidOid;
 
 static void
-keystore_free_cb(void *arg)
-{
-	Keystore   *ks = (Keystore *) arg;
-
-	for (int i = 0; i < ks->nown; i++)
-		jose_key_free(ks->own[i].key);
-	for (int i = 0; i < ks->nissuers; i++)
-		for (size_t k = 0; k < ks->issuers[i].nkeys; k++)
-			jose_key_free(ks->issuers[i].keys[k]);
-	ks->nown = ks->nissuers = 0;
-}
-
-static void
 keystore_relcache_cb(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == key_relid || relid == issuer_relid)
 		keystore_valid = false;
-}
-
-/* Copy jose keys into the keystore's care: the callback frees them. */
-static jose_key **
-adopt_keys(Keystore *ks, jose_key **keys, size_t n)
-{
-	jose_key  **out = MemoryContextAlloc(ks->cxt, sizeof(jose_key *) * (n ? n : 1));
-
-	memcpy(out, keys, sizeof(jose_key *) * n);
-	return out;
 }
 
 static void
@@ -101,16 +78,15 @@ load_own(Keystore *ks)
 		jose_error	err;
 		jose_key   *key;
 
-		key = jose_key_from_der(jose_alg_from_name(alg), (uint8_t *) VARDATA_ANY(der),
-								VARSIZE_ANY_EXHDR(der), &err);
+		key = tokex_track_in(ks->cxt, jose_key_from_der(jose_alg_from_name(alg),
+														(uint8_t *) VARDATA_ANY(der),
+														VARSIZE_ANY_EXHDR(der), &err),
+							 0, tokex_release_key);
 		if (key == NULL || strcmp(key->kid, kid) != 0)
-		{
-			jose_key_free(key);
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("signing key \"%s\" cannot be loaded", kid),
 					 errdetail("%s", key ? "its kid is not its thumbprint" : err.detail)));
-		}
 		ks->own[ks->nown].key = key;
 		ks->own[ks->nown].can_sign = strcmp(status, "active") == 0 || strcmp(status, "next") == 0;
 		ks->own[ks->nown].active = strcmp(status, "active") == 0;
@@ -138,12 +114,12 @@ load_issuers(Keystore *ks)
 		char	   *aud = SPI_getvalue(tup, td, 3);
 		TokexIssuer *ti = &ks->issuers[ks->nissuers];
 		jose_error	err;
-		json_t	   *j = jose_json_parse(jwks, strlen(jwks), JOSE_E_JWKS, &err);
 		jose_key  **keys = NULL;
 		size_t		n = 0;
 
-		rc = j ? jose_jwks_parse(j, &keys, &n, &err) : -1;
-		json_decref(j);
+		rc = jose_jwks_parse_text(jwks, strlen(jwks), &keys, &n, &err);
+		ti->keys = tokex_track_in(ks->cxt, keys, n, tokex_release_keys);
+		ti->nkeys = n;
 		/* an issuer's JWKS may hold HMAC secrets: keep only the parsed keys */
 		explicit_bzero(jwks, strlen(jwks));
 		pfree(jwks);
@@ -152,10 +128,6 @@ load_issuers(Keystore *ks)
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("JWKS of trusted issuer \"%s\" cannot be loaded", iss),
 					 errdetail("%s", err.detail)));
-		/* hand the keys over before anything else can fail */
-		ti->keys = adopt_keys(ks, keys, n);
-		ti->nkeys = n;
-		free(keys);
 		ks->nissuers++;
 		ti->issuer = MemoryContextStrdup(ks->cxt, iss);
 		ti->audience = aud ? MemoryContextStrdup(ks->cxt, aud) : NULL;
@@ -183,15 +155,11 @@ keystore_ensure(void)
 
 	/*
 	 * Build under the caller's context so an ERROR takes the half-built
-	 * store (and, through the callback, its OpenSSL keys) with it; keep it
-	 * only once complete.
+	 * store (and the keys it tracks) with it; keep it only once complete.
 	 */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokex keystore", ALLOCSET_SMALL_SIZES);
 	ks = MemoryContextAllocZero(cxt, sizeof(Keystore));
 	ks->cxt = cxt;
-	ks->cb.func = keystore_free_cb;
-	ks->cb.arg = ks;
-	MemoryContextRegisterResetCallback(cxt, &ks->cb);
 
 	/* never keep serving a stale store if this load fails */
 	if (keystore)

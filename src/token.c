@@ -3,8 +3,9 @@
  * keys or a trusted issuer, sign claims with the active key, and the
  * SQL-callable jwt_sign / jwt_verify / jwt_decode and key helpers.
  *
- * jansson objects that outlive a call into PostgreSQL are tied to the
- * current memory context (tokex_json_track) so an ERROR cannot leak them.
+ * jansson objects, keys and buffers from the JOSE core are owned by the
+ * current memory context (tokex_track, tokex_adopt) so an ERROR cannot leak
+ * them.
  */
 #include "tokex.h"
 
@@ -17,46 +18,6 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
-
-typedef struct JsonHolder
-{
-	MemoryContextCallback cb;
-	json_t	   *j;
-} JsonHolder;
-
-static void
-json_holder_free(void *arg)
-{
-	JsonHolder *h = (JsonHolder *) arg;
-
-	json_decref(h->j);
-	h->j = NULL;
-}
-
-json_t *
-tokex_json_track(json_t *j)
-{
-	JsonHolder *h;
-
-	if (j == NULL)
-		return NULL;
-	h = palloc(sizeof(JsonHolder));
-	h->j = j;
-	h->cb.func = json_holder_free;
-	h->cb.arg = h;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &h->cb);
-	return j;
-}
-
-static void
-token_free_cb(void *arg)
-{
-	TokexToken *t = (TokexToken *) arg;
-
-	json_decref(t->header);
-	json_decref(t->payload);
-	t->header = t->payload = NULL;
-}
 
 /*
  * Verify a compact JWS and its registered claims.  Returns NULL with err set
@@ -74,14 +35,11 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 
 	keystore_ensure();
 	t = palloc0(sizeof(TokexToken));
-	t->cb.func = token_free_cb;
-	t->cb.arg = t;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &t->cb);
 
 	if (jose_jws_parse(token, len, &jws, err) < 0)
 		return NULL;
-	t->header = json_incref(jws.header);
-	t->payload = jose_jws_payload_json(&jws, err);
+	t->header = tokex_json_track(json_incref(jws.header));
+	t->payload = tokex_json_track(jose_jws_payload_json(&jws, err));
 	if (t->payload == NULL)
 		goto fail;
 
@@ -148,16 +106,15 @@ static char *
 sign_text(const jose_key *key, const char *payload, size_t len, const char *typ)
 {
 	jose_error	err;
-	json_t	   *header = json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg),
-								   "kid", key->kid, "typ", typ);
-	char	   *h = header ? json_dumps(header, JSON_COMPACT) : NULL;
+	json_t	   *header = tokex_json_track(json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg),
+													 "kid", key->kid, "typ", typ));
+	char	   *h;
 	char	   *tok;
 
-	json_decref(header);
-	tok = h ? jose_jws_sign(key, h, strlen(h), payload, len, &err) : NULL;
-	if (h == NULL)
-		jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
-	free(h);
+	if (header == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	h = tokex_adopt(json_dumps(header, JSON_COMPACT));
+	tok = jose_jws_sign(key, h, strlen(h), payload, len, &err);
 	if (tok == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -330,27 +287,19 @@ decode_segment(const char *seg, size_t len, const char *what)
 	uint8_t    *buf;
 	size_t		n;
 	jose_error	err;
-	json_t	   *j;
-	char	   *out;
 
 	if (jose_b64url_decode(seg, len, JOSE_MAX_TOKEN_LEN, &buf, &n, &err) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed token"),
 				 errdetail("The %s is not valid base64url.", what)));
-	j = jose_json_parse((char *) buf, n, JOSE_E_PAYLOAD, &err);
-	if (j == NULL)
-	{
-		free(buf);
+	tokex_track(buf, n, tokex_release_free);
+	if (tokex_json_track(jose_json_parse((char *) buf, n, JOSE_E_PAYLOAD, &err)) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed token"),
 				 errdetail("The %s is not JSON (%s).", what, jose_json_reason_text(err.json_reason))));
-	}
-	json_decref(j);
-	out = pnstrdup((char *) buf, n);
-	free(buf);
-	return out;
+	return pnstrdup((char *) buf, n);
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_decode);
@@ -392,14 +341,12 @@ tokex_generate_key(PG_FUNCTION_ARGS)
 	jose_error	err;
 	jose_key   *key;
 	json_t	   *pub;
-	char	   *pubtext = NULL;
 	uint8_t    *der = NULL;
 	size_t		derlen = 0;
 	TupleDesc	td;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 	bytea	   *b;
-	char	   *kid;
 
 	if (!jose_alg_can_sign(alg))
 		ereport(ERROR,
@@ -409,28 +356,19 @@ tokex_generate_key(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "tokex._generate_key must return a record");
 
-	key = jose_key_generate(alg, &err);
-	pub = key ? jose_jwk_public(key, &err) : NULL;
-	pubtext = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
-	json_decref(pub);
-	if (pubtext == NULL || jose_key_to_der(key, &der, &derlen, &err) < 0)
-	{
-		free(pubtext);
-		jose_key_free(key);
+	key = tokex_track(jose_key_generate(alg, &err), 0, tokex_release_key);
+	pub = key ? tokex_json_track(jose_jwk_public(key, &err)) : NULL;
+	if (pub == NULL || jose_key_to_der(key, &der, &derlen, &err) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("key generation failed"),
 				 errdetail("%s", err.detail)));
-	}
-	kid = pstrdup(key->kid);
-	jose_key_free(key);
+	tokex_track(der, derlen, tokex_release_secret);
 	b = palloc(VARHDRSZ + derlen);
 	SET_VARSIZE(b, VARHDRSZ + derlen);
 	memcpy(VARDATA(b), der, derlen);
-	explicit_bzero(der, derlen);
-	free(der);
-	values[0] = CStringGetTextDatum(kid);
-	values[1] = cstring_to_jsonb(tokex_adopt(pubtext));
+	values[0] = CStringGetTextDatum(key->kid);
+	values[1] = cstring_to_jsonb(tokex_adopt(json_dumps(pub, JSON_COMPACT)));
 	values[2] = PointerGetDatum(b);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(td), values, nulls)));
 }
@@ -450,7 +388,7 @@ tokex_jwks_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid JWKS"),
 				 errdetail("%s", err.detail)));
-	jose_keys_free(keys, n);
+	tokex_track(keys, n, tokex_release_keys);
 	PG_RETURN_INT32((int32) n);
 }
 

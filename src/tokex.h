@@ -41,6 +41,39 @@ extern int	tokex_secret_iterations;
 extern int64 tokex_now(void);
 
 /*
+ * Cleanup (tokex.c): what the JOSE core, jansson and OpenSSL hand to
+ * PostgreSQL code is owned by a memory context from the moment it arrives,
+ * so that an ERROR, which resets or deletes the context, frees it as surely
+ * as a normal return.  This is tokex's one cleanup mechanism: objects are
+ * registered with a reset callback (tokex_track), plain strings are copied
+ * into the context (tokex_adopt); no PG_TRY, and no hand-written free of an
+ * object anything may raise past.
+ *
+ * tokex_track: release(obj, n) runs when cxt is reset or deleted.  Returns
+ * obj; NULL (the library's out-of-memory) is returned as NULL for the caller
+ * to report.  If the bookkeeping itself cannot be allocated, obj is released
+ * before the ERROR is raised.
+ */
+typedef void (*TokexRelease) (void *obj, size_t n);
+
+extern void *tokex_track_in(MemoryContext cxt, void *obj, size_t n, TokexRelease release);
+#define tokex_track(obj, n, release) \
+	tokex_track_in(CurrentMemoryContext, (obj), (n), (release))
+
+extern void tokex_release_free(void *obj, size_t n);	/* free() */
+extern void tokex_release_secret(void *obj, size_t n);	/* wipe n bytes, free() */
+extern void tokex_release_json(void *obj, size_t n);	/* json_decref() */
+extern void tokex_release_key(void *obj, size_t n);	/* jose_key_free() */
+extern void tokex_release_keys(void *obj, size_t n);	/* jose_keys_free(obj, n) */
+extern void tokex_release_jwt(void *obj, size_t n);	/* jose_jwt_free() */
+
+static inline json_t *
+tokex_json_track(json_t *j)
+{
+	return (json_t *) tokex_track(j, 0, tokex_release_json);
+}
+
+/*
  * Take a malloc'd string from jansson or the JOSE core into palloc memory and
  * free the original; NULL (their out-of-memory) or a failed copy is an ERROR,
  * raised only after the original is freed.
@@ -81,13 +114,11 @@ typedef struct TokexToken
 	const char *sub;			/* borrowed from payload, or NULL */
 	const char *typ;			/* header typ, or NULL */
 	char	   *payload_text;	/* the verified payload bytes, as signed */
-	MemoryContextCallback cb;
 } TokexToken;
 
 extern TokexToken *tokex_verify(const char *token, size_t len, const char *audience,
 								jose_error *err);
 extern char *tokex_sign(json_t *payload, const char *typ, const char *kid);
-extern json_t *tokex_json_track(json_t *j);
 
 /* audit.c: the audit writer (no token without its committed row) */
 extern void tokex_audit_init(void);

@@ -190,36 +190,24 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 	Jsonb	   *jb = PG_GETARG_JSONB_P(1);
 	char	   *jwkstext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	jose_error	err;
-	json_t	   *jwks;
-	jose_key  **keys = NULL;
-	size_t		nkeys = 0;
-	jose_jws	jws;
-	json_t	   *claims = NULL;
-	char	   *out = NULL;
-	int			rc;
+	jose_key  **keys;
+	size_t		nkeys;
+	jose_jwt_rules rules = {0};
+	jose_jwt   *jwt;
 
-	jwks = jose_json_parse(jwkstext, strlen(jwkstext), JOSE_E_JWKS, &err);
-	rc = jwks ? jose_jwks_parse(jwks, &keys, &nkeys, &err) : -1;
-	json_decref(jwks);
-	if (rc < 0)
+	if (jose_jwks_parse_text(jwkstext, strlen(jwkstext), &keys, &nkeys, &err) < 0)
 		tokex_invalid_token(&err);
-	rc = jose_jws_parse(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &jws, &err);
-	if (rc == 0)
-	{
-		rc = jose_jws_verify_with(&jws, keys, nkeys, &err) < 0 ? -1 : 0;
-		if (rc == 0 && (claims = jose_jws_payload_json(&jws, &err)) == NULL)
-			rc = -1;
-		if (rc == 0)
-			rc = jose_jwt_check_claims(claims, tokex_now(), tokex_clock_skew, NULL, true, &err);
-		if (rc == 0 && (out = json_dumps(claims, JSON_COMPACT)) == NULL)
-			rc = jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
-		jose_jws_clear(&jws);
-	}
-	json_decref(claims);
-	jose_keys_free(keys, nkeys);
-	if (rc < 0)
+	rules.keys.keys = tokex_track(keys, nkeys, tokex_release_keys);
+	rules.keys.nkeys = nkeys;
+	rules.now = tokex_now();
+	rules.skew = tokex_clock_skew;
+	rules.require_exp = true;
+	jwt = tokex_track(jose_jwt_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &rules, &err),
+					  0, tokex_release_jwt);
+	if (jwt == NULL)
 		tokex_invalid_token(&err);
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(out))));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(tokex_adopt(json_dumps(jwt->payload, JSON_COMPACT)))));
 }
 
 /* tokex._random_secret() -> 256 random bits, base64url: a new client secret */

@@ -20,6 +20,31 @@
 #include "utils/timestamp.h"
 
 /*
+ * jose_keyset_fn for tokex_verify: the token's "iss" chooses the keys,
+ * tokex's own or a trusted issuer's (with the audience that issuer
+ * requires).  Only looks at the loaded keystore, so it cannot raise.
+ */
+static int
+issuer_keys(void *arg, json_t *claims, jose_keyset *out, jose_error *err)
+{
+	TokexToken *t = (TokexToken *) arg;
+	json_t	   *iss = json_object_get(claims, "iss");
+	const TokexIssuer *ti;
+
+	if (!json_is_string(iss))
+		return jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
+	t->own = tokex_issuer && tokex_issuer[0] && strcmp(json_string_value(iss), tokex_issuer) == 0;
+	ti = t->own ? keystore_own() : keystore_issuer(json_string_value(iss));
+	if (ti == NULL || ti->nkeys == 0)
+		return jose_seterr(err, JOSE_E_NO_KEY, t->own ? "tokex has no published keys" :
+						   "issuer is not trusted");
+	out->keys = ti->keys;
+	out->nkeys = ti->nkeys;
+	out->audience = ti->audience;
+	return 0;
+}
+
+/*
  * Verify a compact JWS and its registered claims.  Returns NULL with err set
  * on any failure; never raises for a bad token (it may raise for a broken
  * keystore).  The claims live as long as the current memory context.
@@ -28,54 +53,30 @@ TokexToken *
 tokex_verify(const char *token, size_t len, const char *audience, jose_error *err)
 {
 	TokexToken *t;
-	jose_jws	jws;
-	json_t	   *iss;
-	const TokexIssuer *ti;
-	int			idx;
+	jose_jwt_rules rules = {0};
+	jose_jwt   *jwt;
+	json_t	   *typ;
 
 	keystore_ensure();
 	t = palloc0(sizeof(TokexToken));
-
-	if (jose_jws_parse(token, len, &jws, err) < 0)
+	rules.select = issuer_keys;
+	rules.select_arg = t;
+	rules.now = tokex_now();
+	rules.skew = tokex_clock_skew;
+	rules.audience = audience;
+	rules.require_exp = true;
+	jwt = tokex_track(jose_jwt_verify(token, len, &rules, err), 0, tokex_release_jwt);
+	if (jwt == NULL)
 		return NULL;
-	t->header = tokex_json_track(json_incref(jws.header));
-	t->payload = tokex_json_track(jose_jws_payload_json(&jws, err));
-	if (t->payload == NULL)
-		goto fail;
-
-	iss = json_object_get(t->payload, "iss");
-	if (!json_is_string(iss))
-	{
-		jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
-		goto fail;
-	}
-	t->iss = json_string_value(iss);
-	t->own = tokex_issuer && tokex_issuer[0] && strcmp(t->iss, tokex_issuer) == 0;
-	ti = t->own ? keystore_own() : keystore_issuer(t->iss);
-	if (ti == NULL || ti->nkeys == 0)
-	{
-		jose_seterr(err, JOSE_E_NO_KEY, t->own ? "tokex has no published keys" : "issuer is not trusted");
-		goto fail;
-	}
-	idx = jose_jws_verify_with(&jws, ti->keys, ti->nkeys, err);
-	if (idx < 0)
-		goto fail;
-	if (json_is_string(json_object_get(t->header, "typ")))
-		t->typ = json_string_value(json_object_get(t->header, "typ"));
-	if (jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)
-		goto fail;
-	if (ti->audience &&
-		jose_jwt_check_claims(t->payload, tokex_now(), tokex_clock_skew, ti->audience, true, err) < 0)
-		goto fail;
-	if (json_object_get(t->payload, "sub") != NULL)
-		t->sub = json_string_value(json_object_get(t->payload, "sub"));
-	t->payload_text = pnstrdup((char *) jws.payload, jws.payload_len);
-	jose_jws_clear(&jws);
+	t->header = jwt->header;
+	t->payload = jwt->payload;
+	t->payload_text = jwt->payload_text;
+	t->iss = json_string_value(json_object_get(t->payload, "iss"));
+	/* NULL when absent; the claim checks refused a sub that is not a string */
+	t->sub = json_string_value(json_object_get(t->payload, "sub"));
+	typ = json_object_get(t->header, "typ");
+	t->typ = json_is_string(typ) ? json_string_value(typ) : NULL;
 	return t;
-
-fail:
-	jose_jws_clear(&jws);
-	return NULL;
 }
 
 /* tokex's signing key: the active one, or kid when it is active or next; ERROR if none */

@@ -104,16 +104,19 @@ extern const TokexIssuer *keystore_own(void);	/* own publishable keys; NULL-safe
 extern const TokexIssuer *keystore_issuer(const char *iss);
 extern const jose_key *keystore_signing_key(const char *kid, jose_error *err);
 
-/* jwt.c: verify a compact JWS into its claims */
+/*
+ * A verified token.  Everything in it belongs to the verified JWT, which is
+ * released with the memory context that was current at verification.
+ */
 typedef struct TokexToken
 {
-	json_t	   *header;			/* owned: released with the memory context */
-	json_t	   *payload;		/* owned: released with the memory context */
+	json_t	   *header;
+	json_t	   *payload;		/* the claims */
 	bool		own;			/* issued by tokex itself */
-	const char *iss;			/* borrowed from payload */
-	const char *sub;			/* borrowed from payload, or NULL */
+	const char *iss;
+	const char *sub;			/* or NULL */
 	const char *typ;			/* header typ, or NULL */
-	char	   *payload_text;	/* the verified payload bytes, as signed */
+	const char *payload_text;	/* the verified payload bytes, as signed */
 } TokexToken;
 
 extern TokexToken *tokex_verify(const char *token, size_t len, const char *audience,

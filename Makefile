@@ -3,7 +3,8 @@ EXTENSION  = tokex
 MODULE_big = tokex
 DATA_built = tokex--0.1.sql
 OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
-             src/session.o src/introspect.o src/revocation.o src/keystore.o src/token.o src/client.o \
+             src/session.o src/introspect.o src/revocation.o src/client.o \
+             src/keys.o src/issuers.o src/jwt.o \
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
              src/jose/jwt.o
 

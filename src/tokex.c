@@ -8,6 +8,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 
@@ -208,6 +209,34 @@ tokex_adopt(char *s)
 	if (copy == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	return copy;
+}
+
+json_t *
+tokex_jsonb_to_json(Jsonb *jb, const char *what)
+{
+	char	   *s;
+	jose_error	err;
+	json_t	   *j;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("The %s must be a JSON object.", what)));
+	s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+	if (j == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("The %s cannot be read (%s).", what, jose_json_reason_text(err.json_reason))));
+	return j;
+}
+
+Datum
+tokex_jsonb_in(const char *s)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
 }
 
 void

@@ -1,66 +1,74 @@
 /*
- * token.c — JWTs as PostgreSQL sees them: verify a token against tokex's own
- * keys or a trusted issuer, sign claims with the active key, and the
- * SQL-callable jwt_sign / jwt_verify / jwt_decode and key helpers.
+ * jwt.c — JWTs as PostgreSQL sees them: tokex_verify, which every token
+ * presented to tokex goes through (tokex's own keys or a trusted issuer's,
+ * chosen by iss), and the SQL primitives jwt_sign, jwt_verify and
+ * jwt_decode.  The JOSE work is jose_jwt_verify and jose_jws_sign in the
+ * core; the keys come from keys.c and issuers.c.
  *
- * jansson objects, keys and buffers from the JOSE core are owned by the
- * current memory context (tokex_track, tokex_adopt) so an ERROR cannot leak
- * them.
+ * What the core hands back is owned by the current memory context
+ * (tokex_track, tokex_adopt), so an ERROR cannot leak it.
  */
 #include "tokex.h"
 
-#include "fmgr.h"
-#include "funcapi.h"
-#include "access/htup_details.h"
-#include "utils/builtins.h"
 #include "catalog/pg_type.h"
+#include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+/* The keys a token may be verified with, all loaded before verification starts. */
+typedef struct KeyChoice
+{
+	TokexToken *token;
+	const jose_keyset *own;
+	const TrustedIssuers *trusted;
+} KeyChoice;
+
 /*
  * jose_keyset_fn for tokex_verify: the token's "iss" chooses the keys,
  * tokex's own or a trusted issuer's (with the audience that issuer
- * requires).  Only looks at the loaded keystore, so it cannot raise.
+ * requires).  It only looks among keys loaded beforehand, so it cannot
+ * raise inside the core.
  */
 static int
 issuer_keys(void *arg, json_t *claims, jose_keyset *out, jose_error *err)
 {
-	TokexToken *t = (TokexToken *) arg;
+	KeyChoice  *c = (KeyChoice *) arg;
 	json_t	   *iss = json_object_get(claims, "iss");
-	const TokexIssuer *ti;
+	const jose_keyset *keys;
 
 	if (!json_is_string(iss))
 		return jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
-	t->own = tokex_issuer && tokex_issuer[0] && strcmp(json_string_value(iss), tokex_issuer) == 0;
-	ti = t->own ? keystore_own() : keystore_issuer(json_string_value(iss));
-	if (ti == NULL || ti->nkeys == 0)
-		return jose_seterr(err, JOSE_E_NO_KEY, t->own ? "tokex has no published keys" :
+	c->token->own = tokex_issuer && tokex_issuer[0] &&
+		strcmp(json_string_value(iss), tokex_issuer) == 0;
+	keys = c->token->own ? c->own : tokex_trusted_issuer_keys(c->trusted, json_string_value(iss));
+	if (keys == NULL || keys->nkeys == 0)
+		return jose_seterr(err, JOSE_E_NO_KEY, c->token->own ? "tokex has no published keys" :
 						   "issuer is not trusted");
-	out->keys = ti->keys;
-	out->nkeys = ti->nkeys;
-	out->audience = ti->audience;
+	*out = *keys;
 	return 0;
 }
 
 /*
  * Verify a compact JWS and its registered claims.  Returns NULL with err set
  * on any failure; never raises for a bad token (it may raise for a broken
- * keystore).  The claims live as long as the current memory context.
+ * key cache).  The claims live as long as the current memory context.
  */
 TokexToken *
 tokex_verify(const char *token, size_t len, const char *audience, jose_error *err)
 {
-	TokexToken *t;
+	KeyChoice	choice;
 	jose_jwt_rules rules = {0};
+	TokexToken *t;
 	jose_jwt   *jwt;
 	json_t	   *typ;
 
-	keystore_ensure();
-	t = palloc0(sizeof(TokexToken));
+	choice.own = tokex_own_keys();
+	choice.trusted = tokex_trusted_issuers();
+	choice.token = t = palloc0(sizeof(TokexToken));
 	rules.select = issuer_keys;
-	rules.select_arg = t;
+	rules.select_arg = &choice;
 	rules.now = tokex_now();
 	rules.skew = tokex_clock_skew;
 	rules.audience = audience;
@@ -77,90 +85,6 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	typ = json_object_get(t->header, "typ");
 	t->typ = json_is_string(typ) ? json_string_value(typ) : NULL;
 	return t;
-}
-
-/* tokex's signing key: the active one, or kid when it is active or next; ERROR if none */
-static const jose_key *
-signing_key(const char *kid)
-{
-	const jose_key *key;
-	jose_error	err;
-
-	if (tokex_issuer == NULL || tokex_issuer[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("tokex.issuer is not set"),
-				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
-	keystore_ensure();
-	key = keystore_signing_key(kid, &err);
-	if (key == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no signing key"),
-				 errdetail("%s", err.detail),
-				 errhint("Create one with tokex.create_key() or activate one with tokex.activate_key().")));
-	return key;
-}
-
-/* Compact JWS over payload text (a JSON object) in palloc memory. */
-static char *
-sign_text(const jose_key *key, const char *payload, size_t len, const char *typ)
-{
-	jose_error	err;
-	json_t	   *header = tokex_json_track(json_pack("{s:s,s:s,s:s}", "alg", jose_alg_name(key->alg),
-													 "kid", key->kid, "typ", typ));
-	char	   *h;
-	char	   *tok;
-
-	if (header == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	h = tokex_adopt(json_dumps(header, JSON_COMPACT));
-	tok = jose_jws_sign(key, h, strlen(h), payload, len, &err);
-	if (tok == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("cannot sign token"),
-				 errdetail("%s", err.detail)));
-	return tokex_adopt(tok);
-}
-
-/* Sign a claims object with tokex's active key (or kid) as a compact JWS in palloc memory. */
-char *
-tokex_sign(json_t *payload, const char *typ, const char *kid)
-{
-	const jose_key *key = signing_key(kid);
-	char	   *p = tokex_adopt(json_dumps(payload, JSON_COMPACT));
-
-	return sign_text(key, p, strlen(p), typ);
-}
-
-/* jsonb object -> jansson object (tracked), or ERROR */
-static json_t *
-jsonb_to_json(Jsonb *jb, const char *what)
-{
-	char	   *s;
-	jose_error	err;
-	json_t	   *j;
-
-	if (!JB_ROOT_IS_OBJECT(jb))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s", what),
-				 errdetail("The %s must be a JSON object.", what)));
-	s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
-	if (j == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s", what),
-				 errdetail("The %s cannot be read (%s).", what, jose_json_reason_text(err.json_reason))));
-	return j;
-}
-
-static Datum
-cstring_to_jsonb(const char *s)
-{
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_sign);
@@ -182,14 +106,14 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
 	claims = PG_GETARG_JSONB_P(0);
-	j = jsonb_to_json(claims, "claims");	/* validates: an object jansson can parse */
+	j = tokex_jsonb_to_json(claims, "claims");	/* validates: an object jansson can parse */
 	iss = json_object_get(j, "iss");
 	if (iss && !(json_is_string(iss) && tokex_issuer && strcmp(json_string_value(iss), tokex_issuer) == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid claims"),
 				 errdetail("tokex signs only as its own issuer (tokex.issuer).")));
-	key = signing_key(kid);
+	key = tokex_signing_key(kid);
 
 	/* sign the jsonb text itself, so numbers keep the digits they were given */
 	initStringInfo(&extra);
@@ -227,9 +151,9 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	}
 	if (extra.len)
 		claims = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(claims),
-													cstring_to_jsonb(psprintf("{%s}", extra.data))));
+													tokex_jsonb_in(psprintf("{%s}", extra.data))));
 	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
-	token = sign_text(key, payload, strlen(payload), "JWT");
+	token = tokex_sign_text(key, payload, strlen(payload), "JWT");
 
 	/* the row commits (by the audit writer) before the token is returned */
 	row = tokex_json_track(json_pack("{s:s,s:s,s:s,s:s,s:s}", "exchange_id", jti_text,
@@ -278,7 +202,7 @@ tokex_jwt_verify(PG_FUNCTION_ARGS)
 	if (t == NULL)
 		tokex_invalid_token(&err);
 	/* the claims exactly as signed: re-serializing would reword numbers */
-	PG_RETURN_DATUM(cstring_to_jsonb(t->payload_text));
+	PG_RETURN_DATUM(tokex_jsonb_in(t->payload_text));
 }
 
 /* decode one base64url segment that must hold a JSON value; palloc'd text or ERROR */
@@ -329,86 +253,5 @@ tokex_jwt_decode(PG_FUNCTION_ARGS)
 				 errdetail("A compact JWS has exactly three segments.")));
 	h = decode_segment(s, (size_t) (d1 - s), "header");
 	p = decode_segment(d1 + 1, (size_t) (d2 - d1 - 1), "payload");
-	PG_RETURN_DATUM(cstring_to_jsonb(psprintf("{\"header\":%s,\"payload\":%s}", h, p)));
-}
-
-/* tokex._generate_key(alg) -> (kid, public_jwk, private_key); owner-only helper of create_key */
-PG_FUNCTION_INFO_V1(tokex_generate_key);
-Datum
-tokex_generate_key(PG_FUNCTION_ARGS)
-{
-	char	   *algname = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	jose_alg	alg = jose_alg_from_name(algname);
-	jose_error	err;
-	jose_key   *key;
-	json_t	   *pub;
-	uint8_t    *der = NULL;
-	size_t		derlen = 0;
-	TupleDesc	td;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-	bytea	   *b;
-
-	if (!jose_alg_can_sign(alg))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unsupported signing algorithm \"%s\"", algname),
-				 errhint("Use ES256, ES384, ES512, EdDSA, RS256, RS384, RS512, PS256, PS384 or PS512.")));
-	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "tokex._generate_key must return a record");
-
-	key = tokex_track(jose_key_generate(alg, &err), 0, tokex_release_key);
-	pub = key ? tokex_json_track(jose_jwk_public(key, &err)) : NULL;
-	if (pub == NULL || jose_key_to_der(key, &der, &derlen, &err) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("key generation failed"),
-				 errdetail("%s", err.detail)));
-	tokex_track(der, derlen, tokex_release_secret);
-	b = palloc(VARHDRSZ + derlen);
-	SET_VARSIZE(b, VARHDRSZ + derlen);
-	memcpy(VARDATA(b), der, derlen);
-	values[0] = CStringGetTextDatum(key->kid);
-	values[1] = cstring_to_jsonb(tokex_adopt(json_dumps(pub, JSON_COMPACT)));
-	values[2] = PointerGetDatum(b);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(td), values, nulls)));
-}
-
-/* tokex._jwks_check(jwks) -> number of usable keys, or ERROR saying why not */
-PG_FUNCTION_INFO_V1(tokex_jwks_check);
-Datum
-tokex_jwks_check(PG_FUNCTION_ARGS)
-{
-	json_t	   *j = jsonb_to_json(PG_GETARG_JSONB_P(0), "JWKS");
-	jose_key  **keys;
-	size_t		n;
-	jose_error	err;
-
-	if (jose_jwks_parse(j, &keys, &n, &err) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid JWKS"),
-				 errdetail("%s", err.detail)));
-	tokex_track(keys, n, tokex_release_keys);
-	PG_RETURN_INT32((int32) n);
-}
-
-/*
- * tokex._sign(claims, typ): sign claims as they are, with the active key.
- * For tokex's own functions, which write the token's audit row themselves
- * (sessions, identity tokens, client_credentials); granted to no one.
- */
-PG_FUNCTION_INFO_V1(tokex_sign_internal);
-Datum
-tokex_sign_internal(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *claims = PG_GETARG_JSONB_P(0);
-	char	   *typ = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	const jose_key *key = signing_key(NULL);
-	char	   *payload;
-
-	if (!JB_ROOT_IS_OBJECT(claims))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("claims must be a JSON object")));
-	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
-	PG_RETURN_TEXT_P(cstring_to_text(sign_text(key, payload, strlen(payload), typ)));
+	PG_RETURN_DATUM(tokex_jsonb_in(psprintf("{\"header\":%s,\"payload\":%s}", h, p)));
 }

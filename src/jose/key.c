@@ -95,11 +95,7 @@ jose_key_free(jose_key *key)
 	if (key == NULL)
 		return;
 	EVP_PKEY_free(key->pkey);
-	if (key->secret)
-	{
-		OPENSSL_cleanse(key->secret, key->secret_len);
-		free(key->secret);
-	}
+	jose_secret_free(key->secret, key->secret_len);
 	free(key->kid);
 	free(key);
 }

@@ -15,11 +15,12 @@
  *   Writers are started on demand and exit after a second idle, so that
  *   DROP DATABASE (which waits up to five seconds for other sessions) is
  *   not blocked by them.
- * - Without it, only the caller's transaction can write the row, and that
- *   is durable only when the statement is the whole transaction: issuing a
- *   token is refused inside a transaction block or subtransaction.  Denials
- *   hand out nothing, so their rows are still written in the caller's
- *   transaction there.
+ * - Without it, only the caller's transaction could write the row, and no
+ *   form of call makes that safe: a DO block can ROLLBACK after the call, an
+ *   error message or a NOTICE can carry the token out of a statement that
+ *   then fails, a pipeline can abort after the result was sent.  So without
+ *   the preload tokex issues no token at all.  Denials hand out nothing:
+ *   their rows are written in the caller's transaction.
  */
 #include "issue.h"
 
@@ -36,6 +37,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "mb/pg_wchar.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -155,21 +157,17 @@ tokex_audit_durable(void)
 	return audit_shmem != NULL;
 }
 
-/*
- * Without the writer, a row is durable with the token only when the
- * caller's statement is its whole transaction.
- */
+/* Without the writer, no token's row could be made durable before the token leaves. */
 void
 tokex_audit_require_durable(void)
 {
-	if (audit_shmem == NULL && (IsTransactionBlock() || GetCurrentTransactionNestLevel() > 1))
+	if (audit_shmem == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("tokex cannot issue a token inside a transaction block"),
-				 errdetail("Without tokex in shared_preload_libraries, the audit row would commit with "
-						   "this transaction, which could still roll back after the token was handed out."),
-				 errhint("Add tokex to shared_preload_libraries (then it works anywhere, PostgREST "
-						 "included), or call it outside BEGIN ... COMMIT and EXCEPTION blocks.")));
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tokex issues tokens only when it is in shared_preload_libraries"),
+				 errdetail("Without its audit writer the audit row would commit with the caller's "
+						   "transaction, which could still roll back after the token was handed out."),
+				 errhint("Add tokex to shared_preload_libraries and restart the server.")));
 }
 
 /*
@@ -210,6 +208,34 @@ insert_rows(const char *array_json)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "tokex: audit insert failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+}
+
+/*
+ * A backend that exits while it waits (pg_terminate_backend, a closed
+ * connection) runs no PG_CATCH: give up its slots here, or they would be
+ * lost for every database until a restart.
+ */
+static bool requester_cb_registered = false;
+
+static void
+requester_exit(int code, Datum arg)
+{
+	if (audit_shmem == NULL || MyProc == NULL)
+		return;
+	LWLockAcquire(audit_shmem->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < AUDIT_SLOTS; i++)
+	{
+		AuditSlot  *s = &audit_shmem->slots[i];
+
+		if (s->state == SLOT_FREE || s->requester != MyProc->pgprocno)
+			continue;
+		if (s->state == SLOT_DONE || s->state == SLOT_FAILED)
+			s->state = SLOT_FREE;
+		else
+			s->abandoned = true;
+	}
+	LWLockRelease(audit_shmem->lock);
+	ConditionVariableBroadcast(&audit_shmem->cv);
 }
 
 static AuditWriter *
@@ -262,7 +288,9 @@ launch_writer(int index)
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("could not start the tokex audit writer"),
 				 errdetail("No token is issued without its committed audit row."),
-				 errhint("Raise max_worker_processes.")));
+				 errhint("Keep max_worker_processes above max_parallel_workers plus one per database "
+						 "that issues tokens (and other extensions' workers): parallel queries may "
+						 "otherwise take every slot.")));
 	}
 }
 
@@ -282,6 +310,11 @@ submit(const char *json, size_t len)
 				 errmsg("audit row too large"),
 				 errdetail("The row takes %zu bytes; at most %d fit.", len, AUDIT_SLOT_BYTES - 1)));
 
+	if (!requester_cb_registered)
+	{
+		before_shmem_exit(requester_exit, (Datum) 0);
+		requester_cb_registered = true;
+	}
 	ConditionVariablePrepareToSleep(&audit_shmem->cv);
 	for (;;)
 	{
@@ -395,6 +428,64 @@ submit(const char *json, size_t len)
 }
 
 /*
+ * A row as JSON that fits a slot.  Client-chosen strings are capped when the
+ * row is built, but escaping can still multiply them (a control character
+ * takes six bytes): cut every string, in arrays too, shorter and shorter
+ * until the row fits, so a client's mistake is still audited, not raised.
+ */
+static char *
+row_text(json_t *row)
+{
+	static const int caps[] = {0, 256, 64, 16};
+	/* the columns a client's request or token can fill; ids, times and hashes stay whole */
+	static const char *const cuttable[] = {
+		"reason", "subject", "actor", "actor_chain", "client_id", "audience",
+		"requested_scope", "scope", "subject_issuer", "actor_issuer", "subject_sid"
+	};
+
+	for (int c = 0; c < (int) lengthof(caps); c++)
+	{
+		char	   *s;
+
+		for (int k = 0; caps[c] > 0 && k < (int) lengthof(cuttable); k++)
+		{
+			json_t	   *v = json_object_get(row, cuttable[k]);
+			json_t	   *items = json_is_array(v) ? v : NULL;
+			size_t		n = items ? json_array_size(items) : 1;
+
+			/* arrays of strings (scopes, the actor chain) keep their first 16 */
+			if (v == NULL)
+				continue;
+			while (items && n > 16 && c == (int) lengthof(caps) - 1)
+				json_array_remove(items, --n);
+			for (size_t i = 0; i < n; i++)
+			{
+				json_t	   *e = items ? json_array_get(items, i) : v;
+
+				if (json_is_string(e) && json_string_length(e) > (size_t) caps[c])
+				{
+					const char *t = json_string_value(e);
+
+					json_string_setn(e, t, pg_mbcliplen(t, json_string_length(e), caps[c]));
+				}
+			}
+		}
+		s = json_dumps(row, JSON_COMPACT);
+		if (s == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		s = tokex_adopt(s);
+		if (strlen(s) < AUDIT_SLOT_BYTES)
+			return s;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("audit row too large"),
+			 errdetail("Even with every string cut to 16 characters it does not fit in %d bytes.",
+					   AUDIT_SLOT_BYTES)));
+	return NULL;				/* keep the compiler quiet */
+}
+
+/*
  * Write one audit_event row (a JSON object of its columns).  granted: the
  * row stands for a token about to be handed out, so it must be durable
  * before the token is; a denial's row may ride on the caller's transaction
@@ -406,22 +497,13 @@ tokex_audit_write(json_t *row, bool granted)
 	char	   *s;
 
 	complete_row(row);
+	if (granted)
+		tokex_audit_require_durable();
+	s = row_text(row);
 	if (audit_shmem == NULL)
-	{
-		if (granted)
-			tokex_audit_require_durable();
-		s = json_dumps(row, JSON_COMPACT);
-		if (s == NULL)
-			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-		s = tokex_adopt(s);
 		insert_rows(psprintf("[%s]", s));
-		return;
-	}
-	s = json_dumps(row, JSON_COMPACT);
-	if (s == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	s = tokex_adopt(s);
-	submit(s, strlen(s));
+	else
+		submit(s, strlen(s));
 }
 
 /*

@@ -202,17 +202,24 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
 }
 
+/* A presented token, verified; NULL (and refused) when it does not verify. */
+static TokexToken *
+verify_presented(Issuance *x, text *token, const char *which)
+{
+	jose_error	err;
+	TokexToken *t = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
+
+	if (t == NULL)
+		deny(x, "invalid_grant", "%s: %s", which, err.detail);
+	return t;
+}
+
 /* Step: the subject token verifies, is not revoked by jti, and is not key-bound. */
 static void
 verify_subject(Issuance *x)
 {
-	jose_error	err;
-
-	x->subj = tokex_verify(VARDATA_ANY(x->subject_token), VARSIZE_ANY_EXHDR(x->subject_token),
-						   NULL, &err);
-	if (x->subj == NULL)
-		deny(x, "invalid_grant", "subject_token: %s", err.detail);
-	else if (note_presented(x, x->subj, "subject_token"))
+	x->subj = verify_presented(x, x->subject_token, "subject_token");
+	if (x->subj && note_presented(x, x->subj, "subject_token"))
 		check_unbound(x, x->subj, "subject_token");
 }
 
@@ -224,13 +231,10 @@ verify_subject(Issuance *x)
 static void
 verify_actor(Issuance *x)
 {
-	jose_error	err;
-
-	x->act = tokex_verify(VARDATA_ANY(x->actor_token), VARSIZE_ANY_EXHDR(x->actor_token),
-						  NULL, &err);
+	x->act = verify_presented(x, x->actor_token, "actor_token");
 	if (x->act == NULL)
-		deny(x, "invalid_grant", "actor_token: %s", err.detail);
-	else if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
+		return;
+	if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
 		deny(x, "invalid_grant", "actor_token: an access token minted for a resource is not an actor credential");
 	else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
 			 json_object_get(x->act->payload, "act"))
@@ -261,12 +265,15 @@ check_rebinding(Issuance *x)
 
 /*
  * Who the client of a SQL call is, from something the caller cannot choose:
- * its role.  A role that is a member of one of a client's db_roles acts as
- * that client; when it maps to several it must name one (client_id), and it
- * may name only those.  A role mapped to none acts as no client (policy and
- * audience rows scoped to a client never match it).  Superusers may name
- * any client.  The HTTP face authenticates the client itself and calls
- * tokex._exchange_for_client, which no role may call directly.
+ * its roles.  The clients it may act for are those with a db_roles entry
+ * that its login (session user) or its current role is a member of — the
+ * login too (unless a superuser), so SET ROLE to a role mapped to nothing
+ * escapes nothing.  With one such client it is that client; with several
+ * it must name one (client_id), and it may name only those.  Once any
+ * client maps roles, a caller mapped to none is refused (fail closed);
+ * before, every caller acts as no client.  Superusers may name any client or none.  The HTTP face
+ * authenticates the client itself and calls tokex._exchange_for_client,
+ * which no role may call directly.
  */
 static SPIPlanPtr client_plan = NULL;
 
@@ -274,34 +281,48 @@ static void
 resolve_sql_client(Issuance *x)
 {
 	Oid			caller = GetOuterUserId();
-	Datum		v[1];
-	int			rc;
-	int			n;
+	Datum		v[2];
+	char	  **mine = NULL;
+	int			n = 0;
+	bool		isnull;
+	bool		any_mapping;
 	bool		named_ok = false;
 
 	if (superuser_arg(caller))
 		return;
 	if (client_plan == NULL)
 	{
-		Oid			types[1] = {OIDOID};
-		SPIPlanPtr	p = tokex_prepare("SELECT c.client_id FROM tokex.client c "
-								"WHERE c.db_roles IS NOT NULL AND EXISTS ("
-								"  SELECT 1 FROM pg_catalog.unnest(c.db_roles) rn "
-								"    JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) rn "
-								"   WHERE pg_catalog.pg_has_role($1, r.oid, 'MEMBER')) "
-								"ORDER BY 1 LIMIT 64", 1, types);
+		Oid			types[2] = {OIDOID, OIDOID};
+		SPIPlanPtr	p = tokex_prepare(
+			"SELECT pg_catalog.array_agg(c.client_id ORDER BY c.client_id) FILTER (WHERE EXISTS ("
+			"         SELECT 1 FROM pg_catalog.unnest(c.db_roles) rn "
+			"           JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) rn "
+			"          WHERE pg_catalog.pg_has_role($1, r.oid, 'MEMBER') "
+			"             OR pg_catalog.pg_has_role($2, r.oid, 'MEMBER'))) AS mine, "
+			"       pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 AS any_mapping "
+			"  FROM tokex.client c WHERE c.db_roles IS NOT NULL", 2, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "tokex: cannot prepare the client query: %s", SPI_result_code_string(SPI_result));
 		client_plan = p;
 	}
-	v[0] = ObjectIdGetDatum(caller);
-	rc = execute_now(client_plan, v, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "tokex: client query failed: %s", SPI_result_code_string(rc));
-	n = (int) SPI_processed;
+	/* a superuser's session that SET ROLE to an app role acts as that role */
+	v[0] = ObjectIdGetDatum(superuser_arg(GetSessionUserId()) ? caller : GetSessionUserId());
+	v[1] = ObjectIdGetDatum(caller);
+	if (execute_now(client_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tokex: client query failed");
+	any_mapping = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											 spi_column("any_mapping"), &isnull));
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, spi_column("mine"), &isnull);
+		MemoryContext old = MemoryContextSwitchTo(x->cxt);
+
+		if (!isnull)
+			n = untext_array(d, &mine);
+		MemoryContextSwitchTo(old);
+	}
 	for (int i = 0; i < n && x->client_id; i++)
-		if (strcmp(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), x->client_id) == 0)
+		if (strcmp(mine[i], x->client_id) == 0)
 			named_ok = true;
 	if (x->client_id && !named_ok)
 		deny(x, "unauthorized_client", "role \"%s\" may not act for client \"%s\"",
@@ -310,8 +331,10 @@ resolve_sql_client(Issuance *x)
 		deny(x, "invalid_request", "role \"%s\" acts for several clients: client_id is required",
 			 GetUserNameFromId(caller, false));
 	else if (x->client_id == NULL && n == 1)
-		x->client_id = MemoryContextStrdup(x->cxt,
-										   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		x->client_id = mine[0];
+	else if (x->client_id == NULL && any_mapping)
+		deny(x, "unauthorized_client", "role \"%s\" acts for no client (tokex.client.db_roles)",
+			 GetUserNameFromId(caller, false));
 }
 
 
@@ -347,16 +370,7 @@ exchange(FunctionCallInfo fcinfo, bool sql_face)
 		deny(x, x->verdict_error, "%s", x->verdict_reason);
 	if (!x->error)
 		check_rebinding(x);
-	if (!x->error)
-	{
-		/* refuse before signing anything whose row could not be made durable */
-		tokex_audit_require_durable();
-		mint(x);
-	}
-	audit(x);
-	SPI_finish();
-
-	PG_RETURN_DATUM(respond(x));
+	PG_RETURN_DATUM(issue_finish(x));
 }
 
 PG_FUNCTION_INFO_V1(tokex_exchange);

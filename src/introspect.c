@@ -56,7 +56,8 @@ token_active(Issuance *x)
 	rc = execute_now(active_plan, v, n, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: token state query failed: %s", SPI_result_code_string(rc));
-	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										spi_column("active"), &isnull));
 	return !isnull && active;
 }
 
@@ -72,7 +73,7 @@ tokex_introspect(PG_FUNCTION_ARGS)
 {
 	static const char *const members[] = {
 		"iss", "sub", "act", "may_act", "aud", "scope", "client_id",
-		"exp", "iat", "nbf", "jti", "sid"
+		"exp", "iat", "nbf", "jti", "sid", "cnf"
 	};
 	Issuance   *x = palloc0(sizeof(Issuance));
 	text	   *token;
@@ -101,7 +102,13 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	if (!active)
 		PG_RETURN_DATUM(inactive());
 
-	out = tokex_json_track(json_pack("{s:b,s:s}", "active", 1, "token_type", "Bearer"));
+	/*
+	 * A token bound to a key says so (RFC 7800 cnf, RFC 8705 §3.2, RFC 9449
+	 * §6.2): a resource server must not take it for a bearer token.
+	 */
+	out = tokex_json_track(json_pack("{s:b,s:s}", "active", 1, "token_type",
+									 json_object_get(json_object_get(x->subj->payload, "cnf"), "jkt")
+									 ? "DPoP" : "Bearer"));
 	if (out == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	for (size_t i = 0; i < lengthof(members); i++)

@@ -296,3 +296,21 @@ note_presented(Issuance *x, TokexToken *t, const char *which)
 	return true;
 }
 
+/*
+ * The last steps of every issuance: mint the token (if nothing refused it,
+ * and only once its row can be made durable), write the audit row, granted
+ * or denied, and answer.  Called inside SPI, which it closes.
+ */
+Datum
+issue_finish(Issuance *x)
+{
+	if (!x->error)
+	{
+		/* refuse before signing anything whose row could not be made durable */
+		tokex_audit_require_durable();
+		mint(x);
+	}
+	audit(x);
+	SPI_finish();
+	return respond(x);
+}

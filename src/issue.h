@@ -121,4 +121,7 @@ extern Datum respond(Issuance *x);
 /* audit.c: the issuance's audit row, committed before the token is returned */
 extern void audit(Issuance *x);
 
+/* issue.c: mint -> audit -> respond, closing SPI */
+extern Datum issue_finish(Issuance *x);
+
 #endif							/* TOKEX_ISSUE_H */

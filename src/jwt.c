@@ -148,6 +148,12 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 					 errdetail("jti must be a UUID: it keys the token's audit row."),
 					 errhint("Leave jti out and tokex generates one.")));
 		jti_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
+		/* the audit row and revocation name the jti as uuid_out writes it */
+		if (strcmp(jti_text, json_string_value(jti)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid claims"),
+					 errdetail("jti must be a UUID in lower case, as tokex writes it in the audit row.")));
 	}
 	if (extra.len)
 		claims = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(claims),

@@ -8,6 +8,9 @@
 #include "tokex.h"
 
 #include "common/shortest_dec.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include <openssl/evp.h>
@@ -67,23 +70,49 @@ tokex_jti_key_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * tokex._jti_text(jti jsonb) -> text: the same text for a jti read from a
- * token in SQL, or NULL when it is no identifier.
+ * tokex._token_jti(token) -> {iss, jti}: what revokes a token, read from
+ * the token itself (unverified: revoking a token needs no proof that it is
+ * valid).  The jti is read from the token's own JSON, as the exchange and
+ * introspection read it, so a numeric jti such as 1.5e16 gets the same text
+ * both ways (jsonb would normalise it first).  NULL elements when absent;
+ * ERROR when the token cannot be read.
  */
-PG_FUNCTION_INFO_V1(tokex_jti_text_sql);
+PG_FUNCTION_INFO_V1(tokex_token_jti);
 Datum
-tokex_jti_text_sql(PG_FUNCTION_ARGS)
+tokex_token_jti(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
-	char	   *s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	json_error_t jerr;
-	json_t	   *j = tokex_json_track(json_loads(s, JSON_DECODE_ANY, &jerr));
-	char	   *out;
+	text	   *token = PG_GETARG_TEXT_PP(0);
+	jose_jws	jws;
+	jose_error	err;
+	json_t	   *payload;
+	json_t	   *iss;
+	json_t	   *jti;
+	Datum		items[2];
+	bool		nulls[2] = {true, true};
+	int			dims[1] = {2};
+	int			lbs[1] = {1};
 
-	if (j == NULL)
-		PG_RETURN_NULL();
-	out = tokex_jti_text(j);
-	if (out == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(out));
+	if (jose_jws_parse(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &jws, &err) < 0)
+		tokex_invalid_token(&err);
+	payload = tokex_json_track(jose_jws_payload_json(&jws, &err));
+	jose_jws_clear(&jws);
+	if (payload == NULL)
+		tokex_invalid_token(&err);
+	iss = json_object_get(payload, "iss");
+	jti = json_object_get(payload, "jti");
+	if (json_is_string(iss))
+	{
+		items[0] = CStringGetTextDatum(json_string_value(iss));
+		nulls[0] = false;
+	}
+	if (jti && tokex_jti_text(jti))
+	{
+		items[1] = CStringGetTextDatum(tokex_jti_text(jti));
+		nulls[1] = false;
+	}
+	else if (jti)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the token's jti is neither a string nor a number")));
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(items, nulls, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
 }

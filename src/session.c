@@ -15,10 +15,14 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 
-static SPIPlanPtr session_decide_plan = NULL;
-static SPIPlanPtr session_insert_plan = NULL;
-static SPIPlanPtr identity_plan = NULL;
-static SPIPlanPtr client_plan = NULL;
+/* the queries of these issuances, prepared once per backend */
+static struct
+{
+	SPIPlanPtr	session_decide;
+	SPIPlanPtr	session_insert;
+	SPIPlanPtr	identity;
+	SPIPlanPtr	client;
+}			plans;
 
 static int64
 interval_seconds(Interval *iv)
@@ -51,6 +55,26 @@ keep(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 	return *slot;
 }
 
+/*
+ * Column "id" of the first row a one-parameter query finds for arg,
+ * read as of the call, or NULL when it finds none (or arg is NULL).
+ */
+static char *
+lookup(SPIPlanPtr *plan, const char *sql, const char *arg, MemoryContext cxt)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		v[1];
+
+	keep(plan, sql, 1, types);
+	if (arg == NULL)
+		return NULL;
+	v[0] = CStringGetTextDatum(arg);
+	if (execute_now(*plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return NULL;
+	return MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												 spi_column("id")));
+}
+
 /* Step (session): both identities active, a live delegation covering the scopes. */
 static void
 decide_session(Issuance *x, char *principal, char *agent, Datum scopes, bool scopes_null,
@@ -65,13 +89,13 @@ decide_session(Issuance *x, char *principal, char *agent, Datum scopes, bool sco
 	char	   *problem;
 	Datum		until;
 
-	keep(&session_decide_plan,
+	keep(&plans.session_decide,
 		 "SELECT * FROM tokex._decide_session($1, $2, $3, $4)", 4, types);
 	v[0] = CStringGetTextDatum(principal);
 	v[1] = CStringGetTextDatum(agent);
 	v[2] = scopes;
 	v[3] = TimestampTzGetDatum(x->at);
-	if (execute_now(session_decide_plan, v, n, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (execute_now(plans.session_decide, v, n, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: session decision failed");
 	tup = SPI_tuptable->vals[0];
 	td = SPI_tuptable->tupdesc;
@@ -111,7 +135,7 @@ record_session(Issuance *x)
 	int			n;
 	bool	   *nulls;
 
-	keep(&session_insert_plan,
+	keep(&plans.session_insert,
 		 "INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, created_at, expires_at) "
 		 "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types);
 	deconstruct_array(DatumGetArrayTypeP(x->delegation_ids), INT8OID, 8, FLOAT8PASSBYVAL,
@@ -123,7 +147,7 @@ record_session(Issuance *x)
 	v[4] = text_array(x->scope_out, x->nscope);
 	v[5] = TimestampTzGetDatum(x->at);
 	v[6] = TimestampTzGetDatum(x->session_expires);
-	if (SPI_execute_plan(session_insert_plan, v, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(plans.session_insert, v, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tokex: cannot record the session");
 }
 
@@ -137,7 +161,6 @@ tokex_start_session(PG_FUNCTION_ARGS)
 {
 	Issuance   *x;
 	int64		ttl;
-	Datum		result;
 
 	/* parse */
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3))
@@ -171,13 +194,8 @@ tokex_start_session(PG_FUNCTION_ARGS)
 		elog(ERROR, "tokex: SPI_connect failed");
 	decide_session(x, x->chain_id[0], x->chain_id[1], PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
 				   PG_ARGISNULL(2), ttl);
-	tokex_audit_require_durable();
 	record_session(x);
-	mint(x);
-	audit(x);
-	SPI_finish();
-	result = respond(x);
-	PG_RETURN_DATUM(result);
+	PG_RETURN_DATUM(issue_finish(x));
 }
 
 /*
@@ -190,8 +208,6 @@ Datum
 tokex_identity_token(PG_FUNCTION_ARGS)
 {
 	Issuance   *x;
-	Oid			types[1] = {TEXTOID};
-	Datum		v[1];
 	Interval   *iv = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
 	char	   *identity = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 
@@ -207,22 +223,15 @@ tokex_identity_token(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
 	/* decide: an active agent or service */
-	keep(&identity_plan,
-		 "SELECT 1 FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) $1 "
-		 "AND i.kind OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'service']) AND i.status OPERATOR(pg_catalog.=) 'active'",
-		 1, types);
-	v[0] = identity ? CStringGetTextDatum(identity) : (Datum) 0;
-	if (identity == NULL ||
-		execute_now(identity_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (lookup(&plans.identity,
+			   "SELECT i.id FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) $1 "
+			   "AND i.kind OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'service']) "
+			   "AND i.status OPERATOR(pg_catalog.=) 'active'", identity, x->cxt) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("cannot mint a credential for \"%s\"", identity ? identity : "(null)"),
 				 errdetail("Only active agents and services get identity tokens.")));
-	tokex_audit_require_durable();
-	mint(x);
-	audit(x);
-	SPI_finish();
-	PG_RETURN_DATUM(respond(x));
+	PG_RETURN_DATUM(issue_finish(x));
 }
 
 /*
@@ -237,8 +246,6 @@ Datum
 tokex_client_credentials(PG_FUNCTION_ARGS)
 {
 	Issuance   *x;
-	Oid			types[1] = {TEXTOID};
-	Datum		v[1];
 
 	need_issuer();
 	x = issuance_new(OP_CLIENT_CREDENTIALS);
@@ -251,29 +258,19 @@ tokex_client_credentials(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
 	/* decide: the client acts for an active identity */
-	keep(&client_plan,
-		 "SELECT i.id FROM tokex.client c JOIN tokex.identity i ON i.id OPERATOR(pg_catalog.=) c.identity "
-		 "WHERE c.client_id OPERATOR(pg_catalog.=) $1 AND i.status OPERATOR(pg_catalog.=) 'active'",
-		 1, types);
-	v[0] = x->client_id ? CStringGetTextDatum(x->client_id) : (Datum) 0;
-	if (x->client_id == NULL ||
-		execute_now(client_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	x->chain_id[0] = lookup(&plans.client,
+							"SELECT i.id FROM tokex.client c "
+							"JOIN tokex.identity i ON i.id OPERATOR(pg_catalog.=) c.identity "
+							"WHERE c.client_id OPERATOR(pg_catalog.=) $1 "
+							"AND i.status OPERATOR(pg_catalog.=) 'active'", x->client_id, x->cxt);
+	if (x->chain_id[0] == NULL)
 		deny(x, "unauthorized_client", "the client has no active identity");
 	else
 	{
 		x->nchain = 1;
-		x->chain_id[0] = MemoryContextStrdup(x->cxt,
-											 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 		x->target = tokex_issuer;	/* its audience: tokex itself */
 	}
 	if (!x->error && (x->scope || x->audience || x->resource))
 		deny(x, "invalid_scope", "client_credentials tokens carry no scope or audience; exchange them");
-	if (!x->error)
-	{
-		tokex_audit_require_durable();
-		mint(x);
-	}
-	audit(x);
-	SPI_finish();
-	PG_RETURN_DATUM(respond(x));
+	PG_RETURN_DATUM(issue_finish(x));
 }

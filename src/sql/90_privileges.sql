@@ -2,38 +2,57 @@
 -- Privileges: nothing is executable by PUBLIC unless granted here.
 ------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex_api FROM PUBLIC;
+
 -- the JWKS is public, but over HTTP it is served by tokex_api.jwks()
 GRANT EXECUTE ON FUNCTION tokex.jwks() TO tokex_admin, tokex_app, tokex_auditor;
+
 GRANT EXECUTE ON FUNCTION tokex.jwt_decode(text) TO tokex_admin, tokex_app, tokex_auditor;
+
 GRANT EXECUTE ON FUNCTION tokex.jwt_verify(text, text) TO tokex_admin, tokex_app;
+
 GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
   tokex.activate_key(text), tokex.retire_key(text), tokex.revoke_key(text),
   tokex.trust_issuer(text, jsonb, text) TO tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text)
   TO tokex_app, tokex_admin;
+
 GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
                                         uuid[], text[], text[], timestamptz)
   TO tokex_admin;
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.identity, tokex.delegation, tokex.resource,
   tokex.policy TO tokex_admin;
+
 -- admins manage clients but never read their secret hashes
 GRANT SELECT (client_id, identity, grant_types, audiences, status, jwks, description, created_at),
   INSERT, UPDATE, DELETE ON tokex.client TO tokex_admin;
+
 GRANT USAGE ON SEQUENCE tokex.delegation_id_seq, tokex.policy_id_seq TO tokex_admin;
+
 GRANT SELECT ON tokex.audit TO tokex_auditor, tokex_admin;
+
 GRANT EXECUTE ON FUNCTION tokex.introspect(text), tokex.record_use(text, text, text),
   tokex.start_session(text, text, text[], interval) TO tokex_app, tokex_admin;
+
 GRANT EXECUTE ON FUNCTION tokex.identity_token(text, interval), tokex.revoke_session(uuid, text),
   tokex.revoke_identity(text, text), tokex.revoke_delegation(text, text, text),
   tokex.revoke_token(text, text, text) TO tokex_admin;
+
 GRANT SELECT ON tokex.audit_trail, tokex.revocation TO tokex_auditor, tokex_admin;
+
 GRANT SELECT, UPDATE ON tokex.session TO tokex_admin;
+
 GRANT SELECT, INSERT ON tokex.revoked_token TO tokex_admin;
+
 GRANT EXECUTE ON FUNCTION tokex.register_client(text, text, text[], text[], jsonb) TO tokex_admin;
 
 -- The HTTP face: grant tokex_web to PostgREST's anonymous role.  It reaches
 -- exactly the tokex_api functions and nothing else in tokex.
 GRANT USAGE ON SCHEMA tokex_api TO tokex_web;
+
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tokex_api TO tokex_web;
+
+GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;

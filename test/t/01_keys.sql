@@ -1,16 +1,7 @@
 -- Signing keys: create_key for every signing algorithm, the next → active →
 -- retired → revoked lifecycle, kid = RFC 7638 thumbprint, jwks() publishing
 -- only public members, cache invalidation on revoke, and the tokex.* GUCs.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(94);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$

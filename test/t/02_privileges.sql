@@ -2,16 +2,7 @@
 -- the application tier and an auditor can and cannot do; private key
 -- material is unreachable except through the extension owner; every
 -- SECURITY DEFINER function pins its search_path.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(65);
 
 CREATE ROLE tokex_t02_nobody NOLOGIN;
@@ -71,7 +62,8 @@ SELECT throws_ok($$SELECT * FROM tokex._generate_key('ES256')$$, '42501',
                  'permission denied for function _generate_key', 'admin: _generate_key is denied');
 SELECT throws_ok($$SELECT tokex._jwks_check('{"keys":[]}')$$, '42501',
                  'permission denied for function _jwks_check', 'admin: _jwks_check is denied');
-SELECT throws_ok(format('SELECT tokex._key_status(%L)', :'kid'), '42501', NULL, 'admin: _key_status is denied');
+SELECT throws_ok(format('SELECT tokex._key_move(%L, %L, %L)', :'kid', 'active', '{next}'), '42501', NULL,
+                 'admin: _key_move is denied');
 SELECT lives_ok('SELECT tokex.create_key(''ES256'')', 'admin: can create_key');
 SELECT lives_ok($$SELECT tokex.jwt_sign('{"sub":"x"}')$$, 'admin: can jwt_sign');
 SELECT lives_ok(format('SELECT tokex.jwt_verify(%L)', :'token'), 'admin: can jwt_verify');
@@ -169,7 +161,7 @@ SELECT is_empty(
   $$SELECT r || ' -> ' || p.oid::regprocedure FROM pg_proc p,
       unnest(ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web']) r
      WHERE p.oid IN ('tokex._generate_key(text)'::regprocedure, 'tokex._jwks_check(jsonb)'::regprocedure,
-                     'tokex._key_status(text)'::regprocedure)
+                     'tokex._key_move(text,text,text[])'::regprocedure)
        AND has_function_privilege(r, p.oid, 'EXECUTE')$$,
   'the internal key helpers are executable by no tokex role');
 SELECT is(

@@ -2,17 +2,7 @@
 -- keys, registered-claim checks with clock skew, tampering and algorithm
 -- confusion, and trusted external issuers (HS256 tokens built here with
 -- pgcrypto) with their audience requirement and JWKS validation.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(119);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$

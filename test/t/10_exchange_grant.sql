@@ -1,16 +1,7 @@
 -- A granted exchange: the RFC 8693 §2.2.1 response, the RFC 9068 access token
 -- it carries, TTL bounds, audience/resource resolution, client_id, and the
 -- one audit row that matches the token.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(67);
 
 SELECT tokex.create_key() AS kid \gset

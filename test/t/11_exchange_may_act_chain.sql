@@ -1,17 +1,7 @@
 -- may_act (RFC 8693 §4.4) and delegation chains (§4.1 nested act): who may
 -- act, how deep a chain may grow, and that a chain stays bound to the live
 -- delegations it was built on.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(59);
 
 SELECT tokex.create_key() AS kid \gset

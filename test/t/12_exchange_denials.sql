@@ -2,17 +2,7 @@
 -- invalid_grant, invalid_target, invalid_scope.  Each call returns the error
 -- object (never raises) and writes exactly one 'denied' audit row whose
 -- reason is the error_description.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(189);
 
 SELECT tokex.create_key() AS kid \gset

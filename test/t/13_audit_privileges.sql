@@ -2,17 +2,7 @@
 -- nothing else, nobody (not even the owner) updates, deletes or truncates
 -- it, the application tier exchanges but does not administer, and no row
 -- holds a token, only its SHA-256.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(47);
 
 SELECT tokex.create_key() AS kid \gset

@@ -1,9 +1,5 @@
 -- Edge cases found in review: each was a bug once, each assertion fails if it returns.
-\set ON_ERROR_STOP 1
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
+\ir preamble.psql
 SELECT plan(26);
 
 SELECT tokex.create_key() IS NOT NULL AS k \gset

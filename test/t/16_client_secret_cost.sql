@@ -4,10 +4,7 @@
 -- (stored hash '') costs exactly tokex.secret_hash_iterations.  The cost is
 -- counted in PBKDF2 iterations (tokex._pbkdf2_iterations()), which wall-clock
 -- noise cannot blur; test/http/client-auth.test.mjs times it end to end.
-\set ON_ERROR_STOP 1
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
+\ir preamble.psql
 SELECT plan(9);
 
 SET LOCAL tokex.secret_hash_iterations = 100000;

@@ -3,12 +3,7 @@
 -- introspection, and each revocation is recorded exactly once.
 -- Each scenario uses its own people and agents (no savepoints: pgTAP keeps its
 -- results in tables that a ROLLBACK TO would erase).
-\set ON_ERROR_STOP 1
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(84);
 SELECT session_user AS me \gset
 

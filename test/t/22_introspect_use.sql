@@ -1,12 +1,6 @@
 -- Introspection (RFC 7662) of tokex's and trusted issuers' tokens, and
 -- downstream uses (record_use, token_use, audit_trail) with their privileges.
-\set ON_ERROR_STOP 1
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE EXTENSION IF NOT EXISTS tokex;  -- committed by run-all.sh: the audit writer needs its table
-SET LOCAL tokex.issuer = 'https://tokex.test';
-SET LOCAL client_min_messages = warning;
+\ir preamble.psql
 SELECT plan(67);
 
 SELECT tokex.create_key() AS kid \gset

@@ -6,12 +6,14 @@
 --
 -- Unlike the other files this one commits its fixtures (run-all.sh gives it
 -- a database of its own): the rollback and snapshot cases need committed
--- state and a second session (dblink).
+-- state and a second session (dblink); so it has no preamble.psql (which
+-- opens the transaction every other file rolls back).
 \set ON_ERROR_STOP 1
 \set QUIET 1
 \pset format unaligned
 \pset tuples_only true
 \pset pager off
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 CREATE EXTENSION IF NOT EXISTS dblink;
@@ -19,7 +21,7 @@ CREATE EXTENSION IF NOT EXISTS tokex;
 SET client_min_messages = warning;
 SELECT set_config('tokex.issuer', 'https://tokex.test', false);
 SELECT format('ALTER DATABASE %I SET tokex.issuer = %L', current_database(), 'https://tokex.test') \gexec
-SELECT plan(35);
+SELECT plan(41);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('agent-2', 'agent');
@@ -163,6 +165,15 @@ SELECT is(tokex.introspect(:'t_long'), '{"active": false}'::jsonb, '... and its 
 SELECT lives_ok($$SELECT tokex.revoke_token('shared', 'bare', issuer => 'https://idp-a.test')$$,
                 'a bare jti names its issuer');
 SELECT is(tokex.introspect(:'t_a'), '{"active": false}'::jsonb, '... and revokes that issuer''s token');
+-- a numeric jti in exponent form: revoke_token reads the token's own JSON, as the exchange does
+SELECT si || '.' || pg_temp.b64u(hmac(convert_to(si, 'UTF8'), pg_temp.secret('https://idp-a.test'), 'sha256')) AS t_exp
+  FROM (SELECT pg_temp.b64u(convert_to('{"alg":"HS256","typ":"JWT"}', 'UTF8')) || '.' ||
+               pg_temp.b64u(convert_to(format('{"iss":"https://idp-a.test","sub":"carol","jti":1.5e16,"exp":%s}',
+                                              floor(extract(epoch FROM now()))::bigint + 600), 'UTF8')) AS si) s \gset
+SELECT tokex.revoke_token(:'t_exp', 'exponent');
+SELECT is(tokex.introspect(:'t_exp'), '{"active": false}'::jsonb, 'a token whose jti is 1.5e16 is revoked by revoke_token(token)');
+SELECT throws_ok($$SELECT tokex.jwt_sign('{"sub": "alice", "jti": "ABCDEF01-2345-4678-9ABC-DEF012345678"}')$$,
+                 '22023', 'invalid claims', 'jwt_sign refuses a jti in upper case (the audit row names it in lower case)');
 
 ------------------------------------------------------------------------
 -- 4. may_act is compared as identities
@@ -185,6 +196,22 @@ SELECT is(pg_temp.x(pg_temp.tok('alice', '{"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZ
 SELECT is(tokex.introspect(pg_temp.ext('{"iss": "https://idp-a.test", "sub": "carol",
                                           "act": {"sub": "x", "act": {"sub": "x"}}}')),
           '{"active": false}'::jsonb, 'an external token whose act holds a cycle is inactive');
+SELECT tokex.introspect(pg_temp.ext('{"iss": "https://idp-a.test", "sub": "carol",
+                                      "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}')) AS i_cnf \gset
+SELECT is(jsonb_build_array(:'i_cnf'::jsonb->'token_type', :'i_cnf'::jsonb->'cnf'->'jkt'),
+          '["DPoP", "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"]'::jsonb,
+          'introspection of a key-bound token says DPoP and returns cnf, so it is not taken for a bearer token');
+
+-- a client's oversized request is refused and audited, not raised
+
+SELECT tokex.exchange(:'st', 'urn:ietf:params:oauth:token-type:jwt', :'at', 'urn:ietf:params:oauth:token-type:jwt',
+                      audience => 'calendar',
+                      scope => (SELECT string_agg(repeat('s', 250) || g, ' ') FROM generate_series(1, 64) g))
+       ->>'error' AS big_err \gset
+SELECT is(:'big_err'::text, 'invalid_scope', 'an exchange whose audit row would overflow the writer''s slot is answered ...');
+SELECT ok((SELECT requested_scope IS NOT NULL AND cardinality(requested_scope) <= 64
+             FROM tokex.audit WHERE error = 'invalid_scope' ORDER BY at DESC LIMIT 1),
+          '... and audited, its requested scopes cut to fit');
 
 ------------------------------------------------------------------------
 -- 7. jti lookups are index probes, not scans of the audit table
@@ -228,6 +255,13 @@ SELECT is(:'r_two'::jsonb->>'error_description', 'role "tokex_t30_two" acts for 
           'a role mapped to several clients must name one');
 SELECT ok(:'r_d'::jsonb ? 'access_token', '... and may name any of them');
 SELECT is(pg_temp.claims(:'r_d'::jsonb->>'access_token')->>'client_id', 'app-d', '... which the token carries');
+-- once any client maps roles, a role mapped to none is refused: SET ROLE
+-- to such a role (tokex_app itself) escapes no client-scoped rule
+SET ROLE tokex_app;
+SELECT pg_temp.x(:'st', :'at') AS r_unmapped \gset
+RESET ROLE;
+SELECT is(:'r_unmapped'::jsonb->>'error_description', 'role "tokex_app" acts for no client (tokex.client.db_roles)',
+          'a role mapped to no client is refused once clients map roles (fail closed)');
 REVOKE tokex_app FROM tokex_t30_app, tokex_t30_two;
 DROP ROLE tokex_t30_app;
 DROP ROLE tokex_t30_two;

@@ -1,56 +1,49 @@
 ------------------------------------------------------------------------
--- Sessions, agent credentials, revocation, downstream use
+-- Revocation: revoked tokens, the record of every revocation, and the
+-- functions that revoke (src/revocation.c)
 ------------------------------------------------------------------------
 
--- The credential an agent holds for a person: a tokex JWT with sub = the
--- person, may_act = the agent and sid = the session.  It only works as the
--- subject_token of an exchange (with the agent's actor_token) while the
--- session, the delegation and both identities are live.  Issued in C
--- (src/session.c) through the same steps as every token.
-CREATE FUNCTION tokex.start_session(principal text, agent text, scopes text[] DEFAULT NULL,
-                                    ttl interval DEFAULT '1 hour')
-RETURNS jsonb
-LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
-AS 'MODULE_PATHNAME', 'tokex_start_session';
+-- Individually revoked tokens, by issuer and jti.  key is the SHA-256 of
+-- issuer, a NUL and the jti's text (a string jti as it is, a numeric one in
+-- its shortest decimal form), computed by a trigger: any jti length, and a
+-- jti of one issuer never revokes another issuer's token.
+CREATE TABLE tokex.revoked_token (
+  key        bytea PRIMARY KEY,
+  issuer     text NOT NULL,  -- NULL on INSERT: tokex itself
+  jti        text NOT NULL,
+  revoked_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  expires_at timestamptz,
+  reason     text
+);
 
--- Its decision: both identities known and active, and the first live
--- delegation from principal to agent that covers scopes (NULL: any); the
--- session's scopes (the requested ones, or the delegation's).
-CREATE FUNCTION tokex._decide_session(principal text, agent text, scopes text[], at timestamptz)
-RETURNS TABLE (problem text, delegation_ids bigint[], scopes text[], valid_until timestamptz)
-LANGUAGE sql STABLE AS $$
-  SELECT CASE WHEN (SELECT pg_catalog.count(*) FROM tokex.identity i
-                     WHERE i.id OPERATOR(pg_catalog.=) ANY (ARRAY[principal, agent])
-                       AND i.status OPERATOR(pg_catalog.=) 'active') OPERATOR(pg_catalog.<>) 2
-              THEN 'identities'
-              WHEN d.id IS NULL THEN 'delegation' END,
-         ARRAY[d.id],
-         CASE WHEN _decide_session.scopes IS NULL THEN d.scopes
-              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(_decide_session.scopes) s ORDER BY s) END,
-         d.valid_until
-    FROM (SELECT 1) one
-    LEFT JOIN LATERAL (
-      SELECT x.id, x.scopes, x.valid_until FROM tokex.delegation x
-       WHERE x.principal OPERATOR(pg_catalog.=) _decide_session.principal
-         AND x.delegate OPERATOR(pg_catalog.=) _decide_session.agent
-         AND x.revoked_at IS NULL AND x.valid_from OPERATOR(pg_catalog.<=) _decide_session.at
-         AND (x.valid_until IS NULL OR x.valid_until OPERATOR(pg_catalog.>) _decide_session.at)
-         AND (_decide_session.scopes IS NULL OR x.scopes OPERATOR(pg_catalog.@>) _decide_session.scopes)
-       ORDER BY x.id LIMIT 1) d ON true
+CREATE FUNCTION tokex._jti_key(issuer text, jti text) RETURNS bytea
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_key_sql';
+
+CREATE FUNCTION tokex._revoked_token_key() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  NEW.issuer := COALESCE(NEW.issuer, tokex._issuer());
+  NEW.key := tokex._jti_key(NEW.issuer, NEW.jti);
+  RETURN NEW;
+END
 $$;
 
--- An actor token for an agent or service registered in tokex, for
--- deployments without an external workload identity issuer (src/session.c).
-CREATE FUNCTION tokex.identity_token(identity text, ttl interval DEFAULT '15 minutes')
-RETURNS text
-LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
-AS 'MODULE_PATHNAME', 'tokex_identity_token';
+CREATE TRIGGER revoked_token_key BEFORE INSERT OR UPDATE ON tokex.revoked_token
+  FOR EACH ROW EXECUTE FUNCTION tokex._revoked_token_key();
 
--- The client_credentials grant for a client the HTTP face authenticated
--- (src/session.c); granted to no one.
-CREATE FUNCTION tokex._client_credentials(client_id text, scope text, audience text, resource text)
-RETURNS jsonb
-LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_client_credentials';
+-- Every revocation, whichever way it was made (function or plain DML).
+CREATE TABLE tokex.revocation (
+  id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key')),
+  target  text NOT NULL,
+  reason  text,
+  by_user text NOT NULL DEFAULT SESSION_USER
+);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.revoked_token', '');
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.revocation', '');
 
 CREATE FUNCTION tokex.revoke_session(session_id uuid, reason text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
@@ -106,16 +99,13 @@ BEGIN
   END IF;
   IF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
     claims := (tokex.jwt_decode(token_or_jti))->'payload';
-    IF claims->'jti' IS NULL THEN
+    -- iss and jti as the exchange reads them, from the token's own JSON
+    SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
+    IF t_jti IS NULL THEN
       RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
         HINT = 'Revoke the identity, delegation or session it belongs to instead.';
     END IF;
-    t_jti := tokex._jti_text(claims->'jti');
-    IF t_jti IS NULL THEN
-      RAISE EXCEPTION 'the token''s jti is neither a string nor a number' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    t_iss := claims->>'iss';
-    IF t_iss IS NULL OR pg_catalog.jsonb_typeof(claims->'iss') OPERATOR(pg_catalog.<>) 'string' THEN
+    IF t_iss IS NULL THEN
       RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
@@ -132,8 +122,9 @@ BEGIN
   END IF;
 END
 $$;
-CREATE FUNCTION tokex._jti_text(jti jsonb) RETURNS text
-  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jti_text_sql';
+
+CREATE FUNCTION tokex._token_jti(token text) RETURNS text[]
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_token_jti';
 
 -- Revoke one token, given as the token itself or its jti (of issuer, by
 -- default tokex itself).  Revocations are keyed by (issuer, jti).
@@ -146,38 +137,6 @@ BEGIN
   INSERT INTO tokex.revoked_token (issuer, jti, reason, expires_at)
   VALUES (t.t_iss, t.t_jti, reason, t.t_exp)
   ON CONFLICT (key) DO NOTHING;
-END
-$$;
-
--- A resource server or gateway records a downstream call made with a token
--- tokex minted; the row links to the exchange that minted it.
-CREATE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  claims jsonb;
-  xid uuid;
-  use_id bigint;
-BEGIN
-  IF action IS NULL OR outcome IS NULL THEN
-    RAISE EXCEPTION 'action and outcome are required' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  claims := tokex.jwt_verify(token);
-  IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
-    RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
-  END IF;
-  -- jti is compared as a uuid, so the lookup is an index probe
-  IF (claims->>'jti') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
-    SELECT a.exchange_id INTO xid FROM tokex.audit_event a
-     WHERE a.jti OPERATOR(pg_catalog.=) (claims->>'jti')::uuid
-       AND a.decision OPERATOR(pg_catalog.=) 'granted' AND a.operation OPERATOR(pg_catalog.=) 'exchange';
-  END IF;
-  IF xid IS NULL THEN
-    RAISE EXCEPTION 'token was not minted by a tokex exchange' USING ERRCODE = 'invalid_authorization_specification',
-      DETAIL = 'Only access tokens from tokex.exchange have an exchange to link a use to.';
-  END IF;
-  INSERT INTO tokex.token_use (exchange_id, action, outcome) VALUES (xid, action, outcome)
-  RETURNING id INTO use_id;
-  RETURN use_id;
 END
 $$;
 
@@ -221,13 +180,18 @@ BEGIN
   RETURN NULL;
 END
 $$;
+
 CREATE TRIGGER identity_revocation AFTER UPDATE ON tokex.identity
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
+
 CREATE TRIGGER delegation_revocation AFTER UPDATE ON tokex.delegation
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
+
 CREATE TRIGGER session_revocation AFTER UPDATE ON tokex.session
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
+
 CREATE TRIGGER token_revocation AFTER INSERT ON tokex.revoked_token
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
+
 CREATE TRIGGER key_revocation AFTER UPDATE ON tokex.key
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();

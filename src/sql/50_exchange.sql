@@ -1,6 +1,7 @@
 ------------------------------------------------------------------------
--- Exchange (RFC 8693)
+-- Exchange (RFC 8693; src/exchange.c)
 ------------------------------------------------------------------------
+
 CREATE FUNCTION tokex.exchange(
   subject_token text, subject_token_type text,
   actor_token text DEFAULT NULL, actor_token_type text DEFAULT NULL,
@@ -18,7 +19,3 @@ CREATE FUNCTION tokex._exchange_for_client(
   audience text, resource text, scope text, requested_token_type text, client_id text)
 RETURNS jsonb
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_exchange_for_client';
-
-CREATE FUNCTION tokex.introspect(token text) RETURNS jsonb
-LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
-AS 'MODULE_PATHNAME', 'tokex_introspect';

@@ -1,0 +1,48 @@
+------------------------------------------------------------------------
+-- Introspection (RFC 7662; src/introspect.c)
+------------------------------------------------------------------------
+
+CREATE FUNCTION tokex.introspect(token text) RETURNS jsonb
+LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS 'MODULE_PATHNAME', 'tokex_introspect';
+
+-- Is a token that verified still live?  tokex's own tokens must have their
+-- granted audit row (a token of ours without one was never issued) and be
+-- an access token (an exchange's, client_credentials', or an admin's
+-- jwt_sign: a session credential or an identity token is no access token
+-- for any resource), name known, active identities issued after any
+-- tokens_valid_after, not be revoked, their session must be live, and every
+-- delegation that minted them (recorded in that audit row) must still
+-- stand.  For external tokens tokex knows only what its tables say about
+-- them.  No identity may appear twice in the chain.  at: the time of the call.
+CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
+                                    own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
+                                    sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
+LANGUAGE sql STABLE AS $$
+  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
+     AND (NOT own OR EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
+              AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])))
+     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
+                      WHERE (c.id IS NULL AND own)
+                         OR c.status OPERATOR(pg_catalog.<>) 'active'
+                         OR (c.tokens_valid_after IS NOT NULL AND iat OPERATOR(pg_catalog.<) c.tokens_valid_after))
+     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
+                      GROUP BY COALESCE(c.id, c.sub) HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1)
+     AND (sid IS NULL OR EXISTS (
+           SELECT 1 FROM tokex.session s
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+             JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
+            WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
+              AND s.expires_at OPERATOR(pg_catalog.>) _token_active.at
+              AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
+              AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
+              AND ag.status OPERATOR(pg_catalog.=) 'active'))
+     AND NOT EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
+              AND (d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
+$$;

@@ -9,8 +9,10 @@ DATA_built = tokex--$(EXTVERSION).sql
 # released, and every upgrade script (see CONTRIBUTING in the README)
 DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/src/sql/upgrade/tokex--*.sql))
 OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
-             src/session.o src/introspect.o src/revocation.o src/keystore.o src/token.o src/client.o \
-             src/jose/common.o src/jose/jwk.o src/jose/jws.o src/jose/jwt.o
+             src/session.o src/introspect.o src/revocation.o src/client.o \
+             src/keys.o src/issuers.o src/jwt.o \
+             src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
+             src/jose/jwt.o
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers

@@ -14,6 +14,12 @@
  * failure costs max(stored, configured) iterations.  The caller rehashes a
  * secret at the configured count once it authenticates, so hashes converge
  * and the max is the configured count (see _authenticate).
+ *
+ * PBKDF2 raises on failure: everything the JOSE core hands back here (the
+ * decoded salt and hash, key sets) is owned by the call's memory context
+ * from the start (tokex_track), so that ERROR leaks nothing.  OpenSSL's own
+ * objects (the PBKDF2 and digest contexts) live only inside its one-shot
+ * calls, which return before anything can raise.
  */
 #include "tokex.h"
 
@@ -76,6 +82,18 @@ b64(const uint8 *p, size_t n)
 	return tokex_adopt(jose_b64url_encode(p, n, NULL));
 }
 
+/* base64url -> bytes owned by the current memory context, or NULL if not base64url */
+static uint8 *
+unb64(const char *s, size_t *len)
+{
+	uint8_t    *out;
+	jose_error	err;
+
+	if (jose_b64url_decode(s, strlen(s), 64, &out, len, &err) < 0)
+		return NULL;
+	return tokex_track(out, *len, tokex_release_secret);
+}
+
 /* tokex._hash_secret(secret) -> 'pbkdf2-sha256$<iterations>$<salt>$<hash>' */
 PG_FUNCTION_INFO_V1(tokex_hash_secret);
 Datum
@@ -120,7 +138,6 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 	int			iter;
 	char		saltb64[64],
 				hashb64[64];
-	jose_error	err;
 	bool		ok;
 
 	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
@@ -141,16 +158,12 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 
 	if (sscanf(stored, "pbkdf2-sha256$%d$%63[A-Za-z0-9_-]$%63[A-Za-z0-9_-]", &iter, saltb64, hashb64) != 3 ||
 		iter < 1 || iter > 10000000 ||
-		jose_b64url_decode(saltb64, strlen(saltb64), 64, &salt, &saltlen, &err) < 0 ||
-		jose_b64url_decode(hashb64, strlen(hashb64), 64, &want, &wantlen, &err) < 0 ||
+		(salt = unb64(saltb64, &saltlen)) == NULL ||
+		(want = unb64(hashb64, &wantlen)) == NULL ||
 		wantlen != SECRET_HASH_LEN)
-	{
-		free(salt);
-		free(want);
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("malformed client secret hash")));
-	}
 	pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, saltlen, iter, hash);
 	ok = CRYPTO_memcmp(hash, want, SECRET_HASH_LEN) == 0;
 	/* a failure costs at least the configured count, like an unknown client */
@@ -158,8 +171,6 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 		pbkdf2(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), salt, saltlen,
 			   tokex_secret_iterations - iter, hash);
 	OPENSSL_cleanse(hash, sizeof(hash));
-	free(salt);
-	free(want);
 	if (ok)
 		cache_secret(stored, digest);
 	PG_RETURN_BOOL(ok);
@@ -179,36 +190,24 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 	Jsonb	   *jb = PG_GETARG_JSONB_P(1);
 	char	   *jwkstext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	jose_error	err;
-	json_t	   *jwks;
-	jose_key  **keys = NULL;
-	size_t		nkeys = 0;
-	jose_jws	jws;
-	json_t	   *claims = NULL;
-	char	   *out = NULL;
-	int			rc;
+	jose_key  **keys;
+	size_t		nkeys;
+	jose_jwt_rules rules = {0};
+	jose_jwt   *jwt;
 
-	jwks = jose_json_parse(jwkstext, strlen(jwkstext), JOSE_E_JWKS, &err);
-	rc = jwks ? jose_jwks_parse(jwks, &keys, &nkeys, &err) : -1;
-	json_decref(jwks);
-	if (rc < 0)
+	if (jose_jwks_parse_text(jwkstext, strlen(jwkstext), &keys, &nkeys, &err) < 0)
 		tokex_invalid_token(&err);
-	rc = jose_jws_parse(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &jws, &err);
-	if (rc == 0)
-	{
-		rc = jose_jws_verify_with(&jws, keys, nkeys, &err) < 0 ? -1 : 0;
-		if (rc == 0 && (claims = jose_jws_payload_json(&jws, &err)) == NULL)
-			rc = -1;
-		if (rc == 0)
-			rc = jose_jwt_check_claims(claims, tokex_now(), tokex_clock_skew, NULL, true, &err);
-		if (rc == 0 && (out = json_dumps(claims, JSON_COMPACT)) == NULL)
-			rc = jose_seterr(&err, JOSE_E_INTERNAL, "out of memory");
-		jose_jws_clear(&jws);
-	}
-	json_decref(claims);
-	jose_keys_free(keys, nkeys);
-	if (rc < 0)
+	rules.keys.keys = tokex_track(keys, nkeys, tokex_release_keys);
+	rules.keys.nkeys = nkeys;
+	rules.now = tokex_now();
+	rules.skew = tokex_clock_skew;
+	rules.require_exp = true;
+	jwt = tokex_track(jose_jwt_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &rules, &err),
+					  0, tokex_release_jwt);
+	if (jwt == NULL)
 		tokex_invalid_token(&err);
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(out))));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(tokex_adopt(json_dumps(jwt->payload, JSON_COMPACT)))));
 }
 
 /* tokex._random_secret() -> 256 random bits, base64url: a new client secret */

@@ -1,11 +1,14 @@
 /*
- * tokex.c — module entry point: GUCs and small helpers shared by every file.
+ * tokex.c — module entry point: GUCs, and the small helpers every file
+ * shares, among them the one way foreign objects are cleaned up (see
+ * tokex.h: tokex_track, tokex_adopt).
  */
 #include "tokex.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 
@@ -108,6 +111,87 @@ tokex_now(void)
 	return (int64) timestamptz_to_time_t(GetCurrentTimestamp());
 }
 
+/*
+ * One tracked object.  The callback record comes first in the same
+ * allocation, so registering it cannot fail once the record exists.
+ */
+typedef struct TrackedObject
+{
+	MemoryContextCallback cb;
+	void	   *obj;
+	size_t		n;
+	TokexRelease release;
+} TrackedObject;
+
+static void
+release_tracked(void *arg)
+{
+	TrackedObject *t = (TrackedObject *) arg;
+	void	   *obj = t->obj;
+
+	t->obj = NULL;
+	t->release(obj, t->n);
+}
+
+void *
+tokex_track_in(MemoryContext cxt, void *obj, size_t n, TokexRelease release)
+{
+	TrackedObject *t;
+
+	if (obj == NULL)
+		return NULL;
+	t = MemoryContextAllocExtended(cxt, sizeof(TrackedObject), MCXT_ALLOC_NO_OOM);
+	if (t == NULL)
+	{
+		release(obj, n);
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
+	t->obj = obj;
+	t->n = n;
+	t->release = release;
+	t->cb.func = release_tracked;
+	t->cb.arg = t;
+	MemoryContextRegisterResetCallback(cxt, &t->cb);
+	return obj;
+}
+
+void
+tokex_release_free(void *obj, size_t n)
+{
+	free(obj);
+}
+
+void
+tokex_release_secret(void *obj, size_t n)
+{
+	explicit_bzero(obj, n);
+	free(obj);
+}
+
+void
+tokex_release_json(void *obj, size_t n)
+{
+	json_decref((json_t *) obj);
+}
+
+void
+tokex_release_key(void *obj, size_t n)
+{
+	jose_key_free((jose_key *) obj);
+}
+
+void
+tokex_release_keys(void *obj, size_t n)
+{
+	jose_keys_free((jose_key **) obj, n);
+}
+
+void
+tokex_release_jwt(void *obj, size_t n)
+{
+	jose_jwt_free((jose_jwt *) obj);
+}
+
 char *
 tokex_adopt(char *s)
 {
@@ -125,6 +209,34 @@ tokex_adopt(char *s)
 	if (copy == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	return copy;
+}
+
+json_t *
+tokex_jsonb_to_json(Jsonb *jb, const char *what)
+{
+	char	   *s;
+	jose_error	err;
+	json_t	   *j;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("The %s must be a JSON object.", what)));
+	s = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+	if (j == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s", what),
+				 errdetail("The %s cannot be read (%s).", what, jose_json_reason_text(err.json_reason))));
+	return j;
+}
+
+Datum
+tokex_jsonb_in(const char *s)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
 }
 
 void

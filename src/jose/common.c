@@ -9,33 +9,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* json_error_code() and its codes came with jansson 2.11 */
+#if JANSSON_VERSION_HEX < 0x020b00
+#error "tokex needs jansson 2.11 or later"
+#endif
+
+#define ERRTEXT(name, text) [JOSE_E_##name] = text,
+#define ERRNAME(name, text) [JOSE_E_##name] = #name,
 static const char *const errtext[JOSE_E_COUNT_] = {
 	[JOSE_OK] = "ok",
-	[JOSE_E_INTERNAL] = "internal error",
-	[JOSE_E_TOO_LONG] = "token too long",
-	[JOSE_E_FORMAT] = "token is not a JWS compact serialization",
-	[JOSE_E_BASE64] = "invalid base64url",
-	[JOSE_E_HEADER] = "invalid JOSE header",
-	[JOSE_E_PAYLOAD] = "payload is not a JSON object",
-	[JOSE_E_ALG_MISSING] = "header has no alg",
-	[JOSE_E_ALG_NONE] = "alg none is not accepted",
-	[JOSE_E_ALG_UNSUPPORTED] = "unsupported alg",
-	[JOSE_E_CRIT] = "unsupported crit",
-	[JOSE_E_ALG_KEY_MISMATCH] = "alg does not match the key",
-	[JOSE_E_KEY_TOO_WEAK] = "key too weak for alg",
-	[JOSE_E_SIG_LENGTH] = "signature has the wrong length",
-	[JOSE_E_SIGNATURE] = "signature does not verify",
-	[JOSE_E_NO_KEY] = "no matching key",
-	[JOSE_E_CLAIM_TYPE] = "malformed claim",
-	[JOSE_E_EXPIRED] = "token expired",
-	[JOSE_E_NOT_YET_VALID] = "token not yet valid",
-	[JOSE_E_IAT_FUTURE] = "token issued in the future",
-	[JOSE_E_AUDIENCE] = "audience not accepted",
-	[JOSE_E_JWK] = "invalid JWK",
-	[JOSE_E_JWKS] = "invalid JWKS",
-	[JOSE_E_JSON_DEPTH] = "JSON nested too deeply",
-	[JOSE_E_KEY_OPS] = "key not allowed for this operation",
+	JOSE_ERRCODES(ERRTEXT)
 };
+static const char *const errname[JOSE_E_COUNT_] = {
+	[JOSE_OK] = "OK",
+	JOSE_ERRCODES(ERRNAME)
+};
+#undef ERRTEXT
+#undef ERRNAME
 
 const char *
 jose_strerror(jose_errcode code)
@@ -45,12 +35,37 @@ jose_strerror(jose_errcode code)
 	return errtext[code];
 }
 
+const char *
+jose_errcode_name(jose_errcode code)
+{
+	if ((int) code < 0 || code >= JOSE_E_COUNT_ || errname[code] == NULL)
+		return "?";
+	return errname[code];
+}
+
+static const char *const json_reason_text[] = {
+	[JOSE_JSON_NONE] = "not a JSON error",
+	[JOSE_JSON_SYNTAX] = "not valid JSON",
+	[JOSE_JSON_DUPLICATE] = "duplicate member",
+	[JOSE_JSON_RANGE] = "integer outside the 64-bit range",
+	[JOSE_JSON_DEPTH] = "nested too deeply",
+};
+
+const char *
+jose_json_reason_text(jose_json_reason reason)
+{
+	if ((int) reason < 0 || (size_t) reason >= sizeof(json_reason_text) / sizeof(json_reason_text[0]))
+		return "not valid JSON";
+	return json_reason_text[reason];
+}
+
 int
 jose_seterr(jose_error *err, jose_errcode code, const char *fmt,...)
 {
 	if (err)
 	{
 		err->code = code;
+		err->json_reason = JOSE_JSON_NONE;
 		if (fmt)
 		{
 			va_list		ap;
@@ -290,25 +305,61 @@ text_depth_ok(const char *buf, size_t len)
 	return true;
 }
 
+/*
+ * jansson has one code for an integer beyond 64 bits and for a real beyond
+ * a double; only the first is JOSE_JSON_RANGE (a real that overflows has
+ * always been refused as invalid JSON).  jansson reports the position just
+ * after the number: read back over the number's characters for a fraction
+ * or an exponent.
+ */
+static bool
+overflow_is_integer(const char *buf, size_t len, int position)
+{
+	size_t		i = position > 0 && (size_t) position <= len ? (size_t) position : 0;
+
+	while (i > 0 && buf[i - 1] != '\0' && strchr("0123456789+-.eE", buf[i - 1]) != NULL)
+	{
+		if (buf[i - 1] == '.' || buf[i - 1] == 'e' || buf[i - 1] == 'E')
+			return false;
+		i--;
+	}
+	return true;
+}
+
 json_t *
 jose_json_parse(const char *buf, size_t len, jose_errcode code, jose_error *err)
 {
 	json_error_t jerr;
 	json_t	   *j;
+	jose_json_reason why;
 
 	if (!text_depth_ok(buf, len))
 	{
 		jose_seterr(err, JOSE_E_JSON_DEPTH, "JSON nested deeper than %d levels", JOSE_MAX_JSON_DEPTH);
+		if (err)
+			err->json_reason = JOSE_JSON_DEPTH;
 		return NULL;
 	}
 	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (j == NULL)
 	{
-		/* jerr.text names the problem (e.g. duplicate key) without echoing values */
-		jose_seterr(err, code, "%s: %s", jose_strerror(code),
-					strstr(jerr.text, "duplicate") ? "duplicate member" :
-					strstr(jerr.text, "too big") ? "integer outside the 64-bit range" :
-					"not valid JSON");
+		/* jansson's code, not its text: the text may quote the input */
+		switch (json_error_code(&jerr))
+		{
+			case json_error_duplicate_key:
+				why = JOSE_JSON_DUPLICATE;
+				break;
+			case json_error_numeric_overflow:
+				why = overflow_is_integer(buf, len, jerr.position) ?
+					JOSE_JSON_RANGE : JOSE_JSON_SYNTAX;
+				break;
+			default:
+				why = JOSE_JSON_SYNTAX;
+				break;
+		}
+		jose_seterr(err, code, "%s: %s", jose_strerror(code), jose_json_reason_text(why));
+		if (err)
+			err->json_reason = why;
 		return NULL;
 	}
 	return j;

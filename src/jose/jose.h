@@ -58,47 +58,77 @@ typedef enum jose_kty
 	JOSE_KTY_OCT
 } jose_kty;
 
-/* Stable error codes; each has a fixed detail text (jose_strerror). */
+/*
+ * Stable error codes, each with a name (jose_errcode_name: "EXPIRED") and a
+ * fixed text (jose_strerror: "token expired").  One list, so that the enum
+ * and both tables cannot drift apart.
+ */
+#define JOSE_ERRCODES(X) \
+	X(INTERNAL, "internal error")	/* OpenSSL/jansson/allocation failure */ \
+	X(TOO_LONG, "token too long")	/* longer than JOSE_MAX_TOKEN_LEN */ \
+	X(FORMAT, "token is not a JWS compact serialization")	/* not three segments */ \
+	X(BASE64, "invalid base64url")	/* a segment is not strict base64url */ \
+	X(HEADER, "invalid JOSE header")	/* not a JSON object / bad member types */ \
+	X(PAYLOAD, "payload is not a JSON object") \
+	X(ALG_MISSING, "header has no alg") \
+	X(ALG_NONE, "alg none is not accepted") \
+	X(ALG_UNSUPPORTED, "unsupported alg") \
+	X(CRIT, "unsupported crit")	/* an extension we do not understand, or malformed */ \
+	X(ALG_KEY_MISMATCH, "alg does not match the key") \
+	X(KEY_TOO_WEAK, "key too weak for alg")	/* RSA < 2048 bits, HMAC key < hash */ \
+	X(SIG_LENGTH, "signature has the wrong length")	/* for the alg/key */ \
+	X(SIGNATURE, "signature does not verify") \
+	X(NO_KEY, "no matching key")	/* no key matches kid / alg */ \
+	X(CLAIM_TYPE, "malformed claim")	/* exp/nbf/iat not a NumericDate, iss/sub/aud */ \
+	X(EXPIRED, "token expired")	/* now >= exp + skew */ \
+	X(NOT_YET_VALID, "token not yet valid")	/* now < nbf - skew */ \
+	X(IAT_FUTURE, "token issued in the future")	/* iat > now + skew */ \
+	X(AUDIENCE, "audience not accepted")	/* a required audience not in aud */ \
+	X(JWK, "invalid JWK")	/* malformed / unsupported JWK */ \
+	X(JWKS, "invalid JWKS") \
+	X(JSON_DEPTH, "JSON nested too deeply")	/* deeper than JOSE_MAX_JSON_DEPTH */ \
+	X(KEY_OPS, "key not allowed for this operation")	/* by its "key_ops" */
+
 typedef enum jose_errcode
 {
 	JOSE_OK = 0,
-	JOSE_E_INTERNAL,			/* OpenSSL/jansson/allocation failure */
-	JOSE_E_TOO_LONG,			/* token longer than JOSE_MAX_TOKEN_LEN */
-	JOSE_E_FORMAT,				/* not exactly three dot-separated segments */
-	JOSE_E_BASE64,				/* a segment is not strict base64url */
-	JOSE_E_HEADER,				/* header is not a JSON object / bad member types */
-	JOSE_E_PAYLOAD,				/* payload is not a JSON object */
-	JOSE_E_ALG_MISSING,			/* header has no "alg" string */
-	JOSE_E_ALG_NONE,			/* alg "none" */
-	JOSE_E_ALG_UNSUPPORTED,		/* alg we do not implement */
-	JOSE_E_CRIT,				/* crit lists an extension we do not understand, or is malformed */
-	JOSE_E_ALG_KEY_MISMATCH,	/* header alg is not the key's algorithm */
-	JOSE_E_KEY_TOO_WEAK,		/* RSA < 2048 bits, HMAC key shorter than the hash */
-	JOSE_E_SIG_LENGTH,			/* signature has the wrong length for the alg/key */
-	JOSE_E_SIGNATURE,			/* signature does not verify */
-	JOSE_E_NO_KEY,				/* no key matches kid / alg */
-	JOSE_E_CLAIM_TYPE,			/* exp/nbf/iat not a NumericDate, iss/sub not string, aud bad */
-	JOSE_E_EXPIRED,				/* now >= exp + skew */
-	JOSE_E_NOT_YET_VALID,		/* now < nbf - skew */
-	JOSE_E_IAT_FUTURE,			/* iat > now + skew */
-	JOSE_E_AUDIENCE,			/* required audience not in aud */
-	JOSE_E_JWK,					/* malformed / unsupported JWK */
-	JOSE_E_JWKS,				/* malformed JWKS */
-	JOSE_E_JSON_DEPTH,			/* JSON nested deeper than JOSE_MAX_JSON_DEPTH */
-	JOSE_E_KEY_OPS,				/* the key's "key_ops" do not allow this operation */
+#define JOSE_ERRCODE_ENUM(name, text) JOSE_E_##name,
+	JOSE_ERRCODES(JOSE_ERRCODE_ENUM)
+#undef JOSE_ERRCODE_ENUM
 	JOSE_E_COUNT_
 } jose_errcode;
+
+/*
+ * Why a JSON text was refused, whatever code the caller chose for the
+ * refusal (JOSE_E_HEADER, JOSE_E_PAYLOAD, JOSE_E_JWKS ...): callers that
+ * explain the refusal in their own words switch on this, never on the
+ * detail text.
+ */
+typedef enum jose_json_reason
+{
+	JOSE_JSON_NONE = 0,			/* the error is not about JSON syntax */
+	JOSE_JSON_SYNTAX,			/* not valid JSON */
+	JOSE_JSON_DUPLICATE,		/* an object repeats a member name */
+	JOSE_JSON_RANGE,			/* an integer outside the 64-bit range */
+	JOSE_JSON_DEPTH,			/* nested deeper than JOSE_MAX_JSON_DEPTH */
+} jose_json_reason;
 
 typedef struct jose_error
 {
 	jose_errcode code;
+	jose_json_reason json_reason;	/* set by jose_json_parse, else NONE */
 	char		detail[256];	/* human-readable, no secrets */
 } jose_error;
 
-/* Fill err with code and a formatted detail (printf-style). Returns -1. */
+/*
+ * Fill err with code and a formatted detail (printf-style; NULL: the code's
+ * text); json_reason is reset to NONE.  Returns -1.
+ */
 int			jose_seterr(jose_error *err, jose_errcode code, const char *fmt,...)
 			__attribute__((format(printf, 3, 4)));
 const char *jose_strerror(jose_errcode code);
+const char *jose_errcode_name(jose_errcode code);	/* "EXPIRED"; "OK" for JOSE_OK */
+const char *jose_json_reason_text(jose_json_reason reason);	/* "duplicate member" */
 
 /* ---------------- algorithms ---------------- */
 
@@ -128,12 +158,12 @@ int			jose_b64url_decode(const char *in, size_t inlen, size_t maxlen,
  * Parse a JSON text as jansson does but with JSON_REJECT_DUPLICATES and a
  * nesting limit of JOSE_MAX_JSON_DEPTH; returns a new reference or NULL.
  * On failure err gets `code` (the caller's choice, e.g. JOSE_E_HEADER) or
- * JOSE_E_JSON_DEPTH.
+ * JOSE_E_JSON_DEPTH, and json_reason says what was wrong with the text.
  */
 json_t	   *jose_json_parse(const char *buf, size_t len, jose_errcode code,
 							jose_error *err);
 
-/* ---------------- keys ---------------- */
+/* ---------------- keys (key.c) ---------------- */
 
 /* What a key may be used for: RFC 7517 §4.3 "key_ops" values tokex acts on. */
 #define JOSE_OP_SIGN			0x1u
@@ -159,6 +189,14 @@ void		jose_key_free(jose_key *key);
  * 3072 for *384 / *512.  kid = thumbprint.
  */
 jose_key   *jose_key_generate(jose_alg alg, jose_error *err);
+
+/* Private key as PKCS#8 DER (malloc'd) and back.  Not for oct keys. */
+int			jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len,
+							jose_error *err);
+jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
+							  jose_error *err);
+
+/* ---------------- one JWK (jwk.c) ---------------- */
 
 /*
  * JWK -> key.  Binding of the algorithm:
@@ -186,26 +224,7 @@ json_t	   *jose_jwk_public(const jose_key *key, jose_error *err);
 /* RFC 7638 thumbprint of the public part into out[44]. */
 int			jose_jwk_thumbprint(const jose_key *key, char out[44], jose_error *err);
 
-/* Private key as PKCS#8 DER (malloc'd) and back.  Not for oct keys. */
-int			jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len,
-							jose_error *err);
-jose_key   *jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len,
-							  jose_error *err);
-
-/*
- * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
- * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
- * other key that does not parse makes the whole JWKS an error (a trust anchor
- * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
- * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
- * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
- * members are never read.
- */
-int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
-							jose_error *err);
-void		jose_keys_free(jose_key **keys, size_t nkeys);
-
-/* ---------------- JWS compact ---------------- */
+/* ---------------- JWS compact (jws.c) ---------------- */
 
 /* Raw signature primitives: msg -> JWS signature bytes (ES*: r||s fixed length). */
 int			jose_sign_raw(const jose_key *key, const uint8_t *msg, size_t msglen,
@@ -249,6 +268,24 @@ void		jose_jws_clear(jose_jws *jws);
 int			jose_jws_verify(const jose_jws *jws, const jose_key *key,
 							jose_error *err);
 
+/* ---------------- key sets (jwks.c) ---------------- */
+
+/*
+ * JWKS {"keys":[...]} -> array of keys.  Keys with "use" other than "sig", or
+ * a well-formed "key_ops" without "verify", are skipped (RFC 7517 §5); any
+ * other key that does not parse makes the whole JWKS an error (a trust anchor
+ * is not half-read), as do zero signature keys, more than JOSE_MAX_JWKS_KEYS,
+ * and a set that mixes symmetric (oct) and asymmetric keys, skipped ones
+ * included.  RSA/oct keys without "alg" are bound to RS256/HS256.  Private
+ * members are never read.
+ */
+int			jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys,
+							jose_error *err);
+/* The same from JSON text (JOSE_E_JWKS, with its json_reason, when it is not JSON). */
+int			jose_jwks_parse_text(const char *text, size_t len, jose_key ***keys,
+								 size_t *nkeys, jose_error *err);
+void		jose_keys_free(jose_key **keys, size_t nkeys);
+
 /*
  * Choose the key from keys[] for this JWS: with a kid, the key with that kid
  * (then alg must match, else JOSE_E_ALG_KEY_MISMATCH); without one, the keys
@@ -258,7 +295,7 @@ int			jose_jws_verify(const jose_jws *jws, const jose_key *key,
 int			jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys,
 								 size_t nkeys, jose_error *err);
 
-/* ---------------- JWT claims ---------------- */
+/* ---------------- JWT (jwt.c) ---------------- */
 
 /*
  * Registered-claim checks on a parsed payload object: exp/nbf/iat must be
@@ -273,5 +310,57 @@ int			jose_jwt_check_claims(json_t *payload, int64_t now, int64_t skew,
 
 /* Payload object for a parsed jws (parse with duplicates refused). New reference. */
 json_t	   *jose_jws_payload_json(const jose_jws *jws, jose_error *err);
+
+/*
+ * The keys that may have signed a token, and an audience that every token
+ * they verify must name (say, a trusted issuer's own requirement) or NULL.
+ */
+typedef struct jose_keyset
+{
+	jose_key   *const *keys;
+	size_t		nkeys;
+	const char *audience;
+} jose_keyset;
+
+/*
+ * Chooses the candidate keys from a token's claims, not yet verified (by
+ * "iss", say): 0 with *out filled, or -1 with err set.  It runs inside
+ * jose_jwt_verify, so it must return to it: no longjmp (no ereport), no exit.
+ */
+typedef int (*jose_keyset_fn) (void *arg, json_t *claims, jose_keyset *out,
+							   jose_error *err);
+
+typedef struct jose_jwt_rules
+{
+	jose_keyset keys;			/* the candidate keys, when select is NULL */
+	jose_keyset_fn select;		/* else this chooses them from the claims */
+	void	   *select_arg;
+	int64_t		now;			/* Unix seconds */
+	int64_t		skew;			/* seconds of tolerance for exp, nbf, iat */
+	const char *audience;		/* must be in aud, or NULL */
+	bool		require_exp;
+} jose_jwt_rules;
+
+typedef struct jose_jwt
+{
+	json_t	   *header;			/* owned */
+	json_t	   *payload;		/* owned: the claims */
+	char	   *payload_text;	/* owned: the payload exactly as signed, NUL-terminated */
+	size_t		payload_len;
+	const jose_key *key;		/* the key that verified, borrowed from the keyset */
+} jose_jwt;
+
+/*
+ * Verify a compact JWS as a JWT, the one way every caller does:
+ * jose_jws_parse, then the candidate keys (rules->keys, or rules->select
+ * given the claims), jose_jws_verify_with, the payload object (duplicates
+ * refused), jose_jwt_check_claims with rules->audience, and the keyset's
+ * own audience.  Without select, the payload is parsed only after the
+ * signature verified.  Returns a new jose_jwt (free with jose_jwt_free) or
+ * NULL with err set by the first check that failed.
+ */
+jose_jwt   *jose_jwt_verify(const char *token, size_t len, const jose_jwt_rules *rules,
+							jose_error *err);
+void		jose_jwt_free(jose_jwt *jwt);
 
 #endif							/* TOKEX_JOSE_H */

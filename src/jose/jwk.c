@@ -1,97 +1,21 @@
 /*
- * jwk.c — JSON Web Keys (RFC 7517/7518) to and from OpenSSL EVP_PKEYs,
- * RFC 7638 thumbprints, key generation and PKCS#8 storage.
+ * jwk.c — one JSON Web Key (RFC 7517/7518, RFC 8037 for OKP) to and from a
+ * key: reading a JWK's members into an EVP_PKEY with every check the
+ * members call for (point on the curve, private half matching the public
+ * half, "use" and "key_ops"), writing a key's public JWK, and its RFC 7638
+ * thumbprint.
  *
- * Every key is bound to exactly one algorithm here (RFC 8725 §3.1): the JWS
- * layer refuses a token whose header alg is not the key's.
+ * The algorithm a JWK is bound to is decided here (its "alg", else its
+ * curve or the caller's default) and enforced by key.c; a set of JWKs is
+ * jwks.c.
  */
-#include "jose.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
-#include <openssl/param_build.h>
-#include <openssl/x509.h>
-
-typedef struct curve_info
-{
-	const char *crv;			/* JWK name */
-	const char *group;			/* OpenSSL group name */
-	size_t		size;			/* field size in bytes */
-	jose_alg	alg;
-} curve_info;
-
-static const curve_info curves[] = {
-	{"P-256", "prime256v1", 32, JOSE_ALG_ES256},
-	{"P-384", "secp384r1", 48, JOSE_ALG_ES384},
-	{"P-521", "secp521r1", 66, JOSE_ALG_ES512},
-};
-
-static const curve_info *
-curve_by_crv(const char *crv)
-{
-	for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-		if (strcmp(curves[i].crv, crv) == 0)
-			return &curves[i];
-	return NULL;
-}
-
-static const curve_info *
-curve_by_alg(jose_alg alg)
-{
-	for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-		if (curves[i].alg == alg)
-			return &curves[i];
-	return NULL;
-}
-
-static const curve_info *
-curve_of_pkey(const EVP_PKEY *pkey)
-{
-	char		group[64];
-
-	if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME,
-										group, sizeof(group), NULL))
-		return NULL;
-	for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
-		if (strcmp(curves[i].group, group) == 0)
-			return &curves[i];
-	return NULL;
-}
-
-/* Minimum HMAC key length: RFC 7518 §3.2, a key at least the hash size. */
-static size_t
-hmac_min_len(jose_alg alg)
-{
-	return alg == JOSE_ALG_HS512 ? 64 : alg == JOSE_ALG_HS384 ? 48 : 32;
-}
-
-void
-jose_key_free(jose_key *key)
-{
-	if (key == NULL)
-		return;
-	EVP_PKEY_free(key->pkey);
-	if (key->secret)
-	{
-		OPENSSL_cleanse(key->secret, key->secret_len);
-		free(key->secret);
-	}
-	free(key->kid);
-	free(key);
-}
-
-void
-jose_keys_free(jose_key **keys, size_t nkeys)
-{
-	if (keys == NULL)
-		return;
-	for (size_t i = 0; i < nkeys; i++)
-		jose_key_free(keys[i]);
-	free(keys);
-}
 
 /* Decode a base64url string member; missing -> 1 (not an error by itself). */
 static int
@@ -111,51 +35,8 @@ get_b64(json_t *jwk, const char *name, uint8_t **out, size_t *len, jose_error *e
 	return 0;
 }
 
-static void
-free_secret(uint8_t *p, size_t len)
-{
-	if (p)
-	{
-		OPENSSL_cleanse(p, len);
-		free(p);
-	}
-}
-
 static EVP_PKEY *
-pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld, bool private)
-{
-	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
-	EVP_PKEY   *pkey = NULL;
-
-	if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-		EVP_PKEY_fromdata(ctx, &pkey, private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-						  params) <= 0)
-		pkey = NULL;
-	EVP_PKEY_CTX_free(ctx);
-	OSSL_PARAM_free(params);
-	return pkey;
-}
-
-/*
- * EVP_PKEY_fromdata validates nothing: check an EC point is on its curve,
- * and that a private half belongs to the public half we were given (else
- * the key would sign under a kid that names another key).
- */
-static bool
-pkey_check(EVP_PKEY *pkey, bool private)
-{
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-	bool		ok = ctx != NULL &&
-		(private ? EVP_PKEY_pairwise_check(ctx) == 1 : EVP_PKEY_public_check(ctx) == 1);
-
-	EVP_PKEY_CTX_free(ctx);
-	ERR_clear_error();
-	return ok;
-}
-
-static EVP_PKEY *
-parse_ec(json_t *jwk, const curve_info *ci, bool allow_private, bool *has_private,
+parse_ec(json_t *jwk, const jose_curve *ci, bool allow_private, bool *has_private,
 		 jose_error *err)
 {
 	uint8_t    *x = NULL,
@@ -211,8 +92,8 @@ parse_ec(json_t *jwk, const curve_info *ci, bool allow_private, bool *has_privat
 			goto done;
 		}
 	}
-	pkey = pkey_fromdata("EC", bld, d != NULL);
-	if (pkey == NULL || !pkey_check(pkey, false) || (d && !pkey_check(pkey, true)))
+	pkey = jose_pkey_fromdata("EC", bld, d != NULL);
+	if (pkey == NULL || !jose_pkey_check(pkey, false) || (d && !jose_pkey_check(pkey, true)))
 	{
 		EVP_PKEY_free(pkey);
 		pkey = NULL;
@@ -223,7 +104,7 @@ parse_ec(json_t *jwk, const curve_info *ci, bool allow_private, bool *has_privat
 done:
 	free(x);
 	free(y);
-	free_secret(d, dl);
+	jose_secret_free(d, dl);
 	BN_clear_free(bd);
 	OSSL_PARAM_BLD_free(bld);
 	ERR_clear_error();
@@ -279,58 +160,9 @@ parse_okp(json_t *jwk, bool allow_private, bool *has_private, jose_error *err)
 		*has_private = d != NULL;
 done:
 	free(x);
-	free_secret(d, dl);
+	jose_secret_free(d, dl);
 	ERR_clear_error();
 	return pkey;
-}
-
-/*
- * ROCA (CVE-2017-15361, Nemec et al., CCS 2017): Infineon's RSALib made
- * primes k*M + (65537^a mod M), M a primorial, and that structure lets
- * Coppersmith's method factor their moduli (RSA-2048 in CPU-years rather
- * than never).  Such a modulus is itself a power of 65537 modulo each small
- * prime; the published fingerprint tests that for the primes 3..167 and
- * refuses a modulus for which it holds for all of them.  A random modulus
- * passes by chance with probability about 2^-28 (the product, over those
- * primes, of the order of 65537 mod p divided by p - 1).
- *
- * Cost: 38 single-word divisions of the modulus and at most 166 steps of
- * word arithmetic per prime, once per parsed key.  Returns 1 for the
- * fingerprint, 0 without it, -1 on error.
- */
-static int
-rsa_roca_fingerprint(const BIGNUM *n)
-{
-	static const uint8_t primes[] = {
-		3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71,
-		73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149,
-		151, 157, 163, 167,
-	};
-
-	for (size_t i = 0; i < sizeof(primes); i++)
-	{
-		unsigned	p = primes[i];
-		unsigned	g = 65537 % p;
-		unsigned	x = 1;
-		BN_ULONG	r = BN_mod_word(n, p);
-		bool		in_subgroup = false;
-
-		if (r == (BN_ULONG) -1)
-			return -1;
-		/* walk the subgroup generated by 65537 mod p: 1, g, g^2, ... back to 1 */
-		do
-		{
-			if (x == r)
-			{
-				in_subgroup = true;
-				break;
-			}
-			x = x * g % p;
-		} while (x != 1);
-		if (!in_subgroup)
-			return 0;
-	}
-	return 1;
 }
 
 static EVP_PKEY *
@@ -375,7 +207,7 @@ parse_rsa(json_t *jwk, bool allow_private, bool *has_private, jose_error *err)
 		jose_seterr(err, JOSE_E_JWK, "RSA JWK has an invalid public exponent");
 		goto done;
 	}
-	switch (rsa_roca_fingerprint(bn))
+	switch (jose_rsa_roca_fingerprint(bn))
 	{
 		case 0:
 			break;
@@ -410,16 +242,16 @@ parse_rsa(json_t *jwk, bool allow_private, bool *has_private, jose_error *err)
 			if (bp[i] == NULL || BN_bin2bn(b, (int) bl, bp[i]) == NULL ||
 				!OSSL_PARAM_BLD_push_BN(bld, privparams[i], bp[i]))
 			{
-				free_secret(b, bl);
+				jose_secret_free(b, bl);
 				jose_seterr(err, JOSE_E_INTERNAL, NULL);
 				goto done;
 			}
-			free_secret(b, bl);
+			jose_secret_free(b, bl);
 		}
 		priv = true;
 	}
-	pkey = pkey_fromdata("RSA", bld, priv);
-	if (pkey && priv && !pkey_check(pkey, true))
+	pkey = jose_pkey_fromdata("RSA", bld, priv);
+	if (pkey && priv && !jose_pkey_check(pkey, true))
 	{
 		EVP_PKEY_free(pkey);
 		pkey = NULL;
@@ -455,8 +287,8 @@ json_str_is(json_t *v, const char *lit)
  * operations tokex does not do (encrypt, wrapKey, ...), which §4.3 allows but
  * which contradict a "use" of "sig".
  */
-static int
-jwk_key_ops(json_t *jwk, unsigned *ops, bool *other, jose_error *err)
+int
+jose_jwk_key_ops(json_t *jwk, unsigned *ops, bool *other, jose_error *err)
 {
 	json_t	   *arr = json_object_get(jwk, "key_ops");
 	json_t	   *op;
@@ -484,18 +316,6 @@ jwk_key_ops(json_t *jwk, unsigned *ops, bool *other, jose_error *err)
 		else
 			*other = true;
 	}
-	return 0;
-}
-
-/* Fill key->thumbprint and, when kid is NULL, key->kid. */
-static int
-finish_key(jose_key *key, const char *kid, jose_error *err)
-{
-	if (jose_jwk_thumbprint(key, key->thumbprint, err) < 0)
-		return -1;
-	key->kid = strdup(kid ? kid : key->thumbprint);
-	if (key->kid == NULL)
-		return jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
 	return 0;
 }
 
@@ -531,7 +351,7 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 		jose_seterr(err, JOSE_E_JWK, "JWK \"use\" is not \"sig\"");
 		return NULL;
 	}
-	if (jwk_key_ops(jwk, &ops, &other_ops, err) < 0)
+	if (jose_jwk_key_ops(jwk, &ops, &other_ops, err) < 0)
 		return NULL;
 	/* like a "use" other than "sig": not a signature key at all */
 	if (ops == 0)
@@ -571,7 +391,7 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 	if (strcmp(kty, "EC") == 0)
 	{
 		json_t	   *crv = json_object_get(jwk, "crv");
-		const curve_info *ci = json_is_string(crv) ? curve_by_crv(json_string_value(crv)) : NULL;
+		const jose_curve *ci = json_is_string(crv) ? jose_curve_by_crv(json_string_value(crv)) : NULL;
 
 		key->kty = JOSE_KTY_EC;
 		if (ci == NULL)
@@ -622,26 +442,10 @@ jose_jwk_parse(json_t *jwk, jose_alg default_alg, bool allow_private, jose_error
 	}
 	if (key->kty != JOSE_KTY_OCT && key->pkey == NULL)
 		goto fail;
-	if (alg == JOSE_ALG_UNKNOWN)
-	{
-		jose_seterr(err, JOSE_E_JWK, "JWK has no \"alg\" and none is implied by its kty");
+	if (jose_key_bind(key, alg, err) < 0)
 		goto fail;
-	}
-	if (jose_alg_kty(alg) != key->kty)
-	{
-		jose_seterr(err, JOSE_E_ALG_KEY_MISMATCH, "alg %s does not fit a %s key",
-					jose_alg_name(alg), kty);
-		goto fail;
-	}
-	if (key->kty == JOSE_KTY_OCT && key->secret_len < hmac_min_len(alg))
-	{
-		jose_seterr(err, JOSE_E_KEY_TOO_WEAK, "%s needs a key of at least %zu bytes",
-					jose_alg_name(alg), hmac_min_len(alg));
-		goto fail;
-	}
-	key->alg = alg;
 	key->ops = ops;
-	if (finish_key(key, jkid ? json_string_value(jkid) : NULL, err) < 0)
+	if (jose_key_finish(key, jkid ? json_string_value(jkid) : NULL, err) < 0)
 		goto fail;
 	return key;
 
@@ -703,7 +507,7 @@ get_pubparts(const jose_key *key, pubparts *pp, jose_error *err)
 	{
 		case JOSE_KTY_EC:
 			{
-				const curve_info *ci = curve_of_pkey(key->pkey);
+				const jose_curve *ci = jose_curve_of_pkey(key->pkey);
 
 				pp->kty = "EC";
 				if (ci == NULL)
@@ -813,216 +617,4 @@ jose_jwk_public(const jose_key *key, jose_error *err)
 		return NULL;
 	}
 	return j;
-}
-
-/* ---------------- generation and storage ---------------- */
-
-jose_key *
-jose_key_generate(jose_alg alg, jose_error *err)
-{
-	jose_key   *key;
-	const curve_info *ci = curve_by_alg(alg);
-
-	if (!jose_alg_can_sign(alg))
-	{
-		jose_seterr(err, JOSE_E_ALG_UNSUPPORTED, "cannot generate a signing key for this alg");
-		return NULL;
-	}
-	key = calloc(1, sizeof(*key));
-	if (key == NULL)
-	{
-		jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
-		return NULL;
-	}
-	key->alg = alg;
-	key->kty = jose_alg_kty(alg);
-	key->has_private = true;
-	key->ops = JOSE_OP_SIGN | JOSE_OP_VERIFY;
-	if (ci)
-		key->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", ci->group);
-	else if (alg == JOSE_ALG_EDDSA)
-		key->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-	else
-		key->pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA",
-									  (size_t) (alg == JOSE_ALG_RS256 || alg == JOSE_ALG_PS256 ? 2048 : 3072));
-	ERR_clear_error();
-	if (key->pkey == NULL)
-	{
-		jose_seterr(err, JOSE_E_INTERNAL, "key generation failed");
-		goto fail;
-	}
-	if (finish_key(key, NULL, err) < 0)
-		goto fail;
-	return key;
-fail:
-	jose_key_free(key);
-	return NULL;
-}
-
-int
-jose_key_to_der(const jose_key *key, uint8_t **der, size_t *len, jose_error *err)
-{
-	PKCS8_PRIV_KEY_INFO *p8;
-	int			n;
-	unsigned char *buf = NULL;
-
-	*der = NULL;
-	*len = 0;
-	if (key->pkey == NULL || !key->has_private)
-		return jose_seterr(err, JOSE_E_JWK, "key has no private part");
-	p8 = EVP_PKEY2PKCS8(key->pkey);
-	n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &buf) : -1;
-	PKCS8_PRIV_KEY_INFO_free(p8);
-	ERR_clear_error();
-	if (n <= 0)
-		return jose_seterr(err, JOSE_E_INTERNAL, "cannot encode private key");
-	/* hand back malloc memory so callers free() it like everything else */
-	*der = malloc((size_t) n);
-	if (*der)
-		memcpy(*der, buf, (size_t) n);
-	OPENSSL_clear_free(buf, (size_t) n);
-	if (*der == NULL)
-		return jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
-	*len = (size_t) n;
-	return 0;
-}
-
-jose_key *
-jose_key_from_der(jose_alg alg, const uint8_t *der, size_t len, jose_error *err)
-{
-	const unsigned char *p = der;
-	PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long) len);
-	jose_key   *key;
-	bool		ok;
-
-	key = calloc(1, sizeof(*key));
-	if (key == NULL)
-	{
-		PKCS8_PRIV_KEY_INFO_free(p8);
-		jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
-		return NULL;
-	}
-	key->alg = alg;
-	key->kty = jose_alg_kty(alg);
-	key->has_private = true;
-	key->ops = JOSE_OP_SIGN | JOSE_OP_VERIFY;
-	key->pkey = p8 ? EVP_PKCS82PKEY(p8) : NULL;
-	PKCS8_PRIV_KEY_INFO_free(p8);
-	ERR_clear_error();
-	/* the stored alg must describe the stored key, or we'd sign under a lie */
-	switch (key->kty)
-	{
-		case JOSE_KTY_EC:
-			ok = key->pkey && EVP_PKEY_is_a(key->pkey, "EC") &&
-				curve_of_pkey(key->pkey) == curve_by_alg(alg);
-			break;
-		case JOSE_KTY_OKP:
-			ok = key->pkey && EVP_PKEY_is_a(key->pkey, "ED25519");
-			break;
-		case JOSE_KTY_RSA:
-			ok = key->pkey && EVP_PKEY_is_a(key->pkey, "RSA") &&
-				EVP_PKEY_get_bits(key->pkey) >= JOSE_MIN_RSA_BITS;
-			break;
-		default:
-			ok = false;
-	}
-	if (!ok)
-	{
-		jose_seterr(err, JOSE_E_JWK, "stored private key does not match alg %s",
-					jose_alg_name(alg) ? jose_alg_name(alg) : "?");
-		goto fail;
-	}
-	if (finish_key(key, NULL, err) < 0)
-		goto fail;
-	return key;
-fail:
-	jose_key_free(key);
-	return NULL;
-}
-
-/* ---------------- JWKS ---------------- */
-
-int
-jose_jwks_parse(json_t *jwks, jose_key ***keys, size_t *nkeys, jose_error *err)
-{
-	json_t	   *arr = json_is_object(jwks) ? json_object_get(jwks, "keys") : NULL;
-	size_t		i,
-				n = 0;
-	json_t	   *jwk;
-	jose_key  **out;
-	bool		saw_oct = false,
-				saw_asym = false;
-
-	*keys = NULL;
-	*nkeys = 0;
-	if (!json_is_array(arr))
-		return jose_seterr(err, JOSE_E_JWKS, "JWKS must be an object with a \"keys\" array");
-	if (json_array_size(arr) > JOSE_MAX_JWKS_KEYS)
-		return jose_seterr(err, JOSE_E_JWKS, "JWKS has more than %d keys", JOSE_MAX_JWKS_KEYS);
-	out = calloc(json_array_size(arr) + 1, sizeof(*out));
-	if (out == NULL)
-		return jose_seterr(err, JOSE_E_INTERNAL, "out of memory");
-	json_array_foreach(arr, i, jwk)
-	{
-		json_t	   *kty = json_object_get(jwk, "kty");
-		json_t	   *use = json_object_get(jwk, "use");
-		jose_error	kerr;
-		jose_alg	dflt;
-		unsigned	ops;
-		bool		other_ops;
-
-		if (!json_is_object(jwk) || !json_is_string(kty))
-		{
-			jose_keys_free(out, n);
-			return jose_seterr(err, JOSE_E_JWKS, "JWKS key %zu is not a JWK", i);
-		}
-
-		/*
-		 * Shared secrets and public keys never belong in one set: a set that
-		 * holds both is a private keyset published, or pasted, by mistake
-		 * (Wycheproof's "MixedKeySet").  Counted over every key, skipped or
-		 * not, since a secret leaks wherever the set goes.
-		 */
-		if (strcmp(json_string_value(kty), "oct") == 0)
-			saw_oct = true;
-		else
-			saw_asym = true;
-		if (saw_oct && saw_asym)
-		{
-			jose_keys_free(out, n);
-			return jose_seterr(err, JOSE_E_JWKS,
-							   "JWKS mixes symmetric (oct) and asymmetric keys (key %zu)", i);
-		}
-		/* RFC 7517 §5: skip keys for other uses, or that may not verify */
-		if (use && json_is_string(use) && strcmp(json_string_value(use), "sig") != 0)
-			continue;
-		if (jwk_key_ops(jwk, &ops, &other_ops, &kerr) < 0)
-		{
-			jose_keys_free(out, n);
-			return jose_seterr(err, JOSE_E_JWKS, "JWKS key %zu: %s", i, kerr.detail);
-		}
-		if (!(ops & JOSE_OP_VERIFY))
-			continue;
-		/*
-		 * RSA/oct JWKs without "alg" (common in IdP JWKS) are bound to RS256
-		 * and HS256: one algorithm per key, never chosen by a token header.
-		 */
-		dflt = strcmp(json_string_value(kty), "oct") == 0 ? JOSE_ALG_HS256 : JOSE_ALG_RS256;
-		out[n] = jose_jwk_parse(jwk, dflt, false, &kerr);
-		if (out[n] == NULL)
-		{
-			jose_keys_free(out, n);
-			return jose_seterr(err, kerr.code == JOSE_E_KEY_TOO_WEAK ? JOSE_E_KEY_TOO_WEAK : JOSE_E_JWKS,
-							   "JWKS key %zu: %s", i, kerr.detail);
-		}
-		n++;
-	}
-	if (n == 0)
-	{
-		jose_keys_free(out, n);
-		return jose_seterr(err, JOSE_E_JWKS, "JWKS has no signature keys");
-	}
-	*keys = out;
-	*nkeys = n;
-	return 0;
 }

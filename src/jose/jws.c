@@ -1,6 +1,7 @@
 /*
  * jws.c — JWS compact serialization (RFC 7515) with the JWA algorithms of
- * RFC 7518 and EdDSA (RFC 8037): raw sign/verify, parsing, key selection.
+ * RFC 7518 and EdDSA (RFC 8037): raw sign/verify and parsing (which key of
+ * a set verifies a JWS is jwks.c).
  *
  * The algorithm always comes from the key (RFC 8725 §3.1); the header's alg
  * only has to agree with it.  ECDSA signatures are the fixed-length r||s of
@@ -464,32 +465,6 @@ jose_jws_verify(const jose_jws *jws, const jose_key *key, jose_error *err)
 {
 	return jose_verify_raw(key, jws->alg, (const uint8_t *) jws->signing_input,
 						   jws->signing_input_len, jws->sig, jws->sig_len, err);
-}
-
-int
-jose_jws_verify_with(const jose_jws *jws, jose_key *const *keys, size_t nkeys,
-					 jose_error *err)
-{
-	bool		tried = false;
-
-	for (size_t i = 0; i < nkeys; i++)
-	{
-		if (jws->kid ? strcmp(keys[i]->kid, jws->kid) != 0 : keys[i]->alg != jws->alg)
-			continue;
-		/* without a kid, a key that may not verify is no candidate */
-		if (!jws->kid && !(keys[i]->ops & JOSE_OP_VERIFY))
-			continue;
-		tried = true;
-		if (jose_jws_verify(jws, keys[i], err) == 0)
-			return (int) i;
-		/* with a kid, the key is chosen: its verdict is final */
-		if (jws->kid)
-			return -1;
-	}
-	if (!tried)
-		return jose_seterr(err, JOSE_E_NO_KEY, jws->kid ? "no key with this kid" :
-						   "no key for this alg");
-	return -1;
 }
 
 json_t *

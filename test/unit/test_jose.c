@@ -70,12 +70,25 @@ test_algs(void)
 			ok = false;
 	}
 	tap_ok(ok, "jose_strerror has a text for every code");
+	ok = strcmp(jose_errcode_name(JOSE_OK), "OK") == 0 &&
+		strcmp(jose_errcode_name(JOSE_E_EXPIRED), "EXPIRED") == 0 &&
+		strcmp(jose_errcode_name(JOSE_E_COUNT_), "?") == 0;
+	for (int c = 0; c < JOSE_E_COUNT_; c++)
+		for (int d = 0; d < c; d++)
+			if (strcmp(jose_errcode_name((jose_errcode) c), jose_errcode_name((jose_errcode) d)) == 0 ||
+				strcmp(jose_strerror((jose_errcode) c), jose_strerror((jose_errcode) d)) == 0)
+				ok = false;
+	tap_ok(ok, "jose_errcode_name: every code has its own name and its own text");
 	{
 		jose_error	e = noerr();
 		int			rc = jose_seterr(&e, JOSE_E_NO_KEY, "kid %s", "abc");
 
 		tap_ok(rc == -1 && e.code == JOSE_E_NO_KEY && strcmp(e.detail, "kid abc") == 0,
 			   "jose_seterr formats and returns -1");
+		e.json_reason = JOSE_JSON_DUPLICATE;
+		jose_seterr(&e, JOSE_E_JWKS, NULL);
+		tap_ok(e.json_reason == JOSE_JSON_NONE && strcmp(e.detail, "invalid JWKS") == 0,
+			   "jose_seterr: NULL format gives the code's text and clears json_reason");
 	}
 }
 
@@ -207,7 +220,7 @@ nested(int depth, const char *open, const char *close, const char *inner)
 }
 
 static void
-json_case(const char *name, const char *text, jose_errcode want)
+json_case(const char *name, const char *text, jose_errcode want, jose_json_reason why)
 {
 	jose_error	e = noerr();
 	json_t	   *j = jose_json_parse(text, strlen(text), JOSE_E_HEADER, &e);
@@ -215,8 +228,11 @@ json_case(const char *name, const char *text, jose_errcode want)
 	if (want == JOSE_OK)
 		tap_ok(j != NULL, "json: %s parses (%s)", name, j ? "ok" : e.detail);
 	else
-		tap_ok(j == NULL && e.code == want && e.detail[0],
-			   "json: %s -> %s (got %s \"%s\")", name, errname(want), errname(e.code), e.detail);
+		tap_ok(j == NULL && e.code == want && e.json_reason == why && e.detail[0] &&
+			   (why == JOSE_JSON_DEPTH || strstr(e.detail, jose_json_reason_text(why)) != NULL),
+			   "json: %s -> %s, %s (got %s, %s: \"%s\")", name, errname(want),
+			   jose_json_reason_text(why), errname(e.code),
+			   jose_json_reason_text(e.json_reason), e.detail);
 	json_decref(j);
 }
 
@@ -231,17 +247,27 @@ test_json(void)
 
 	strtext = malloc(strlen(instr) + 16);
 	sprintf(strtext, "{\"s\":\"%s\"}", instr);
-	json_case("object", "{\"a\":1}", JOSE_OK);
-	json_case("duplicate member", "{\"a\":1,\"a\":2}", JOSE_E_HEADER);
-	json_case("nested duplicate member", "{\"o\":{\"a\":1,\"a\":1}}", JOSE_E_HEADER);
-	json_case("invalid JSON", "{\"a\":", JOSE_E_HEADER);
-	json_case("trailing garbage", "{\"a\":1}x", JOSE_E_HEADER);
-	json_case("depth == JOSE_MAX_JSON_DEPTH", ok32, JOSE_OK);
-	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (arrays)", bad33, JOSE_E_JSON_DEPTH);
-	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (objects)", obj33, JOSE_E_JSON_DEPTH);
-	json_case("brackets inside a string do not count", strtext, JOSE_OK);
+	json_case("object", "{\"a\":1}", JOSE_OK, JOSE_JSON_NONE);
+	json_case("duplicate member", "{\"a\":1,\"a\":2}", JOSE_E_HEADER, JOSE_JSON_DUPLICATE);
+	json_case("nested duplicate member", "{\"o\":{\"a\":1,\"a\":1}}", JOSE_E_HEADER,
+			  JOSE_JSON_DUPLICATE);
+	json_case("invalid JSON", "{\"a\":", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("trailing garbage", "{\"a\":1}x", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("integer beyond 64 bits", "{\"a\":123456789012345678901234567890}", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("negative integer beyond 64 bits", "{\"a\":-99999999999999999999 }", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("integer beyond 64 bits in an array", "[1,99999999999999999999]", JOSE_E_HEADER,
+			  JOSE_JSON_RANGE);
+	json_case("real beyond a double (refused as invalid JSON)", "{\"a\":1e400}", JOSE_E_HEADER,
+			  JOSE_JSON_SYNTAX);
+	json_case("real with a fraction beyond a double", "[1.5E+999]", JOSE_E_HEADER, JOSE_JSON_SYNTAX);
+	json_case("depth == JOSE_MAX_JSON_DEPTH", ok32, JOSE_OK, JOSE_JSON_NONE);
+	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (arrays)", bad33, JOSE_E_JSON_DEPTH, JOSE_JSON_DEPTH);
+	json_case("depth == JOSE_MAX_JSON_DEPTH + 1 (objects)", obj33, JOSE_E_JSON_DEPTH, JOSE_JSON_DEPTH);
+	json_case("brackets inside a string do not count", strtext, JOSE_OK, JOSE_JSON_NONE);
 	json_case("escaped quote inside a string", "{\"s\":\"\\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
-			  JOSE_OK);
+			  JOSE_OK, JOSE_JSON_NONE);
 	free(ok32);
 	free(bad33);
 	free(obj33);
@@ -251,7 +277,8 @@ test_json(void)
 		jose_error	e = noerr();
 		json_t	   *j = jose_json_parse("[1,", 3, JOSE_E_PAYLOAD, &e);
 
-		tap_ok(j == NULL && e.code == JOSE_E_PAYLOAD, "json: caller's error code is used");
+		tap_ok(j == NULL && e.code == JOSE_E_PAYLOAD && e.json_reason == JOSE_JSON_SYNTAX,
+			   "json: caller's error code is used, with the JSON reason beside it");
 		json_decref(j);
 	}
 }
@@ -1508,6 +1535,196 @@ test_claims(void)
 	}
 }
 
+/* ---------------- jose_jwt_verify ---------------- */
+
+/* Two issuers for the selection callback: "a" (ES256 key, no audience of its own) and "b". */
+typedef struct issuers_fixture
+{
+	jose_key   *a[2];			/* a[1] verifies; a[0] is another key of the same alg */
+	jose_key   *b[1];
+	int			calls;
+} issuers_fixture;
+
+static int
+select_by_iss(void *arg, json_t *claims, jose_keyset *out, jose_error *err)
+{
+	issuers_fixture *f = arg;
+	json_t	   *iss = json_object_get(claims, "iss");
+
+	f->calls++;
+	if (!json_is_string(iss))
+		return jose_seterr(err, JOSE_E_CLAIM_TYPE, "token has no \"iss\" claim");
+	if (strcmp(json_string_value(iss), "a") == 0)
+		*out = (jose_keyset) {f->a, 2, NULL};
+	else if (strcmp(json_string_value(iss), "b") == 0)
+		*out = (jose_keyset) {f->b, 1, "b-api"};
+	else
+		return jose_seterr(err, JOSE_E_NO_KEY, "issuer is not trusted");
+	return 0;
+}
+
+/* jose_jwt_verify over token text; NULL with e filled on refusal. */
+static jose_jwt *
+jwt_case(const char *token, const jose_jwt_rules *rules, jose_error *e)
+{
+	*e = noerr();
+	return jose_jwt_verify(token, strlen(token), rules, e);
+}
+
+static void
+test_jwt_verify(void)
+{
+	const char *hdr = "{\"alg\":\"ES256\"}";
+	char		payload[256];
+	issuers_fixture f = {{NULL, NULL}, {NULL}, 0};
+	jose_error	e;
+	jose_jwt   *jwt;
+	char	   *tok;
+	jose_jwt_rules fixed,
+				byiss;
+
+	f.a[0] = jose_key_generate(JOSE_ALG_ES256, &e);	/* same alg, another key: tried first */
+	f.a[1] = genkeys[0];
+	f.b[0] = genkeys[3];		/* EdDSA */
+	fixed = (jose_jwt_rules) {.keys = {f.a, 2, NULL}, .now = NOW, .skew = 0,
+	.audience = NULL, .require_exp = true};
+	byiss = (jose_jwt_rules) {.select = select_by_iss, .select_arg = &f, .now = NOW,
+	.skew = 60, .require_exp = true};
+
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d,\"n\":1.50}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(jwt && jwt->key == genkeys[0] && json_is_object(jwt->header) &&
+		   json_is_object(jwt->payload) && jwt->payload_len == strlen(payload) &&
+		   strcmp(jwt->payload_text, payload) == 0,
+		   "jwt_verify: fixed keys; the second key verifies and is named; payload text as signed (%s)",
+		   jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt && jwt->key == genkeys[0] && f.calls == 1,
+		   "jwt_verify: keys chosen by iss through the callback (%s)", jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	free(tok);
+
+	/* the callback's refusal is the verdict, code and words */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"z\",\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_NO_KEY && strcmp(e.detail, "issuer is not trusted") == 0,
+		   "jwt_verify: callback refusal passed through (%s \"%s\")", errname(e.code), e.detail);
+	free(tok);
+	snprintf(payload, sizeof(payload), "{\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_CLAIM_TYPE, "jwt_verify: callback refuses a token without iss");
+	free(tok);
+
+	/* the keyset's audience and the caller's are both required */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"b\",\"exp\":%d}", NOW + 10);
+	tok = token_signed("{\"alg\":\"EdDSA\"}", payload, genkeys[3]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_AUDIENCE && strstr(e.detail, "no \"aud\""),
+		   "jwt_verify: the keyset's audience is required (%s)", e.detail);
+	free(tok);
+	snprintf(payload, sizeof(payload), "{\"iss\":\"b\",\"aud\":[\"x\",\"b-api\"],\"exp\":%d}", NOW + 10);
+	tok = token_signed("{\"alg\":\"EdDSA\"}", payload, genkeys[3]);
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: keyset audience found in an aud array (%s)", jwt ? "ok" : e.detail);
+	jose_jwt_free(jwt);
+	byiss.audience = "x";
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: caller's and keyset's audiences both present");
+	jose_jwt_free(jwt);
+	byiss.audience = "y";
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_AUDIENCE, "jwt_verify: caller's audience missing -> AUDIENCE");
+	byiss.audience = NULL;
+	free(tok);
+
+	/* claims: expiry with and without skew, exp required or not */
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d}", NOW - 30);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(!jwt && e.code == JOSE_E_EXPIRED, "jwt_verify: expired, skew 0 -> EXPIRED");
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(jwt != NULL, "jwt_verify: expired 30 s ago, skew 60 -> accepted");
+	jose_jwt_free(jwt);
+	free(tok);
+	tok = token_signed(hdr, "{\"iss\":\"a\"}", genkeys[0]);
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(!jwt && e.code == JOSE_E_CLAIM_TYPE, "jwt_verify: no exp, exp required -> CLAIM_TYPE");
+	fixed.require_exp = false;
+	jwt = jwt_case(tok, &fixed, &e);
+	tap_ok(jwt != NULL, "jwt_verify: no exp, exp not required -> accepted");
+	jose_jwt_free(jwt);
+	fixed.require_exp = true;
+	free(tok);
+
+	/*
+	 * With the keys given, an unauthenticated payload is never parsed: a
+	 * forged token with a broken payload is refused for its signature.
+	 * When the claims choose the keys they must be read first.
+	 */
+	{
+		char	   *si = signing_input(hdr, "{\"iss\":\"a\",\"iss\":\"a\"}");
+		char	   *forged = join(si, ".", "AAAA");
+
+		jwt = jwt_case(forged, &fixed, &e);
+		tap_ok(!jwt && e.code == JOSE_E_SIG_LENGTH,
+			   "jwt_verify: fixed keys: the signature is judged before the payload (%s)", errname(e.code));
+		f.calls = 0;
+		jwt = jwt_case(forged, &byiss, &e);
+		tap_ok(!jwt && e.code == JOSE_E_PAYLOAD && e.json_reason == JOSE_JSON_DUPLICATE && f.calls == 0,
+			   "jwt_verify: chosen by claims: a payload with a duplicate member never reaches the callback");
+		free(forged);
+		free(si);
+	}
+	f.calls = 0;
+	jwt = jwt_case("e30.e30.", &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_ALG_MISSING && f.calls == 0,
+		   "jwt_verify: a header without alg is refused before the callback");
+	snprintf(payload, sizeof(payload), "{\"iss\":\"a\",\"exp\":%d}", NOW + 10);
+	tok = token_signed(hdr, payload, genkeys[0]);
+	tok[strlen(tok) - 2] = tok[strlen(tok) - 2] == 'A' ? 'B' : 'A';
+	jwt = jwt_case(tok, &byiss, &e);
+	tap_ok(!jwt && e.code == JOSE_E_SIGNATURE, "jwt_verify: altered signature -> SIGNATURE");
+	free(tok);
+	jose_jwt_free(NULL);
+	jose_key_free(f.a[0]);
+}
+
+/* jose_jwks_parse_text: the JSON and the set judged in one call. */
+static void
+test_jwks_text(void)
+{
+	jose_error	e = noerr();
+	json_t	   *pub = jose_jwk_public(genkeys[0], &e);
+	char	   *jwk = json_dumps(pub, JSON_COMPACT);
+	char		text[1024];
+	jose_key  **keys = NULL;
+	size_t		n = 99;
+
+	snprintf(text, sizeof(text), "{\"keys\":[%s]}", jwk);
+	tap_ok(jose_jwks_parse_text(text, strlen(text), &keys, &n, &e) == 0 && n == 1 &&
+		   strcmp(keys[0]->kid, genkeys[0]->kid) == 0, "jwks text: one key read");
+	jose_keys_free(keys, n);
+	snprintf(text, sizeof(text), "{\"keys\":[%s],\"keys\":[]}", jwk);
+	e = noerr();
+	tap_ok(jose_jwks_parse_text(text, strlen(text), &keys, &n, &e) < 0 && keys == NULL && n == 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_DUPLICATE,
+		   "jwks text: duplicate member -> JWKS, reason duplicate (%s)", e.detail);
+	e = noerr();
+	tap_ok(jose_jwks_parse_text("{\"keys\":", 8, &keys, &n, &e) < 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_SYNTAX,
+		   "jwks text: not JSON -> JWKS, reason syntax");
+	e = noerr();
+	tap_ok(jose_jwks_parse_text("{\"keys\":[]}", 11, &keys, &n, &e) < 0 &&
+		   e.code == JOSE_E_JWKS && e.json_reason == JOSE_JSON_NONE,
+		   "jwks text: valid JSON, no keys -> JWKS without a JSON reason");
+	free(jwk);
+	json_decref(pub);
+}
+
 int
 main(void)
 {
@@ -1539,6 +1756,8 @@ main(void)
 	test_key_ops();
 	test_thumbprints();
 	test_claims();
+	test_jwt_verify();
+	test_jwks_text();
 out:
 	for (int i = 0; i < NSIGN; i++)
 		jose_key_free(genkeys[i]);

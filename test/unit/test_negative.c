@@ -5,10 +5,9 @@
  * of the token's own header or signature text).
  *
  * Tokens are assembled by hand (jose_b64url_encode + jose_sign_raw with
- * generated keys) so the header may lie.  Each token goes through the same
- * pipeline a verifier uses: jose_jws_parse -> jose_jws_verify_with (or
- * jose_jws_verify with one key) -> jose_jws_payload_json ->
- * jose_jwt_check_claims(now, skew 0, audience "tokex", exp required).
+ * generated keys) so the header may lie.  Each token goes through what
+ * tokex's verifiers call, jose_jwt_verify(now, skew 0, audience "tokex", exp
+ * required), or the same steps with jose_jws_verify and one key.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -29,7 +28,7 @@
 
 typedef enum verify_mode
 {
-	WITH_KEYS,					/* jose_jws_verify_with(keys) */
+	WITH_KEYS,					/* jose_jwt_verify(keys) */
 	ONE_KEY						/* jose_jws_verify(keys[0]) */
 } verify_mode;
 
@@ -60,18 +59,20 @@ verify_token(const char *token, size_t len, jose_key *const *keys, size_t nkeys,
 	json_t	   *payload;
 	int			rc;
 
+	if (mode == WITH_KEYS)
+	{
+		jose_jwt_rules rules = {.keys = {keys, nkeys, NULL}, .now = NOW, .skew = 0,
+		.audience = AUDIENCE, .require_exp = true};
+		jose_jwt   *jwt = jose_jwt_verify(token, len, &rules, err);
+
+		rc = jwt ? 0 : -1;
+		jose_jwt_free(jwt);
+		return rc;
+	}
 	if (jose_jws_parse(token, len, &jws, err) < 0)
 		return -1;
-	if (mode == ONE_KEY)
-		rc = jose_jws_verify(&jws, keys[0], err);
-	else
-		rc = jose_jws_verify_with(&jws, keys, nkeys, err) < 0 ? -1 : 0;
-	if (rc < 0)
-	{
-		jose_jws_clear(&jws);
-		return -1;
-	}
-	payload = jose_jws_payload_json(&jws, err);
+	rc = jose_jws_verify(&jws, keys[0], err);
+	payload = rc < 0 ? NULL : jose_jws_payload_json(&jws, err);
 	jose_jws_clear(&jws);
 	if (payload == NULL)
 		return -1;

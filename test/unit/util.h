@@ -16,37 +16,7 @@
 static inline const char *
 errname(jose_errcode code)
 {
-	static const char *const names[JOSE_E_COUNT_] = {
-		[JOSE_OK] = "OK",
-		[JOSE_E_INTERNAL] = "INTERNAL",
-		[JOSE_E_TOO_LONG] = "TOO_LONG",
-		[JOSE_E_FORMAT] = "FORMAT",
-		[JOSE_E_BASE64] = "BASE64",
-		[JOSE_E_HEADER] = "HEADER",
-		[JOSE_E_PAYLOAD] = "PAYLOAD",
-		[JOSE_E_ALG_MISSING] = "ALG_MISSING",
-		[JOSE_E_ALG_NONE] = "ALG_NONE",
-		[JOSE_E_ALG_UNSUPPORTED] = "ALG_UNSUPPORTED",
-		[JOSE_E_CRIT] = "CRIT",
-		[JOSE_E_ALG_KEY_MISMATCH] = "ALG_KEY_MISMATCH",
-		[JOSE_E_KEY_TOO_WEAK] = "KEY_TOO_WEAK",
-		[JOSE_E_SIG_LENGTH] = "SIG_LENGTH",
-		[JOSE_E_SIGNATURE] = "SIGNATURE",
-		[JOSE_E_NO_KEY] = "NO_KEY",
-		[JOSE_E_CLAIM_TYPE] = "CLAIM_TYPE",
-		[JOSE_E_EXPIRED] = "EXPIRED",
-		[JOSE_E_NOT_YET_VALID] = "NOT_YET_VALID",
-		[JOSE_E_IAT_FUTURE] = "IAT_FUTURE",
-		[JOSE_E_AUDIENCE] = "AUDIENCE",
-		[JOSE_E_JWK] = "JWK",
-		[JOSE_E_JWKS] = "JWKS",
-		[JOSE_E_JSON_DEPTH] = "JSON_DEPTH",
-		[JOSE_E_KEY_OPS] = "KEY_OPS",
-	};
-
-	if ((int) code < 0 || code >= JOSE_E_COUNT_ || names[code] == NULL)
-		return "?";
-	return names[code];
+	return jose_errcode_name(code);
 }
 
 /* A fresh error record: code OK, empty detail. */

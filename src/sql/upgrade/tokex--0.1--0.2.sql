@@ -1005,6 +1005,15 @@ BEGIN
 END
 $$;
 
+-- A PostgREST request that is not a POST.  PostgREST also serves functions
+-- on GET, which would put client secrets and tokens in URLs (RFC 6749
+-- §2.3.1, RFC 7662 §2.1).  Called from SQL (no request.method): not refused.
+CREATE FUNCTION tokex._not_post() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(NULLIF(pg_catalog.current_setting('request.method', true), '')
+                  OPERATOR(pg_catalog.<>) 'POST', false)
+$$;
+
 -- An HTTP refusal, in one place: its audit row (the full reason, committed
 -- whatever PostgREST's transaction does; see src/audit.c), then the RFC 6749
 -- §5.2 answer with its status and headers (401: WWW-Authenticate).
@@ -1012,7 +1021,7 @@ $$;
 -- audited reason names the endpoint.  reason defaults to the description.
 CREATE FUNCTION tokex._refuse(error text, description text, status int, client_id text,
                               audience text DEFAULT NULL, operation text DEFAULT 'exchange',
-                              reason text DEFAULT NULL)
+                              reason text DEFAULT NULL, claimed text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
@@ -1021,7 +1030,11 @@ BEGIN
     'error', error,
     'reason', pg_catalog.left(COALESCE(reason, description) OPERATOR(pg_catalog.||)
                 CASE operation WHEN 'introspect' THEN ' at the introspection endpoint'
-                               WHEN 'revoke' THEN ' at the revocation endpoint' ELSE '' END, 1024),
+                               WHEN 'revoke' THEN ' at the revocation endpoint' ELSE '' END
+                OPERATOR(pg_catalog.||)
+                CASE WHEN claimed IS NOT NULL
+                     THEN pg_catalog.format(' (claimed client_id "%s")', pg_catalog.left(claimed, 256)) ELSE '' END,
+                1024),
     'client_id', pg_catalog.left(client_id, 256), 'audience', pg_catalog.left(audience, 1024)), false);
   RETURN tokex._respond(pg_catalog.jsonb_build_object('error', error, 'error_description', description),
                         status, CASE WHEN status OPERATOR(pg_catalog.=) 401
@@ -1079,10 +1092,13 @@ DECLARE
   a record;
   r jsonb;
 BEGIN
+  IF tokex._not_post() THEN
+    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience);
+  END IF;
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._refuse('invalid_client', a.why, 401, a.claimed_id, token.audience);
+    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, claimed => a.claimed_id);
   ELSIF grant_type IS NULL THEN
     RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
   ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
@@ -1120,10 +1136,16 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   a record;
 BEGIN
+  IF tokex._not_post() THEN
+    refusal := tokex._refuse('invalid_request', 'this endpoint takes POST', 405, NULL, NULL,
+                             pg_catalog.substr(path, 6));
+    RETURN;
+  END IF;
   SELECT * INTO a FROM tokex._authenticate(client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint(path));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    refusal := tokex._refuse('invalid_client', a.why, 401, a.claimed_id, NULL, pg_catalog.substr(path, 6));
+    refusal := tokex._refuse('invalid_client', a.why, 401, NULL, NULL, pg_catalog.substr(path, 6),
+                             claimed => a.claimed_id);
   ELSIF token IS NULL THEN
     refusal := tokex._refuse('invalid_request', 'token is required', 400, (a.client).client_id, NULL,
                              pg_catalog.substr(path, 6));
@@ -1133,10 +1155,25 @@ BEGIN
 END
 $$;
 
+-- Was this token issued to this client: a token of tokex's whose granted
+-- audit row names the client.  Not the token's client_id claim: that names
+-- the current actor when the exchange had no client, and another issuer's
+-- client_id means nothing here.
+CREATE FUNCTION tokex._issued_to(client_id text, claims jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(claims->>'iss' OPERATOR(pg_catalog.=) tokex._setting('issuer')
+      AND EXISTS (SELECT 1 FROM tokex.audit_event a
+                   WHERE a.jti OPERATOR(pg_catalog.=)
+                           CASE WHEN claims->>'jti' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                THEN (claims->>'jti')::uuid END
+                     AND a.decision OPERATOR(pg_catalog.=) 'granted'
+                     AND a.client_id OPERATOR(pg_catalog.=) _issued_to.client_id), false)
+$$;
+
 CREATE FUNCTION tokex._may_introspect(client tokex.client, claims jsonb) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT COALESCE(client.introspect_any
-      OR claims->>'client_id' OPERATOR(pg_catalog.=) client.client_id
+      OR tokex._issued_to(client.client_id, claims)
       OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
                    CASE pg_catalog.jsonb_typeof(claims->'aud')
                         WHEN 'array' THEN claims->'aud'
@@ -1177,7 +1214,7 @@ BEGIN
     claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
   END;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
-    IF claims->>'client_id' IS DISTINCT FROM (c.client).client_id THEN
+    IF NOT tokex._issued_to((c.client).client_id, claims) THEN
       RETURN tokex._refuse('unauthorized_client', 'the token was not issued to this client', 400,
                            (c.client).client_id,
                            CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
@@ -1208,6 +1245,37 @@ BEGIN
 END
 $do$;
 
+-- GET /rpc/oauth_authorization_server: RFC 8414 metadata.
+CREATE OR REPLACE FUNCTION tokex_api.oauth_authorization_server() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  auth_methods jsonb := '["client_secret_basic", "client_secret_post", "private_key_jwt"]';
+  signing jsonb := '["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]';
+BEGIN
+  PERFORM pg_catalog.set_config('response.headers', '[{"Cache-Control": "public, max-age=300"}]', true);
+  RETURN pg_catalog.jsonb_build_object(
+    'issuer', tokex._issuer(),
+    'token_endpoint', tokex._endpoint('/rpc/token'),
+    'introspection_endpoint', tokex._endpoint('/rpc/introspect'),
+    'revocation_endpoint', tokex._endpoint('/rpc/revoke'),
+    'jwks_uri', tokex._endpoint('/rpc/jwks'),
+    'grant_types_supported', '["urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials"]'::jsonb,
+    'response_types_supported', '[]'::jsonb,
+    'token_endpoint_auth_methods_supported', auth_methods,
+    'token_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_signing_alg_values_supported', signing,
+    'revocation_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_methods_supported', auth_methods,
+    'revocation_endpoint_auth_methods_supported', auth_methods,
+    'scopes_supported', (SELECT COALESCE(pg_catalog.jsonb_agg(DISTINCT s ORDER BY s), '[]'::jsonb)
+                           FROM tokex.resource r, pg_catalog.unnest(r.scopes) s),
+    'token_exchange_token_types_supported', '["urn:ietf:params:oauth:token-type:jwt",
+       "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token"]'::jsonb,
+    'token_exchange_issued_token_types_supported', '["urn:ietf:params:oauth:token-type:access_token",
+       "urn:ietf:params:oauth:token-type:jwt"]'::jsonb);
+END
+$$;
+
 ------------------------------------------------------------------------
 -- Privileges: as src/sql/ gives them, for what was created above
 ------------------------------------------------------------------------
@@ -1227,8 +1295,10 @@ REVOKE ALL ON FUNCTION tokex.decide(text[],text[],timestamp with time zone[],tex
 REVOKE ALL ON FUNCTION tokex._exchange_for_client(text,text,text,text,text,text,text,text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._token_active(text[],text[],timestamp with time zone,text,boolean,bytea,uuid,uuid,timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._public_description(text,text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION tokex._refuse(text,text,integer,text,text,text,text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._refuse(text,text,integer,text,text,text,text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._repeated_target() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._not_post() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._issued_to(text,jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._may_introspect(tokex.client,jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._token_endpoint(text,text,text,text,text,text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,

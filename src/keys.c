@@ -31,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 /* ---------------- caches of a tokex table ---------------- */
 
@@ -50,6 +51,13 @@ tokex_table_cache(TokexTableCache *c)
 	void	   *data;
 	int			rc;
 
+	/*
+	 * Judged as of the call, like every decision: take in the invalidations
+	 * committed since this transaction last did (a long transaction takes
+	 * them only at its next lock), and read the table with the latest
+	 * snapshot, not a REPEATABLE READ transaction's older one.
+	 */
+	AcceptInvalidationMessages();
 	if (c->valid && c->data != NULL)
 		return c->data;
 	if (!c->registered)
@@ -77,7 +85,13 @@ tokex_table_cache(TokexTableCache *c)
 	c->valid = true;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
-	rc = SPI_execute(c->query, true, 0);
+	{
+		SPIPlanPtr	plan = SPI_prepare(c->query, 0, NULL);
+
+		if (plan == NULL)
+			elog(ERROR, "tokex: cannot read tokex.%s: %s", c->relname, SPI_result_code_string(SPI_result));
+		rc = SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 0);
+	}
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "tokex: cannot read tokex.%s: %s", c->relname, SPI_result_code_string(rc));
 	data = c->begin(cxt, SPI_processed);

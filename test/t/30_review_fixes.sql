@@ -21,7 +21,7 @@ CREATE EXTENSION IF NOT EXISTS tokex;
 SET client_min_messages = warning;
 SELECT set_config('tokex.issuer', 'https://tokex.test', false);
 SELECT format('ALTER DATABASE %I SET tokex.issuer = %L', current_database(), 'https://tokex.test') \gexec
-SELECT plan(41);
+SELECT plan(44);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('agent-2', 'agent');
@@ -265,5 +265,17 @@ SELECT is(:'r_unmapped'::jsonb->>'error_description', 'role "tokex_app" acts for
 REVOKE tokex_app FROM tokex_t30_app, tokex_t30_two;
 DROP ROLE tokex_t30_app;
 DROP ROLE tokex_t30_two;
+
+------------------------------------------------------------------------
+-- 2 again: a signing key revoked while a transaction is open
+------------------------------------------------------------------------
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT ok(pg_temp.x(:'st', :'at') ? 'access_token', 'an exchange in an open transaction is granted ...');
+SELECT * FROM dblink(:'other', format('SELECT tokex.revoke_key(%L)::text', :'kid')) AS t(r text);
+SELECT is(pg_temp.x(:'st', :'at')->>'error_description', 'subject_token: tokex has no published keys',
+          '... and refused, in the same transaction, once another session has revoked its key');
+SELECT is(tokex.introspect(:'t_rolled_back'), '{"active": false}'::jsonb,
+          '... and tokens that key signed introspect inactive');
+COMMIT;
 
 SELECT * FROM finish();

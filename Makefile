@@ -7,7 +7,7 @@ MODULE_big = tokex
 DATA_built = tokex--$(EXTVERSION).sql
 # shipped as they are: earlier versions' install scripts, frozen when they were
 # released, and every upgrade script (see CONTRIBUTING in the README)
-DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/src/sql/upgrade/tokex--*.sql))
+DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/upgrade/tokex--*.sql))
 OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
              src/session.o src/introspect.o src/revocation.o src/client.o \
              src/keys.o src/issuers.o src/jwt.o \

@@ -90,7 +90,7 @@ for deb in "${debs[@]}"; do
   want=$( { echo "/usr/lib/postgresql/$v/lib/tokex.so"
             echo "/usr/share/postgresql/$v/extension/tokex.control"
             echo "/usr/share/postgresql/$v/extension/tokex--$version.sql"
-            for f in src/sql/upgrade/tokex--*.sql; do echo "/usr/share/postgresql/$v/extension/${f##*/}"; done
+            for f in sql/upgrade/tokex--*.sql; do echo "/usr/share/postgresql/$v/extension/${f##*/}"; done
           } | sort)
   is "$(grep -E '^/usr/(lib/postgresql/[0-9]+/lib/tokex\.so|share/postgresql/[0-9]+/extension/tokex)' "$tmp/files")" \
      "$want" "$pkg: the library, the control file and every install and upgrade script"
@@ -102,7 +102,7 @@ for deb in "${debs[@]}"; do
   ext=$root/usr/share/postgresql/$v/extension
   same=0
   cmp -s tokex.control "$ext/tokex.control" || same=1
-  for f in src/sql/upgrade/tokex--*.sql; do cmp -s "$f" "$ext/${f##*/}" || same=1; done
+  for f in sql/upgrade/tokex--*.sql; do cmp -s "$f" "$ext/${f##*/}" || same=1; done
   # the install script is the banner and src/sql/*.sql in name order
   tail -n +2 "$ext/tokex--$version.sql" | cmp -s - <(cat src/sql/*.sql) || same=1
   ok $same "$pkg: its control file and SQL scripts are this tree's"

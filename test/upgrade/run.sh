@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The upgrade check: for every earlier version tokex ships an install script
-# for (src/sql/upgrade/tokex--X.sql), a database where tokex X was created and
+# for (sql/upgrade/tokex--X.sql), a database where tokex X was created and
 # then updated (ALTER EXTENSION tokex UPDATE) must have exactly the schema of
 # a fresh CREATE EXTENSION tokex, and keep its rows:
 #
@@ -84,15 +84,15 @@ compare() {  # compare <db> <description>
 }
 
 versions=()
-for f in src/sql/upgrade/tokex--*.sql; do
-  v=${f#src/sql/upgrade/tokex--}; v=${v%.sql}
+for f in sql/upgrade/tokex--*.sql; do
+  v=${f#sql/upgrade/tokex--}; v=${v%.sql}
   [[ $v == *--* ]] || versions+=("$v")
 done
 [ ${#versions[@]} -gt 0 ] || { echo "Bail out! no earlier version to update from"; exit 1; }
 
 # the server runs the scripts of this tree, not stale ones
 same=0
-for f in src/sql/upgrade/tokex--*.sql; do cmp -s "$f" "$extdir/${f##*/}" || same=1; done
+for f in sql/upgrade/tokex--*.sql; do cmp -s "$f" "$extdir/${f##*/}" || same=1; done
 ok $same "the installed upgrade scripts are this tree's (else: make install)"
 
 for d in $old $empty $fresh; do dropdb --force --if-exists "$d" 2>/dev/null; createdb "$d"; done

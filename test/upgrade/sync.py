@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Copy function definitions from src/sql/*.sql into the upgrade script.
 
-    python3 test/upgrade/sync.py src/sql/upgrade/tokex--0.1--0.2.sql tokex._refuse tokex_api.token ...
+    python3 test/upgrade/sync.py sql/upgrade/tokex--0.1--0.2.sql tokex._refuse tokex_api.token ...
 
 For each name, the definition in the install script parts (from its
 "CREATE FUNCTION name(" to the end of its body) replaces the one in the

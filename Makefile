@@ -14,7 +14,7 @@ OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
              src/jose/jwt.o
 
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DTOKEX_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK  = -lcrypto -ljansson
 

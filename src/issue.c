@@ -13,8 +13,10 @@
 Issuance *
 issuance_new(IssueOp op)
 {
-	Issuance   *x = palloc0(sizeof(Issuance));
+	Issuance   *x;
 
+	tokex_check_version();
+	x = palloc0(sizeof(Issuance));
 	x->cxt = CurrentMemoryContext;
 	x->op = op;
 	x->at = GetCurrentTimestamp();

@@ -60,6 +60,7 @@ tokex_table_cache(TokexTableCache *c)
 	AcceptInvalidationMessages();
 	if (c->valid && c->data != NULL)
 		return c->data;
+	tokex_check_version();
 	if (!c->registered)
 	{
 		CacheRegisterRelcacheCallback(table_cache_invalidate, PointerGetDatum(c));

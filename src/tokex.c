@@ -7,6 +7,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "executor/spi.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -323,4 +324,39 @@ tokex_setting(PG_FUNCTION_ARGS)
 	if (s == NULL || s[0] == '\0')
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(s));
+}
+
+/*
+ * The SQL objects must be the version this library was built for: after a
+ * new library is installed and the server restarted, a database still at
+ * the old version fails in whatever query meets a renamed or missing
+ * object first.  Say why instead, once per backend until it matches
+ * (versions only move forward, so a match is kept).
+ */
+void
+tokex_check_version(void)
+{
+	static bool matched = false;
+	char	   *v;
+
+	if (matched)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'tokex'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tokex: cannot read its own version");
+	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	matched = v != NULL && strcmp(v, TOKEX_VERSION) == 0;
+	if (!matched)
+	{
+		char	   *installed = v ? pstrdup(v) : "unknown";
+
+		SPI_finish();
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tokex in this database is at version %s, its library at %s", installed, TOKEX_VERSION),
+				 errhint("Run ALTER EXTENSION tokex UPDATE in this database.")));
+	}
+	SPI_finish();
 }

@@ -40,6 +40,9 @@ extern int	tokex_endpoint_style;
 #define TOKEX_ENDPOINTS_PLAIN	1
 extern int	tokex_secret_iterations;
 
+/* The SQL objects are the version this library was built for; ERROR (with a hint) if not. */
+extern void tokex_check_version(void);
+
 /* Current wall-clock time in Unix seconds (tokens care about now, not xact start). */
 extern int64 tokex_now(void);
 

@@ -107,6 +107,11 @@ for from in "${versions[@]}"; do
 
   # Without rows, the update needs nothing, not even tokex.issuer.
   q $empty -c "CREATE EXTENSION tokex VERSION '$from'"
+  # between the new library and the update, a call says what to do
+  err=$(q $empty -c "SET tokex.issuer = 'https://upgrade.test'" -c "SELECT tokex.jwt_verify('a.b.c')" 2>&1 || true)
+  ok "$(grep -q "tokex in this database is at version $from, its library at $to" <<<"$err" &&
+        grep -q 'HINT:  Run ALTER EXTENSION tokex UPDATE' <<<"$err"; echo $?)" \
+    "$from before the update: the $to library refuses with a hint to update"
   PGOPTIONS='-c tokex.issuer=' q $empty -c 'ALTER EXTENSION tokex UPDATE'
   is "$(q $empty -c "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'tokex'")" "$to" \
     "$from (no rows) updates to $to"

@@ -81,7 +81,9 @@ SELECT kind, target, reason FROM tokex.revocation;
 
 \echo '== 10. The auditor: who acted, on whose behalf, with what privilege, with what result'
 SET ROLE tokex_auditor;
-SELECT to_char(at, 'HH24:MI:SS') AS at, decision, subject AS on_behalf_of,
+-- every credential handed out or refused (operation: exchange, session,
+-- identity_token, ...), each committed before the token left tokex
+SELECT to_char(at, 'HH24:MI:SS') AS at, operation, decision, subject AS on_behalf_of,
        array_to_string(actor_chain, ' > ') AS actors, audience, scope, error, reason
   FROM tokex.audit ORDER BY at;
 SELECT action, outcome, on_behalf_of, actor, audience, scope, delegation_ids, policy_ids

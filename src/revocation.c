@@ -87,6 +87,7 @@ tokex_token_jti(PG_FUNCTION_ARGS)
 	json_t	   *payload;
 	json_t	   *iss;
 	json_t	   *jti;
+	char	   *text;
 	Datum		items[2];
 	bool		nulls[2] = {true, true};
 	int			dims[1] = {2};
@@ -105,9 +106,9 @@ tokex_token_jti(PG_FUNCTION_ARGS)
 		items[0] = CStringGetTextDatum(json_string_value(iss));
 		nulls[0] = false;
 	}
-	if (jti && tokex_jti_text(jti))
+	if (jti && (text = tokex_jti_text(jti)) != NULL)
 	{
-		items[1] = CStringGetTextDatum(tokex_jti_text(jti));
+		items[1] = CStringGetTextDatum(text);
 		nulls[1] = false;
 	}
 	else if (jti)

@@ -1,5 +1,5 @@
 /*
- * decide.c — the decision: tokex.decide, one prepared SQL query over the
+ * decide.c — the decision: tokex._decide, one prepared SQL query over the
  * identity graph, policy and revocations (src/sql/40_decide.sql), bound
  * from an issuance and read back into it.
  *
@@ -78,7 +78,7 @@ decide(Issuance *x)
 		Oid			types[15] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID,
 			TEXTARRAYOID, TEXTARRAYOID, TEXTOID, TEXTOID, BYTEAARRAYOID, UUIDOID, UUIDARRAYOID,
 		TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
-		SPIPlanPtr	p = tokex_prepare("SELECT * FROM tokex.decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+		SPIPlanPtr	p = tokex_prepare("SELECT * FROM tokex._decide($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
 								"$11, $12, $13, $14, $15)", 15, types);
 
 		if (p == NULL || SPI_keepplan(p) != 0)

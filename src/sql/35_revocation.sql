@@ -167,6 +167,10 @@ BEGIN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'session'; t := NEW.id::text; r := NEW.revoke_reason;
     WHEN 'revoked_token' THEN
+      -- a row revoked before this transaction began is not a new revocation
+      -- but a restored one (pg_restore copies revoked_token with triggers
+      -- on, and tokex.revocation already holds its log row)
+      IF NEW.revoked_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN RETURN NULL; END IF;
       k := 'token'; t := pg_catalog.left(NEW.jti, 256); r := NEW.reason;
     WHEN 'key' THEN
       IF NEW.status OPERATOR(pg_catalog.<>) 'revoked' OR OLD.status OPERATOR(pg_catalog.=) 'revoked' THEN

@@ -21,7 +21,7 @@ CREATE EXTENSION IF NOT EXISTS tokex;
 SET client_min_messages = warning;
 SELECT set_config('tokex.issuer', 'https://tokex.test', false);
 SELECT format('ALTER DATABASE %I SET tokex.issuer = %L', current_database(), 'https://tokex.test') \gexec
-SELECT plan(44);
+SELECT plan(46);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('agent-2', 'agent');
@@ -265,6 +265,38 @@ SELECT is(:'r_unmapped'::jsonb->>'error_description', 'role "tokex_app" acts for
 REVOKE tokex_app FROM tokex_t30_app, tokex_t30_two;
 DROP ROLE tokex_t30_app;
 DROP ROLE tokex_t30_two;
+
+------------------------------------------------------------------------
+-- tokex.decide for administrators: allowed, and not hijacked by their search_path
+------------------------------------------------------------------------
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tokex_t30_admin') THEN CREATE ROLE tokex_t30_admin NOLOGIN; END IF;
+END $$;
+GRANT tokex_admin TO tokex_t30_admin;
+CREATE SCHEMA t30_evil;
+GRANT USAGE ON SCHEMA t30_evil TO PUBLIC;
+CREATE FUNCTION t30_evil.eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+  $f$ BEGIN RAISE EXCEPTION 'hijacked: evil = ran as %', current_user; END $f$;
+CREATE OPERATOR t30_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = t30_evil.eq);
+CREATE OPERATOR t30_evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = t30_evil.eq);
+CREATE FUNCTION t30_evil.chk(t pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS
+  $f$ BEGIN RAISE EXCEPTION 'hijacked: evil text domain'; END $f$;
+CREATE DOMAIN t30_evil.text AS pg_catalog.text CHECK (t30_evil.chk(VALUE));
+-- the hostile search_path only while decide runs (pgTAP itself would take its =)
+CREATE FUNCTION pg_temp.decide_with_evil_path() RETURNS bigint
+LANGUAGE sql SET search_path = t30_evil, pg_catalog, public AS $f$
+  SELECT count(*) FROM tokex.decide('{https://tokex.test}', '{alice}', ARRAY[now()], 'calendar', 'calendar',
+                                    '{calendar.read,zz}', NULL, NULL, 'https://tokex.test')
+$f$;
+SET ROLE tokex_t30_admin;
+SELECT lives_ok($$SELECT * FROM tokex.decide('{https://tokex.test}', '{alice}', ARRAY[now()], 'calendar', NULL,
+                                             NULL, NULL, NULL, 'https://tokex.test')$$,
+                'an administrator (no superuser) can run tokex.decide');
+SELECT lives_ok($$SELECT pg_temp.decide_with_evil_path()$$,
+                '... and a search_path with its own =, <> and text does not reach into it');
+RESET ROLE;
+REVOKE tokex_admin FROM tokex_t30_admin;
+DROP ROLE tokex_t30_admin;
 
 ------------------------------------------------------------------------
 -- 2 again: a signing key revoked while a transaction is open

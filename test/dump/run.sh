@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# pg_dump / pg_restore keep tokex's rows (README: "pg_dump keeps the rows"):
+# a revoked token stays revoked after a restore, and the revocation log is
+# neither lost nor written twice (the trigger that logs revocations fires
+# during the restore's COPY).  Uses the server the PG* environment names;
+# creates and drops its own databases.  TAP output.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+src=tokex_dump_src dst=tokex_dump_dst dump=$(mktemp)
+trap 'dropdb --if-exists $src >/dev/null 2>&1; dropdb --if-exists $dst >/dev/null 2>&1; rm -f "$dump"' EXIT
+n=0 failed=0
+is() {
+  n=$((n + 1))
+  if [ "$1" == "$2" ]; then echo "ok $n - $3"
+  else echo "not ok $n - $3"; echo "#   have: $1"; echo "#   want: $2"; failed=$((failed + 1)); fi
+}
+q() { local d=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$d" "$@"; }
+
+echo "1..4"
+for d in $src $dst; do dropdb --if-exists "$d" 2>/dev/null; done
+createdb $src
+q $src -c 'CREATE EXTENSION tokex' -c "ALTER DATABASE $src SET tokex.issuer = 'https://tokex.test'"
+tok=$(q $src -c "SELECT tokex.create_key()" -c "SELECT tokex.jwt_sign('{\"sub\": \"alice\", \"exp\": 4102444800}')" | tail -1)
+q $src -v t="$tok" <<<"SELECT tokex.revoke_token(:'t', 'leaked');" >/dev/null
+before=$(q $src -c "SELECT (SELECT count(*) FROM tokex.revoked_token) || '/' || (SELECT count(*) FROM tokex.revocation)")
+
+pg_dump -Fc -f "$dump" $src
+createdb $dst
+q $dst -c "ALTER DATABASE $dst SET tokex.issuer = 'https://tokex.test'"
+restore=$(pg_restore -d $dst "$dump" 2>&1 || true)
+is "$(grep -c 'error' <<<"$restore" || true)" "0" "pg_restore reports no error"
+is "$(q $dst -c "SELECT (SELECT count(*) FROM tokex.revoked_token) || '/' || (SELECT count(*) FROM tokex.revocation)")" \
+   "$before" "revoked tokens and the revocation log are restored as they were, no row lost or doubled"
+is "$(q $dst -v t="$tok" <<<"SELECT tokex.introspect(:'t');")" '{"active": false}' \
+   "the revoked token is still revoked in the restored database"
+is "$(q $dst -c "SELECT count(*) FROM tokex.audit WHERE operation = 'jwt_sign'")" "1" "its audit row is restored"
+echo "# $((n - failed)) passed, $failed failed"
+[ $failed -eq 0 ]

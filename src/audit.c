@@ -581,6 +581,7 @@ static const char *const operation_names[] = {
 	[OP_CLIENT_CREDENTIALS] = "client_credentials",
 	[OP_SESSION] = "session",
 	[OP_IDENTITY_TOKEN] = "identity_token",
+	[OP_JWT_SIGN] = "jwt_sign",
 };
 
 /*
@@ -640,11 +641,16 @@ audit(Issuance *x)
 	{
 		char		buf[MAXDATELEN + 1];
 
-		PUT("scope", jcap_array(x->scope_out, x->nscope, 256));
+		/* only the formats that carry a scope have one */
+		if (x->op == OP_EXCHANGE || x->op == OP_SESSION)
+			PUT("scope", jcap_array(x->scope_out, x->nscope, 256));
 		PUT("jti", json_string(id));
-		JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) x->exp)),
-						   TIMESTAMPTZOID, NULL);
-		PUT("expires_at", json_string(buf));
+		if (x->exp > 0)			/* an administrator's token may have no exp */
+		{
+			JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) x->exp)),
+							   TIMESTAMPTZOID, NULL);
+			PUT("expires_at", json_string(buf));
+		}
 		PUT("issued_token_type", json_string(x->issued_type ? x->issued_type : TT_JWT));
 	}
 	if (x->delegation_ids)

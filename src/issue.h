@@ -31,7 +31,8 @@ typedef enum IssueOp
 	OP_EXCHANGE,				/* RFC 8693 token exchange */
 	OP_CLIENT_CREDENTIALS,		/* RFC 6749 §4.4: an actor token for the client's identity */
 	OP_SESSION,					/* a session credential for an agent */
-	OP_IDENTITY_TOKEN			/* an actor token for a registered agent or service */
+	OP_IDENTITY_TOKEN,			/* an actor token for a registered agent or service */
+	OP_JWT_SIGN					/* an administrator's claims, signed as given (jwt_sign) */
 } IssueOp;
 
 typedef struct Issuance
@@ -95,6 +96,10 @@ typedef struct Issuance
 
 	/* a session credential */
 	TimestampTz session_expires;
+
+	/* jwt_sign: the claims as they are signed, and the key */
+	const char *sign_payload;
+	const jose_key *sign_key;
 } Issuance;
 
 /* issue.c: shared steps and helpers */

@@ -8,7 +8,7 @@
  * What the core hands back is owned by the current memory context
  * (tokex_track, tokex_adopt), so an ERROR cannot leak it.
  */
-#include "tokex.h"
+#include "issue.h"
 
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
@@ -95,13 +95,10 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	json_t	   *j;
 	json_t	   *iss;
 	char	   *kid = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	const jose_key *key;
 	StringInfoData extra;
-	char	   *payload;
 	json_t	   *jti;
-	char	   *jti_text;
-	char	   *token;
-	json_t	   *row;
+	json_t	   *exp;
+	Issuance   *x;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("claims must not be NULL")));
@@ -113,7 +110,8 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid claims"),
 				 errdetail("tokex signs only as its own issuer (tokex.issuer).")));
-	key = tokex_signing_key(kid);
+	x = issuance_new(OP_JWT_SIGN);
+	x->sign_key = tokex_signing_key(kid);
 
 	/* sign the jsonb text itself, so numbers keep the digits they were given */
 	initStringInfo(&extra);
@@ -124,69 +122,48 @@ tokex_jwt_sign(PG_FUNCTION_ARGS)
 	}
 	if (json_object_get(j, "iat") == NULL)
 		appendStringInfo(&extra, "%s\"iat\":" INT64_FORMAT, extra.len ? "," : "", tokex_now());
-	/* every token tokex signs has an audit row, keyed by its jti */
+	/* every token tokex signs has an audit row, keyed by its jti: the issuance's id */
 	jti = json_object_get(j, "jti");
 	if (jti == NULL)
-	{
-		pg_uuid_t	u;
-
-		if (!pg_strong_random(u.data, UUID_LEN))
-			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a jti")));
-		u.data[6] = (u.data[6] & 0x0f) | 0x40;
-		u.data[8] = (u.data[8] & 0x3f) | 0x80;
-		jti_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
-		appendStringInfo(&extra, "%s\"jti\":\"%s\"", extra.len ? "," : "", jti_text);
-	}
-	else
-	{
-		pg_uuid_t	u;
-
-		if (!json_is_string(jti) || !tokex_parse_uuid(json_string_value(jti), &u))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid claims"),
-					 errdetail("jti must be a UUID: it keys the token's audit row."),
-					 errhint("Leave jti out and tokex generates one.")));
-		jti_text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
-		/* the audit row and revocation name the jti as uuid_out writes it */
-		if (strcmp(jti_text, json_string_value(jti)) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid claims"),
-					 errdetail("jti must be a UUID in lower case, as tokex writes it in the audit row.")));
-	}
+		appendStringInfo(&extra, "%s\"jti\":\"%s\"", extra.len ? "," : "",
+						 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))));
+	else if (!json_is_string(jti) || !tokex_parse_uuid(json_string_value(jti), &x->exchange_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid claims"),
+				 errdetail("jti must be a UUID: it keys the token's audit row."),
+				 errhint("Leave jti out and tokex generates one.")));
+	/* the audit row and revocation name the jti as uuid_out writes it */
+	else if (strcmp(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))),
+					json_string_value(jti)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid claims"),
+				 errdetail("jti must be a UUID in lower case, as tokex writes it in the audit row.")));
 	if (extra.len)
 		claims = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(claims),
 													tokex_jsonb_in(psprintf("{%s}", extra.data))));
-	payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
-	token = tokex_sign_text(key, payload, strlen(payload), "JWT");
+	x->sign_payload = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
 
-	/* the row commits (by the audit writer) before the token is returned */
-	row = tokex_json_track(json_pack("{s:s,s:s,s:s,s:s,s:s}", "exchange_id", jti_text,
-									 "operation", "jwt_sign", "decision", "granted",
-									 "jti", jti_text, "subject_issuer", tokex_issuer));
-	if (row == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	/* what the audit row says of it */
 	if (json_is_string(json_object_get(j, "sub")))
-		json_object_set(row, "subject", json_object_get(j, "sub"));
-	if (json_is_string(json_object_get(j, "aud")))
-		json_object_set(row, "audience", json_object_get(j, "aud"));
-	if (json_is_string(json_object_get(j, "client_id")))
-		json_object_set(row, "client_id", json_object_get(j, "client_id"));
-	if (json_is_integer(json_object_get(j, "exp")))
 	{
-		char		buf[MAXDATELEN + 1];
-		json_int_t	exp = json_integer_value(json_object_get(j, "exp"));
-
-		if (exp > 0 && exp < INT64CONST(253402300800))
-		{
-			JsonEncodeDateTime(buf, TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) exp)),
-							   TIMESTAMPTZOID, NULL);
-			json_object_set_new(row, "expires_at", json_string(buf));
-		}
+		x->nchain = 1;
+		x->chain_id[0] = pstrdup(json_string_value(json_object_get(j, "sub")));
 	}
-	tokex_audit_write(row, true);
-	PG_RETURN_TEXT_P(cstring_to_text(token));
+	if (json_is_string(json_object_get(j, "aud")))
+		x->target = pstrdup(json_string_value(json_object_get(j, "aud")));
+	if (json_is_string(json_object_get(j, "client_id")))
+		x->client_id = pstrdup(json_string_value(json_object_get(j, "client_id")));
+	exp = json_object_get(j, "exp");
+	if (json_is_integer(exp) && json_integer_value(exp) > 0 &&
+		json_integer_value(exp) < INT64CONST(253402300800))
+		x->exp = (int64) json_integer_value(exp);
+
+	/* mint -> audit (committed before the token is returned) -> the token */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	PG_RETURN_DATUM(issue_finish(x));
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_verify);

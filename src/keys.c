@@ -275,9 +275,12 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
 }
 
 /*
- * tokex._sign(claims, typ): sign claims as they are, with the active key.
- * For tokex's own functions, which write the token's audit row themselves
- * (sessions, identity tokens, client_credentials); granted to no one.
+ * tokex._sign(claims, typ): sign claims as they are, with the active key,
+ * and write no audit row.  Every token tokex hands out leaves through the
+ * issuance pipeline instead; this exists for the extension owner's tests,
+ * which need a token of tokex's that was never issued (one without its
+ * audit row, which the exchange and introspection must refuse).  Granted
+ * to no one.
  */
 PG_FUNCTION_INFO_V1(tokex_sign_internal);
 Datum

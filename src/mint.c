@@ -10,6 +10,7 @@
  *   session             session credential (typ JWT): may_act = the agent,
  *                       sid, scope
  *   identity_token      actor token for an agent or service (typ JWT)
+ *   jwt_sign            an administrator's claims, signed as given (typ JWT)
  *
  * In all of them jti is the issuance's id, which is also its audit row's.
  */
@@ -29,8 +30,9 @@ uuid_text(const pg_uuid_t *u)
 /*
  * How long the token lives.  An access token never outlives the
  * credentials it was exchanged for; nothing outlives tokex.max_ttl, except
- * the session credential, whose lifetime start_session decided (at most a
- * day, and never past its delegation).
+ * the session credential and the identity token, whose lifetimes
+ * start_session and identity_token decided (at most a day; a session never
+ * past its delegation).
  */
 static bool
 lifetime(Issuance *x)
@@ -92,6 +94,13 @@ mint(Issuance *x)
 	const char *typ = "JWT";
 	char	   *jti = uuid_text(&x->exchange_id);
 
+	/* jwt_sign: the administrator's claims, signed as they were given */
+	if (x->op == OP_JWT_SIGN)
+	{
+		x->access_token = MemoryContextStrdup(x->cxt, tokex_sign_text(x->sign_key, x->sign_payload,
+																	  strlen(x->sign_payload), "JWT"));
+		return;
+	}
 	if (!lifetime(x))
 		return;
 	claims = tokex_json_track(json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}",
@@ -129,6 +138,7 @@ mint(Issuance *x)
 			json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
 			break;
 		case OP_IDENTITY_TOKEN:
+		case OP_JWT_SIGN:
 			break;
 	}
 	x->access_token = MemoryContextStrdup(x->cxt, tokex_sign(claims, typ, NULL));
@@ -178,6 +188,7 @@ respond(Issuance *x)
 											   "expires_at", buf));
 			}
 		case OP_IDENTITY_TOKEN:
+		case OP_JWT_SIGN:
 			break;
 	}
 	return CStringGetTextDatum(x->access_token);

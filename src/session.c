@@ -264,14 +264,16 @@ tokex_client_credentials(PG_FUNCTION_ARGS)
 							"WHERE c.client_id OPERATOR(pg_catalog.=) $1 "
 							"AND i.kind OPERATOR(pg_catalog.=) ANY (ARRAY['agent', 'service']) "
 							"AND i.status OPERATOR(pg_catalog.=) 'active'", x->client_id, x->cxt);
+	/* the audit row records what was asked, as it was asked */
+	if (x->scope)
+		(void) split_scope(x->scope, x->requested, &x->nrequested);
 	if (x->chain_id[0] == NULL)
 		deny(x, "unauthorized_client", "the client acts for no active agent or service");
 	else
-	{
 		x->nchain = 1;
-		x->target = tokex_issuer;	/* its audience: tokex itself */
-	}
 	if (!x->error && (x->scope || x->audience || x->resource))
 		deny(x, "invalid_scope", "client_credentials tokens carry no scope or audience; exchange them");
+	if (!x->error)
+		x->target = tokex_issuer;	/* its audience: tokex itself */
 	PG_RETURN_DATUM(issue_finish(x));
 }

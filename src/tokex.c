@@ -346,7 +346,8 @@ tokex_check_version(void)
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'tokex'",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: cannot read its own version");
-	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+					 SPI_fnumber(SPI_tuptable->tupdesc, "extversion"));
 	matched = v != NULL && strcmp(v, TOKEX_VERSION) == 0;
 	if (!matched)
 	{

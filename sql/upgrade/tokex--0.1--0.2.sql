@@ -640,6 +640,10 @@ BEGIN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'session'; t := NEW.id::text; r := NEW.revoke_reason;
     WHEN 'revoked_token' THEN
+      -- a row revoked before this transaction began is not a new revocation
+      -- but a restored one (pg_restore copies revoked_token with triggers
+      -- on, and tokex.revocation already holds its log row)
+      IF NEW.revoked_at OPERATOR(pg_catalog.<) pg_catalog.now() THEN RETURN NULL; END IF;
       k := 'token'; t := pg_catalog.left(NEW.jti, 256); r := NEW.reason;
     WHEN 'key' THEN
       IF NEW.status OPERATOR(pg_catalog.<>) 'revoked' OR OLD.status OPERATOR(pg_catalog.=) 'revoked' THEN
@@ -685,9 +689,11 @@ LANGUAGE sql STABLE AS $$
       LIMIT 1) i ON true
 $$;
 
--- Administrators call tokex.decide directly, so its body pins nothing to a
--- search_path: every table, function and operator is schema-qualified.
-CREATE FUNCTION tokex.decide(
+-- The query itself, inlined into the plan tokex.exchange prepares (an SQL
+-- function with a pinned search_path or SECURITY DEFINER would not be
+-- inlined), so its body names every table, function, operator and type by
+-- schema.  Granted to no one: administrators call tokex.decide below.
+CREATE FUNCTION tokex._decide(
   chain_iss text[], chain_sub text[], chain_iat timestamptz[],
   audience text, resource text, requested_scope text[], token_scope text[],
   client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
@@ -733,16 +739,16 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                                             WHERE a.jti OPERATOR(pg_catalog.=) j
                                               AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
              'a presented token has no audit row'
-           WHEN decide.sid IS NOT NULL THEN
+           WHEN _decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
-                          WHEN s.expires_at OPERATOR(pg_catalog.<=) decide.at THEN 'the session has expired'
-                          WHEN d.revoked_at IS NOT NULL OR d.valid_from OPERATOR(pg_catalog.>) decide.at
-                               OR d.valid_until OPERATOR(pg_catalog.<=) decide.at THEN
+                          WHEN s.expires_at OPERATOR(pg_catalog.<=) _decide.at THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from OPERATOR(pg_catalog.>) _decide.at
+                               OR d.valid_until OPERATOR(pg_catalog.<=) _decide.at THEN
                             pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
                      END
                 FROM (SELECT 1) one
-                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) decide.sid
+                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) _decide.sid
                 LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id)
          END AS problem
 ),
@@ -751,20 +757,20 @@ ids AS (
          pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
     FROM chain c
 ),
-by_audience AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) decide.audience),
+by_audience AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) _decide.audience),
 by_resource AS (
   SELECT r.* FROM tokex.resource r
-   WHERE r.resource_uri OPERATOR(pg_catalog.=) decide.resource
-      OR r.audience OPERATOR(pg_catalog.=) decide.resource
-   ORDER BY r.resource_uri OPERATOR(pg_catalog.=) decide.resource DESC LIMIT 1),
+   WHERE r.resource_uri OPERATOR(pg_catalog.=) _decide.resource
+      OR r.audience OPERATOR(pg_catalog.=) _decide.resource
+   ORDER BY r.resource_uri OPERATOR(pg_catalog.=) _decide.resource DESC LIMIT 1),
 target AS (  -- the one resource the token is for, or why there is none
   SELECT CASE
-           WHEN decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_audience) THEN
-             pg_catalog.format('audience "%s" is not a registered resource', decide.audience)
-           WHEN decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_resource) THEN
-             pg_catalog.format('resource "%s" is not a registered resource', decide.resource)
-           WHEN decide.audience IS NOT NULL AND decide.resource IS NOT NULL
-                AND (SELECT audience FROM by_audience) IS DISTINCT FROM (SELECT audience FROM by_resource) THEN
+           WHEN _decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_audience) THEN
+             pg_catalog.format('audience "%s" is not a registered resource', _decide.audience)
+           WHEN _decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_resource) THEN
+             pg_catalog.format('resource "%s" is not a registered resource', _decide.resource)
+           WHEN _decide.audience IS NOT NULL AND _decide.resource IS NOT NULL
+                AND (SELECT audience FROM by_audience) OPERATOR(pg_catalog.<>) (SELECT audience FROM by_resource) THEN
              'audience and resource name different targets; a token has exactly one'
          END AS problem,
          COALESCE((SELECT ROW(a.*)::tokex.resource FROM by_audience a),
@@ -778,8 +784,8 @@ hop AS (  -- for each hop (principal at n, delegate at n+1), the best live deleg
       SELECT d.* FROM tokex.delegation d
        WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
          AND d.revoked_at IS NULL
-         AND d.valid_from OPERATOR(pg_catalog.<=) decide.at
-         AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) decide.at)
+         AND d.valid_from OPERATOR(pg_catalog.<=) _decide.at
+         AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _decide.at)
        ORDER BY d.max_depth OPERATOR(pg_catalog.>=) (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) DESC,
                 (d.audiences IS NULL
                  OR (SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
@@ -812,10 +818,10 @@ policy_here AS (  -- policy rows matching this exchange in everything but the au
      AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
      AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor))
      AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM actor))
-     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) decide.client_id)
+     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) _decide.client_id)
      AND (p.max_depth IS NULL
           OR pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.<=) p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) decide.at)
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) _decide.at)
 ),
 policy AS (  -- ... and the audience too: the rows that decide
   SELECT p.* FROM policy_here p
@@ -850,20 +856,20 @@ granted AS (
   SELECT CASE WHEN requested_scope IS NULL THEN (SELECT scopes FROM bound)
               ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s ORDER BY s) END AS scopes,
          ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
-                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::text[])) ORDER BY s) AS refused
+                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::pg_catalog.text[])) ORDER BY s) AS refused
 ),
 client AS (
-  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) decide.client_id
+  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) _decide.client_id
 ),
 verdict AS (
   SELECT
     CASE
-      WHEN decide.client_id IS NOT NULL
+      WHEN _decide.client_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM client WHERE client.status OPERATOR(pg_catalog.=) 'active') THEN
-        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', decide.client_id)]
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', _decide.client_id)]
       WHEN EXISTS (SELECT 1 FROM client WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
                                                   OPERATOR(pg_catalog.=) ANY (client.grant_types))) THEN
-        ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', decide.client_id)]
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', _decide.client_id)]
       WHEN EXISTS (SELECT 1 FROM hop_problem WHERE grant_problem IS NOT NULL) THEN
         ARRAY['invalid_grant', (SELECT grant_problem FROM hop_problem WHERE grant_problem IS NOT NULL LIMIT 1)]
       WHEN (SELECT problem FROM target) IS NOT NULL THEN
@@ -873,7 +879,7 @@ verdict AS (
       WHEN EXISTS (SELECT 1 FROM client WHERE client.audiences IS NOT NULL
                      AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (client.audiences))) THEN
         ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
-                                                  decide.client_id, (SELECT (r).audience FROM target))]
+                                                  _decide.client_id, (SELECT (r).audience FROM target))]
       WHEN EXISTS (SELECT 1 FROM deny_all) THEN
         ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
       WHEN NOT EXISTS (SELECT 1 FROM allow) AND EXISTS (SELECT 1 FROM allow_elsewhere) THEN
@@ -896,10 +902,28 @@ SELECT COALESCE((SELECT problem FROM token_problem),
        ARRAY(SELECT p.id FROM policy p ORDER BY p.id),
        (SELECT (r).audience FROM target),
        (SELECT scopes FROM granted),
-       (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::bigint FROM target),
+       (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
           FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
   FROM ids
+$$;
+
+-- Administrators call tokex.decide directly, so its body pins nothing to a
+-- search_path: every table, function and operator is schema-qualified.
+CREATE FUNCTION tokex.decide(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (
+  identity_error text, error text, reason text, chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[],
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT * FROM tokex._decide(chain_iss, chain_sub, chain_iat, audience, resource, requested_scope,
+                              token_scope, client_id, own_issuer, revoked_keys, sid, own_jtis,
+                              may_act_iss, may_act_sub, at)
 $$;
 
 -- The same exchange for the HTTP face, which authenticated client_id itself
@@ -1091,14 +1115,17 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, 
 DECLARE
   a record;
   r jsonb;
+  -- the audit rows of a client_credentials request say so, refused or not
+  op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
+                  THEN 'client_credentials' ELSE 'exchange' END;
 BEGIN
   IF tokex._not_post() THEN
-    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience);
+    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience, op);
   END IF;
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, claimed => a.claimed_id);
+    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, op, claimed => a.claimed_id);
   ELSIF grant_type IS NULL THEN
     RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
   ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
@@ -1106,10 +1133,10 @@ BEGIN
                          token.audience);
   ELSIF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
     RETURN tokex._refuse('unauthorized_client', 'the client may not use this grant_type', 400,
-                         (a.client).client_id, token.audience);
+                         (a.client).client_id, token.audience, op);
   ELSIF tokex._repeated_target() IS NOT NULL THEN
     RETURN tokex._refuse('invalid_target', 'exactly one audience or resource may be requested', 400,
-                         (a.client).client_id, token.audience,
+                         (a.client).client_id, token.audience, op,
                          reason => tokex._repeated_target() OPERATOR(pg_catalog.||) ' given more than once');
   END IF;
 
@@ -1297,6 +1324,7 @@ REVOKE ALL ON FUNCTION tokex._token_active(text[],text[],timestamp with time zon
 REVOKE ALL ON FUNCTION tokex._public_description(text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._refuse(text,text,integer,text,text,text,text,text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._repeated_target() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex._decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._not_post() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._issued_to(text,jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tokex._may_introspect(tokex.client,jsonb) FROM PUBLIC;

@@ -2,8 +2,8 @@
 -- JWT primitives: sign, verify, decode (src/jwt.c)
 ------------------------------------------------------------------------
 
--- Sign claims as they are (tokex's own functions, which audit the token
--- themselves); granted to no one.
+-- Sign claims as they are, with no audit row: for the extension owner's
+-- tests of tokens tokex never issued (src/keys.c); granted to no one.
 CREATE FUNCTION tokex._sign(claims jsonb, typ text) RETURNS text
   LANGUAGE C STRICT VOLATILE AS 'MODULE_PATHNAME', 'tokex_sign_internal';
 

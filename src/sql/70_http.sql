@@ -175,14 +175,17 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, 
 DECLARE
   a record;
   r jsonb;
+  -- the audit rows of a client_credentials request say so, refused or not
+  op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
+                  THEN 'client_credentials' ELSE 'exchange' END;
 BEGIN
   IF tokex._not_post() THEN
-    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience);
+    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience, op);
   END IF;
   SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
                                            client_assertion_type, tokex._endpoint('/rpc/token'));
   IF a.client IS NULL OR (a.client).client_id IS NULL THEN
-    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, claimed => a.claimed_id);
+    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, op, claimed => a.claimed_id);
   ELSIF grant_type IS NULL THEN
     RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
   ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
@@ -190,10 +193,10 @@ BEGIN
                          token.audience);
   ELSIF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
     RETURN tokex._refuse('unauthorized_client', 'the client may not use this grant_type', 400,
-                         (a.client).client_id, token.audience);
+                         (a.client).client_id, token.audience, op);
   ELSIF tokex._repeated_target() IS NOT NULL THEN
     RETURN tokex._refuse('invalid_target', 'exactly one audience or resource may be requested', 400,
-                         (a.client).client_id, token.audience,
+                         (a.client).client_id, token.audience, op,
                          reason => tokex._repeated_target() OPERATOR(pg_catalog.||) ' given more than once');
   END IF;
 

@@ -8,12 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=tokex_dump_src dst=tokex_dump_dst dump=$(mktemp)
 trap 'dropdb --if-exists $src >/dev/null 2>&1; dropdb --if-exists $dst >/dev/null 2>&1; rm -f "$dump"' EXIT
-n=0 failed=0
-is() {
-  n=$((n + 1))
-  if [ "$1" == "$2" ]; then echo "ok $n - $3"
-  else echo "not ok $n - $3"; echo "#   have: $1"; echo "#   want: $2"; failed=$((failed + 1)); fi
-}
+. test/tap.sh
 q() { local d=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$d" "$@"; }
 
 echo "1..4"

@@ -16,16 +16,7 @@ if [ -z "${TOKEX_NOPRELOAD_INNER:-}" ]; then
     pg_virtualenv -t -v 15 bash "$0"
 fi
 
-n=0 failed=0
-ok() {  # ok <condition-exit-status> <description>
-  n=$((n + 1))
-  if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-is() {  # is <have> <want> <description>
-  n=$((n + 1))
-  if [ "$1" == "$2" ]; then echo "ok $n - $3"
-  else echo "not ok $n - $3"; echo "#   have: $1"; echo "#   want: $2"; failed=$((failed + 1)); fi
-}
+. test/tap.sh
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d tokex_np "$@"; }
 
 echo "1..8"

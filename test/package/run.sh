@@ -34,17 +34,7 @@ clean_env=(env -u PGHOST -u PGPORT -u PGDATABASE -u PGUSER -u PGPASSWORD -u PG_C
 install=0
 [ "${CI:-}" = true ] || [ "${TOKEX_PACKAGE_INSTALL:-}" = 1 ] && install=1
 
-n=0 failed=0
-ok() {  # ok <exit-status> <description>
-  n=$((n + 1))
-  if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-is() {  # is <have> <want> <description>
-  n=$((n + 1))
-  if [ "$1" == "$2" ]; then echo "ok $n - $3"
-  else echo "not ok $n - $3"; echo "#   have: $1"; echo "#   want: $2"; failed=$((failed + 1)); fi
-}
-finish() { echo "1..$n"; echo "# $n tests, $failed failed"; [ $failed -eq 0 ]; }
+. test/tap.sh
 
 version=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" tokex.control)
 

@@ -43,16 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0 failed=0
-ok() {  # ok <exit-status> <description>
-  n=$((n + 1))
-  if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-is() {  # is <have> <want> <description>
-  n=$((n + 1))
-  if [ "$1" == "$2" ]; then echo "ok $n - $3"
-  else echo "not ok $n - $3"; echo "#   have: $1" | sed '2,$s/^/#         /'; echo "#   want: $2"; failed=$((failed + 1)); fi
-}
+. test/tap.sh
 q() { local db=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "$@"; }
 
 # The binary-upgrade schema dump of db, normalised (see above).

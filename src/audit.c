@@ -576,13 +576,26 @@ jhex(const uint8 *p, int n)
 	return json_string(hex);
 }
 
-static const char *const operation_names[] = {
-	[OP_EXCHANGE] = "exchange",
-	[OP_CLIENT_CREDENTIALS] = "client_credentials",
-	[OP_SESSION] = "session",
-	[OP_IDENTITY_TOKEN] = "identity_token",
-	[OP_JWT_SIGN] = "jwt_sign",
-};
+/* audit_event.operation; a switch, so a new kind of issuance cannot go unnamed */
+static const char *
+operation_name(IssueOp op)
+{
+	switch (op)
+	{
+		case OP_EXCHANGE:
+			return "exchange";
+		case OP_CLIENT_CREDENTIALS:
+			return "client_credentials";
+		case OP_SESSION:
+			return "session";
+		case OP_IDENTITY_TOKEN:
+			return "identity_token";
+		case OP_JWT_SIGN:
+			return "jwt_sign";
+	}
+	elog(ERROR, "tokex: unknown issuance %d", (int) op);
+	return NULL;				/* keep the compiler quiet */
+}
 
 /*
  * Step: the issuance's audit row, granted or denied, in one place for every
@@ -599,7 +612,7 @@ audit(Issuance *x)
 	snprintf(id, sizeof(id), "%s",
 			 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->exchange_id))));
 	PUT("exchange_id", json_string(id));
-	PUT("operation", json_string(operation_names[x->op]));
+	PUT("operation", json_string(operation_name(x->op)));
 	PUT("decision", json_string(x->error ? "denied" : "granted"));
 	if (x->error)
 	{

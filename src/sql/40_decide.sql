@@ -251,19 +251,19 @@ $$;
 -- The decision for an administrator to run by hand and see why: the same
 -- query, as the extension owner (an administrator may not read every table
 -- it reads, such as the clients' secret hashes) and with a pinned
--- search_path (a caller's objects cannot stand in for pg_catalog's).
-CREATE FUNCTION tokex.decide(
-  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
-  audience text, resource text, requested_scope text[], token_scope text[],
-  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
-  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
-  at timestamptz DEFAULT pg_catalog.clock_timestamp())
-RETURNS TABLE (
-  identity_error text, error text, reason text, chain text[], kinds text[],
-  delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT * FROM tokex._decide(chain_iss, chain_sub, chain_iat, audience, resource, requested_scope,
-                              token_scope, client_id, own_issuer, revoked_keys, sid, own_jtis,
-                              may_act_iss, may_act_sub, at)
-$$;
+-- search_path (a caller's objects cannot stand in for pg_catalog's).  Its
+-- arguments and result are _decide's, read from the catalog so that they
+-- are written once.
+DO $do$
+BEGIN
+  EXECUTE (
+    SELECT pg_catalog.format(
+             'CREATE FUNCTION tokex.decide(%s) RETURNS %s '
+             'LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp '
+             'AS $w$ SELECT * FROM tokex._decide(%s) $w$',
+             pg_catalog.pg_get_function_arguments(p.oid), pg_catalog.pg_get_function_result(p.oid),
+             pg_catalog.array_to_string(p.proargnames[1:p.pronargs], ', '))
+      FROM pg_catalog.pg_proc p
+     WHERE p.oid OPERATOR(pg_catalog.=) 'tokex._decide'::pg_catalog.regproc);
+END
+$do$;

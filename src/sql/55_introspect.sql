@@ -25,12 +25,15 @@ LANGUAGE sql STABLE AS $$
            SELECT 1 FROM tokex.audit_event a
             WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
               AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])))
-     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
+     -- one pass over the chain: a position that is unknown (for our own
+     -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
+     AND NOT EXISTS (SELECT 1 FROM (
+                       SELECT r.*, pg_catalog.count(*) OVER (PARTITION BY COALESCE(r.id, r.sub)) AS seen
+                         FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r) c
                       WHERE (c.id IS NULL AND own)
                          OR c.status OPERATOR(pg_catalog.<>) 'active'
-                         OR (c.tokens_valid_after IS NOT NULL AND iat OPERATOR(pg_catalog.<) c.tokens_valid_after))
-     AND NOT EXISTS (SELECT 1 FROM tokex._resolve(chain_iss, chain_sub, own_issuer) c
-                      GROUP BY COALESCE(c.id, c.sub) HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1)
+                         OR (c.tokens_valid_after IS NOT NULL AND iat OPERATOR(pg_catalog.<) c.tokens_valid_after)
+                         OR c.seen OPERATOR(pg_catalog.>) 1)
      AND (sid IS NULL OR EXISTS (
            SELECT 1 FROM tokex.session s
              JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id

@@ -58,3 +58,6 @@ endif
 tokex--$(EXTVERSION).sql: $(INSTALL_SQL) $(srcdir)/tokex.control
 	{ echo '-- tokex $(EXTVERSION) install script, assembled by make from src/sql/*.sql.'; \
 	  cat $(INSTALL_SQL); } > $@
+
+# the library's version (TOKEX_VERSION) comes from tokex.control
+src/tokex.o: $(srcdir)/tokex.control

@@ -148,8 +148,12 @@ SQL
   out=$(q $old -c 'ALTER EXTENSION tokex UPDATE' 2>&1)
   is "$(q $old -c "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'tokex'")" "$to" \
     "$from (with rows) updates to $to"
-  is "$(echo "$out" | grep -c '^GRANT SELECT ON tokex.audit TO tokex_upgrade_bi;$')" 1 \
-    "... and names the local privilege it could not carry over, to be given again"
+  # a local privilege is kept, or, where the update had to create the view
+  # again, named in its output to be given again
+  kept=$(q $old -c "SELECT pg_catalog.has_table_privilege('tokex_upgrade_bi', 'tokex.audit', 'SELECT')")
+  named=$(echo "$out" | grep -c '^GRANT SELECT ON tokex.audit TO tokex_upgrade_bi;$' || true)
+  ok "$( { [ "$kept" = t ] && [ "$named" = 0 ]; } || { [ "$kept" = f ] && [ "$named" = 1 ]; }; echo $?)" \
+    "... and keeps a local privilege (kept=$kept), or names it to be given again (named=$named)"
 
   # Every row of every table, with the columns it had: present after the
   # update (EXCEPT ALL: as many times as before), and no new rows but the
@@ -230,7 +234,8 @@ SQL
        "... and its revocation is logged in tokex.revocation (the trigger is on the new table)"
   fi
 
-  q $old -c 'SET client_min_messages = warning; DROP SCHEMA upgrade_snap CASCADE'
+  q $old -c 'SET client_min_messages = warning; DROP SCHEMA upgrade_snap CASCADE;
+             REVOKE ALL ON tokex.audit FROM tokex_upgrade_bi'
   compare $old "$from (with rows) updated to $to: the same schema as a fresh $to install"
 done
 

@@ -12,3 +12,10 @@
 -- Until 0.3 is released, every change to src/sql/ lands here as well (the
 -- upgrade check in CI fails until it does; see CONTRIBUTING in README.md).
 \echo Use "ALTER EXTENSION tokex UPDATE TO '0.3'" to load this file. \quit
+
+------------------------------------------------------------------------
+-- Resources: the downstream token formats of the translation layer
+------------------------------------------------------------------------
+ALTER TABLE tokex.resource DROP CONSTRAINT resource_token_format_check,
+  ADD CONSTRAINT resource_token_format_check
+      CHECK (token_format IN ('jwt', 'reference', 'txn_token', 'credential'));

@@ -50,7 +50,8 @@ CREATE TABLE tokex.resource (
   resource_uri text UNIQUE CHECK (resource_uri ~ '^[a-zA-Z][a-zA-Z0-9+.-]*:[^[:space:]#]+$'),
   scopes       text[] NOT NULL CHECK (pg_catalog.array_position(scopes, NULL) IS NULL),
   token_ttl    interval CHECK (token_ttl >= '1 second'::interval),  -- tokens count whole seconds
-  token_format text NOT NULL DEFAULT 'jwt' CHECK (token_format IN ('jwt')),
+  token_format text NOT NULL DEFAULT 'jwt'
+               CHECK (token_format IN ('jwt', 'reference', 'txn_token', 'credential')),
   description  text
 );
 

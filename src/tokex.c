@@ -12,6 +12,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include <openssl/evp.h>
+
 
 PG_MODULE_MAGIC;
 
@@ -360,4 +362,11 @@ tokex_check_version(void)
 				 errhint("Run ALTER EXTENSION tokex UPDATE in this database.")));
 	}
 	SPI_finish();
+}
+
+void
+tokex_sha256(const void *p, size_t n, uint8 out[32])
+{
+	if (EVP_Digest(p, n, out, NULL, EVP_sha256(), NULL) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
 }

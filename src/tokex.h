@@ -92,6 +92,9 @@ extern json_t *tokex_jsonb_to_json(Jsonb *jb, const char *what);
 /* JSON text -> jsonb Datum. */
 extern Datum tokex_jsonb_in(const char *s);
 
+/* SHA-256 of n bytes (ERROR if OpenSSL fails). */
+extern void tokex_sha256(const void *p, size_t n, uint8 out[32]);
+
 /* Parse a UUID in its canonical 8-4-4-4-12 form only. */
 extern bool tokex_parse_uuid(const char *s, pg_uuid_t *out);
 

@@ -44,7 +44,8 @@ RETURNS TABLE (
   error text, reason text, -- steps 5-8, or NULL when granted
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[],
+  token_format text)       -- what the target resource takes (tokex.resource.token_format)
 LANGUAGE sql STABLE AS $$
 WITH
 chain AS (  -- each chain position resolved to an identity
@@ -244,7 +245,8 @@ SELECT COALESCE((SELECT problem FROM token_problem),
        (SELECT scopes FROM granted),
        (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
-          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
+          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
+       (SELECT (r).token_format FROM target)
   FROM ids
 $$;
 

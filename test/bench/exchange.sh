@@ -7,6 +7,10 @@
 #   - tokex.introspect of active and of revoked tokens;
 #   - tokex_api.token as PostgREST calls it (BEGIN; set_config x4; call;
 #     read response.*; COMMIT), against plain tokex.exchange;
+#   - the translation formats: an exchange for a reference-token resource
+#     (nothing signed: its floor is 2 verifies + the insert) and the
+#     introspection of those reference tokens (no crypto: bound by a
+#     one-row primary-key read transaction);
 # and, in the same run, `openssl speed -multi 2` for ES256, giving the crypto
 # bound: an exchange costs 2 verifies + 1 sign, an introspection 1 verify;
 # and PostgreSQL's own durable one-row-insert transaction (pgbench, same
@@ -43,11 +47,12 @@ SELECT tokex.create_key('ES256');
 INSERT INTO tokex.identity (id, kind) SELECT 'person-' || g, 'human' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.identity (id, kind) SELECT 'agent-' || g, 'agent' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES ('calendar', '{calendar.read,calendar.write}', '5 minutes');
+INSERT INTO tokex.resource (audience, scopes, token_ttl, token_format) VALUES ('mcp', '{calendar.read}', '5 minutes', 'reference');
 INSERT INTO tokex.delegation (principal, delegate, scopes)
   SELECT 'person-' || g, 'agent-' || g, '{calendar.read,calendar.write}' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.policy (effect, subject_kind, actor_kind) VALUES ('allow', 'human', 'agent');
 CREATE TABLE bench_floor (id bigserial PRIMARY KEY, v text NOT NULL);
-CREATE TABLE bench_tokens (id int PRIMARY KEY, st text, at text, session text, access text, revoked text);
+CREATE TABLE bench_tokens (id int PRIMARY KEY, st text, at text, session text, access text, revoked text, ref text);
 INSERT INTO bench_tokens (id, st, at, session)
   SELECT g,
          tokex.jwt_sign(jsonb_build_object('sub', 'person-' || g, 'exp', 9999999999,
@@ -57,6 +62,8 @@ INSERT INTO bench_tokens (id, st, at, session)
     FROM generate_series(1, $pairs) g;
 UPDATE bench_tokens SET access = (tokex.exchange(st, 'urn:ietf:params:oauth:token-type:jwt', at,
                                   'urn:ietf:params:oauth:token-type:jwt', audience => 'calendar'))->>'access_token';
+UPDATE bench_tokens SET ref = (tokex.exchange(st, 'urn:ietf:params:oauth:token-type:jwt', at,
+                               'urn:ietf:params:oauth:token-type:jwt', audience => 'mcp'))->>'access_token';
 UPDATE bench_tokens SET revoked = access WHERE id % 2 = 0;
 SELECT tokex.revoke_token(revoked, 'bench') FROM bench_tokens WHERE revoked IS NOT NULL;
 DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tokex_bench_anon') THEN
@@ -75,6 +82,19 @@ cat > "$work/exchange.pgbench" <<'P'
 \set i random(1, :pairs)
 SELECT tokex.exchange(st, :jwt, at, :jwt,
                       audience => 'calendar', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/reference.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.exchange(st, :jwt, at, :jwt,
+                      audience => 'mcp', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/introspect_reference.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.introspect(ref)->'active' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/select.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT v FROM bench_floor WHERE id = :i;
 P
 cat > "$work/session.pgbench" <<'P'
 \set i random(1, :pairs)
@@ -136,6 +156,9 @@ if [ "${BENCH_ONLY:-}" != exchange ]; then
   read -r h_tps h_p50 h_p99 < <(run http http.pgbench); check
   read -r ia_tps ia_p50 ia_p99 < <(run introspect_active introspect_active.pgbench)
   read -r ir_tps ir_p50 ir_p99 < <(run introspect_revoked introspect_revoked.pgbench)
+  read -r r_tps r_p50 r_p99 < <(run reference reference.pgbench); check
+  read -r ri_tps ri_p50 ri_p99 < <(run introspect_reference introspect_reference.pgbench)
+  read -r sel_tps sel_p50 sel_p99 < <(run select select.pgbench)
 fi
 
 echo "running openssl speed -multi 2 ecdsap256 (${secs}s)"
@@ -146,6 +169,8 @@ read -r sign verify < <(grep -E 'ecdsa \(nistp256\)' <<<"$ossl" | tail -1 |
 xbound=$(awk -v s="$sign" -v v="$verify" 'BEGIN {printf "%.0f", 1 / (2 / v + 1 / s)}')
 ibound=$(awk -v v="$verify" 'BEGIN {printf "%.0f", v}')
 floor=$(awk -v x="$xbound" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (1 / x + 1 / f)}')
+# a reference token is not signed: 2 verifies + the insert
+rfloor=$(awk -v v="$verify" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (2 / v + 1 / f)}')
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 cat <<TABLE
@@ -163,6 +188,8 @@ cat <<TABLE
 | tokex_api.token via the PostgREST statement sequence | $h_tps | $h_p50 | $h_p99 | $floor | $(ratio "$h_tps" "$floor") |
 | introspect, active token (bound: 1 verify) | $ia_tps | $ia_p50 | $ia_p99 | $ibound | $(ratio "$ia_tps" "$ibound") |
 | introspect, revoked token (bound: 1 verify) | $ir_tps | $ir_p50 | $ir_p99 | $ibound | $(ratio "$ir_tps" "$ibound") |
+| exchange for a reference-token resource (floor: 2 verify + insert) | $r_tps | $r_p50 | $r_p99 | $rfloor | $(ratio "$r_tps" "$rfloor") |
+| introspect, reference token (bound: a one-row read transaction) | $ri_tps | $ri_p50 | $ri_p99 | $sel_tps | $(ratio "$ri_tps" "$sel_tps") |
 
 HTTP face overhead vs plain exchange: $(awk -v a="$x_tps" -v b="$h_tps" 'BEGIN {printf "%.1f%%", (a - b) / a * 100}') fewer exchanges/s
 TABLE

@@ -44,6 +44,7 @@ SQL
 
 # vault_restore <saved statements> <dir>: settings back, reload, files gone.
 vault_restore() {
-  vault_sql -c "$1" -c "SELECT pg_reload_conf()" >/dev/null
+  vault_sql <<<"$1"
+  vault_sql -c "SELECT pg_reload_conf()" >/dev/null
   [ -z "$2" ] || vault_server_sh "rm -rf '$2'"
 }

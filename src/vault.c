@@ -357,21 +357,22 @@ static bytea *
 row_bytea(HeapTuple tup, TupleDesc td, const char *column)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(tup, td, spi_column(column), &isnull);
+	Datum		d = tokex_row_datum(tup, td, column, &isnull);
 
 	return isnull ? NULL : DatumGetByteaPP(d);
 }
 
+/* One row of tokex.credential (td: its own result's, which later SPI calls do not replace). */
 static void
 read_row(HeapTuple tup, TupleDesc td, VaultRow *r)
 {
 	bool		isnull;
 
-	r->id = DatumGetInt64(SPI_getbinval(tup, td, spi_column("id"), &isnull));
-	r->audience = SPI_getvalue(tup, td, spi_column("audience"));
-	r->principal = SPI_getvalue(tup, td, spi_column("principal"));
-	r->kind = SPI_getvalue(tup, td, spi_column("kind"));
-	r->header = SPI_getvalue(tup, td, spi_column("header"));
+	r->id = DatumGetInt64(tokex_row_datum(tup, td, "id", &isnull));
+	r->audience = tokex_row_text(tup, td, "audience");
+	r->principal = tokex_row_text(tup, td, "principal");
+	r->kind = tokex_row_text(tup, td, "kind");
+	r->header = tokex_row_text(tup, td, "header");
 	r->kek_id = row_bytea(tup, td, "kek_id");
 	r->wrapped_key = row_bytea(tup, td, "wrapped_key");
 	r->ciphertext = SPI_fnumber(td, "ciphertext") > 0 ? row_bytea(tup, td, "ciphertext") : NULL;

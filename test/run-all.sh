@@ -2,7 +2,8 @@
 # Runs every tokex test suite against the PostgreSQL server that the PG*
 # environment names (pg_virtualenv sets it up): JOSE unit tests, the same under
 # ASan/UBSan, pg_regress, the upgrade check (every earlier version updated
-# to this one has its schema and keeps its rows), pgTAP, interop with npm
+# to this one has its schema and keeps its rows), pgTAP, the credential
+# vault against its key file, interop with npm
 # jose, the HTTP face replayed as PostgREST calls it, a real OAuth client
 # library through the nginx recipe, revocation racing concurrent exchanges,
 # a cluster without tokex preloaded (its own pg_virtualenv), and the Debian
@@ -34,6 +35,7 @@ suite "JOSE unit tests under ASan/UBSan" make -s -C test/unit asan
 suite "pg_regress" regress
 suite "upgrade: ALTER EXTENSION UPDATE equals a fresh install" make -s upgradecheck
 suite "pgTAP" make -s tapcheck
+suite "credential vault: key file, rotation, no secret in pg_dump or the log" bash test/vault/run.sh
 suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh

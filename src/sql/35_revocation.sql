@@ -35,7 +35,8 @@ CREATE TRIGGER revoked_token_key BEFORE INSERT OR UPDATE ON tokex.revoked_token
 CREATE TABLE tokex.revocation (
   id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'api_key')),
+  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'api_key',
+                                    'credential')),
   target  text NOT NULL,
   reason  text,
   by_user text NOT NULL DEFAULT SESSION_USER
@@ -189,6 +190,9 @@ BEGIN
     WHEN 'api_key' THEN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'api_key'; t := NEW.id::text; r := NEW.revoke_reason;
+    WHEN 'credential' THEN
+      IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+      k := 'credential'; t := NEW.id::text; r := NEW.revoke_reason;
   END CASE;
   INSERT INTO tokex.revocation (kind, target, reason) VALUES (k, t, r) RETURNING * INTO rev;
   PERFORM pg_catalog.pg_notify('tokex_revocation', pg_catalog.jsonb_build_object(

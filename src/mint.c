@@ -24,6 +24,7 @@
  * In all of them jti is the issuance's id, which is also its audit row's.
  */
 #include "issue.h"
+#include "vault.h"
 
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -97,14 +98,39 @@ act_claim(Issuance *x)
 }
 
 /*
- * A vaulted credential for the target and the person (src/vault.c), into
- * the response; false (and refused) when there is none.
+ * A vaulted credential for the target and the person (src/vault.c): the
+ * person's own, else the shared one.  Its value is the access_token; the
+ * response also says how the downstream takes it (header and value), and
+ * the audit row names its id, never its value.  false (and refused) when
+ * there is none.
  */
 static bool
 release_credential(Issuance *x)
 {
-	deny(x, "invalid_target", "resource \"%s\" takes a vaulted credential, and this build has no vault", x->target);
-	return false;
+	MemoryContext old = MemoryContextSwitchTo(x->cxt);
+	char	   *secret;
+	char	   *kind;
+	char	   *header;
+	char	   *name;
+	char	   *value;
+	bool		found = vault_release(x->target, x->chain_id[0], &x->credential_id, &secret, &kind, &header);
+
+	/* SPI calls end in SPI's own context, which SPI_finish frees before respond */
+	MemoryContextSwitchTo(x->cxt);
+	if (found)
+	{
+		vault_presentation(kind, header, secret, &name, &value);
+		x->access_token = secret;
+		x->credential = tokex_json_track(json_pack("{s:{s:s,s:s,s:s}}", "credential",
+												   "kind", kind, "header", name, "value", value));
+		if (x->credential == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
+	MemoryContextSwitchTo(old);
+	if (!found)
+		deny(x, "invalid_target", "no live credential is stored for \"%s\", for \"%s\" or shared",
+			 x->target, x->chain_id[0]);
+	return found;
 }
 
 /* The claims of an exchange's token, JWT or transaction token, on top of the common ones. */

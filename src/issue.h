@@ -127,6 +127,7 @@ typedef struct Issuance
 extern Issuance *issuance_new(IssueOp op);
 extern void deny(Issuance *x, const char *error, const char *fmt,...) pg_attribute_printf(3, 4);
 extern SPIPlanPtr tokex_prepare(const char *sql, int nargs, Oid *types);
+extern SPIPlanPtr tokex_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types);
 extern int	execute_now(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long tcount);
 extern int	spi_column(const char *name);
 extern bool split_scope(const char *s, char **out, int *n);

@@ -148,21 +148,7 @@ claims_token(json_t *payload, bool own, const char *typ)
 	return t;
 }
 
-/* One row (or none) of a query prepared once per backend, run as of now. */
-static SPIPlanPtr
-plan_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = tokex_prepare(sql, nargs, types);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "tokex: cannot prepare a translation query: %s", SPI_result_code_string(SPI_result));
-		*plan = p;
-	}
-	return *plan;
-}
-
+/* One row (or none) of a query, run as of now. */
 static bool
 one_row(SPIPlanPtr plan, Datum *values)
 {
@@ -233,7 +219,7 @@ translate_api_key(Issuance *x, text *token, const char *which)
 	v[0] = bytea_datum(h, 32);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
-	plan_once(&api_key_plan,
+	tokex_keep_plan(&api_key_plan,
 			  "SELECT k.identity, k.created_at, k.expires_at, k.revoked_at FROM tokex.api_key k "
 			  " WHERE k.key_sha256 OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {BYTEAOID});
 	if (!one_row(api_key_plan, v))
@@ -274,7 +260,7 @@ registered_verifier(const char *type, Oid *fn, Oid *role)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
-	plan_once(&token_type_plan,
+	tokex_keep_plan(&token_type_plan,
 			  "SELECT verifier::pg_catalog.oid AS fn, registered_by::pg_catalog.oid AS role "
 			  "  FROM tokex.token_type WHERE token_type OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {TEXTOID});
 	found = one_row(token_type_plan, v);
@@ -465,7 +451,7 @@ translate_reference(const char *s, size_t n)
 	v[0] = bytea_datum(h, 32);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
-	plan_once(&reference_plan,
+	tokex_keep_plan(&reference_plan,
 			  "SELECT a.jti, a.at, a.expires_at, a.subject, a.actor_chain, a.audience, "
 			  "       pg_catalog.array_to_string(a.scope, ' ') AS scope, a.client_id, "
 			  "       a.subject_issuer, a.subject_sid, "

@@ -920,3 +920,11 @@ REVOKE ALL ON FUNCTION tokex.store_credential(text, text, text, text, text, time
 
 GRANT EXECUTE ON FUNCTION tokex.store_credential(text, text, text, text, text, timestamptz),
   tokex.revoke_credential(bigint, text), tokex.vault_rewrap(), tokex.vault_status() TO tokex_admin;
+
+------------------------------------------------------------------------
+-- Performance (issue 12): the verified-token cache's figures
+------------------------------------------------------------------------
+CREATE FUNCTION tokex._verified_token_cache(OUT entries bigint, OUT hits bigint, OUT misses bigint)
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_verified_token_cache';
+
+REVOKE ALL ON FUNCTION tokex._verified_token_cache() FROM PUBLIC;

@@ -515,7 +515,7 @@ actor AS (  -- the current (outermost) actor, if any
   SELECT c.id, c.kind FROM chain c
    WHERE c.n OPERATOR(pg_catalog.=) pg_catalog.cardinality(chain_sub) AND c.n OPERATOR(pg_catalog.>) 1
 ),
-policy_here AS (  -- policy rows matching this exchange in everything but the audience
+policy_here AS NOT MATERIALIZED (  -- policy rows matching this exchange in everything but the audience
   SELECT p.* FROM tokex.policy p
    WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject))
      AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
@@ -528,7 +528,21 @@ policy_here AS (  -- policy rows matching this exchange in everything but the au
 ),
 policy AS (  -- ... and the audience too: the rows that decide
   SELECT p.* FROM policy_here p
-   WHERE p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+   WHERE (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target))
+     -- found by index, not by reading every policy: the rows naming this
+     -- subject, else this actor, else this audience, else none of the three
+     -- (disjoint, and together every row that can match)
+     AND p.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT q.id FROM tokex.policy q WHERE q.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor IS NULL
+              AND q.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q WHERE q.subject IS NULL AND q.actor IS NULL AND q.audience IS NULL))
 ),
 -- allow rows that would match but for the audience: the target is what is refused
 allow_elsewhere AS (
@@ -928,3 +942,12 @@ CREATE FUNCTION tokex._verified_token_cache(OUT entries bigint, OUT hits bigint,
   LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_verified_token_cache';
 
 REVOKE ALL ON FUNCTION tokex._verified_token_cache() FROM PUBLIC;
+
+-- the decision finds an exchange's policy rows by index (tokex._decide above)
+CREATE INDEX policy_by_subject ON tokex.policy (subject);
+
+CREATE INDEX policy_by_actor ON tokex.policy (actor) WHERE subject IS NULL;
+
+CREATE INDEX policy_by_audience ON tokex.policy (audience) WHERE subject IS NULL AND actor IS NULL;
+
+CREATE INDEX policy_unbound ON tokex.policy (id) WHERE subject IS NULL AND actor IS NULL AND audience IS NULL;

@@ -691,6 +691,8 @@ audit(Issuance *x)
 		PUT("actor_token_type", jcap(x->actor_token_type, 512));
 	if (x->has_issued_hash && !x->error)
 		PUT("issued_token_sha256", jhex(x->issued_hash, 32));
+	if (x->op == OP_EXCHANGE && x->dpop.jkt[0] && !x->error)
+		PUT("dpop_jkt", json_string(x->dpop.jkt));
 	if (x->credential_id && !x->error)
 		PUT("credential_id", json_integer((json_int_t) x->credential_id));
 #undef PUT

@@ -4,9 +4,9 @@
  * The pipeline, one named step each (exchange() below calls them in order):
  *
  *   parse_request -> check_params -> verify_subject -> verify_actor
- *   -> build_chain -> read_may_act -> resolve_sql_client -> decide
- *   -> check_may_act -> the verdict -> check_rebinding -> mint -> audit
- *   -> respond
+ *   -> build_chain -> read_may_act -> resolve_sql_client -> check_dpop
+ *   -> decide -> check_may_act -> the verdict -> check_rebinding
+ *   -> require_dpop -> choose_format -> mint -> audit -> respond
  *
  * A client's mistake or a denial is returned as RFC 8693 §2.2.2 JSON, never
  * raised; its audit row is committed like a grant's.
@@ -178,16 +178,59 @@ check_may_act(Issuance *x)
 	deny(x, "invalid_grant", "actor \"%s\" is not admitted by the subject token's may_act", x->act->sub);
 }
 
-/* A token bound to a key (RFC 7800 cnf) cannot become a bearer token. */
+/*
+ * A token bound to a key (RFC 7800 cnf) is exchanged only by whoever holds
+ * that key: one bound to a DPoP key (cnf.jkt) with a proof signed by it
+ * (RFC 9449 §7: token exchange too), and the token minted from it is bound
+ * to the same key, hop after hop; one bound any other way never.
+ */
 static void
-check_unbound(Issuance *x, TokexToken *t, const char *which)
+check_binding(Issuance *x, TokexToken *t, const char *which)
 {
-	if (t && json_object_get(t->payload, "cnf"))
-		deny(x, "invalid_grant",
-			 "%s: a sender-constrained token (cnf) is exchanged only with proof of possession, "
-			 "which tokex does not verify yet", which);
+	bool		other;
+	const char *jkt = t ? dpop_bound_jkt(t, &other) : NULL;
+
+	if (t == NULL || x->error)
+		return;
+	if (other)
+		deny(x, "invalid_grant", "%s: a token bound by cnf to something other than a DPoP key "
+			 "is exchanged only with proof of possession tokex does not verify", which);
+	else if (jkt && x->dpop.jkt[0] == '\0')
+		deny(x, "invalid_grant", "%s is bound to a DPoP key: exchange it with a DPoP proof signed by that key", which);
+	else if (jkt && strcmp(jkt, x->dpop.jkt) != 0)
+		deny(x, "invalid_grant", "%s is bound to another DPoP key than the proof's", which);
 }
 
+/*
+ * Step: the DPoP proof, if any (RFC 9449 §4.3): for POST to the token
+ * endpoint the metadata advertises, not replayed; then every presented
+ * token bound to a key must be bound to the proof's.  Inside SPI: the
+ * proof's jti is remembered in the caller's transaction.
+ */
+static void
+check_dpop(Issuance *x)
+{
+	if (x->dpop_proof)
+	{
+		const char *why = dpop_check(VARDATA_ANY(x->dpop_proof), VARSIZE_ANY_EXHDR(x->dpop_proof),
+									 "POST", dpop_token_endpoint(), NULL, 0, &x->dpop);
+
+		if (why)
+		{
+			x->dpop.jkt[0] = '\0';
+			deny(x, "invalid_dpop_proof", "%s", why);
+			return;
+		}
+		if (!dpop_remember(&x->dpop))
+		{
+			x->dpop.jkt[0] = '\0';
+			deny(x, "invalid_dpop_proof", "the proof's jti was already used");
+			return;
+		}
+	}
+	check_binding(x, x->subj, "subject_token");
+	check_binding(x, x->act, "actor_token");
+}
 
 /* Step: the request, as RFC 8693 §2.1 names its parameters. */
 static void
@@ -202,6 +245,7 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 	x->scope = arg_cstring(fcinfo, 6);
 	x->requested_token_type = arg_cstring(fcinfo, 7);
 	x->client_id = arg_cstring(fcinfo, 8);
+	x->dpop_proof = PG_ARGISNULL(11) ? NULL : PG_GETARG_TEXT_PP(11);
 	if (!PG_ARGISNULL(9))
 		x->request_details = tokex_jsonb_to_json(PG_GETARG_JSONB_P(9), "request_details");
 	if (!PG_ARGISNULL(10))
@@ -253,8 +297,8 @@ static void
 verify_subject(Issuance *x)
 {
 	x->subj = verify_presented(x, x->subject_token, x->subject_token_type, "subject_token");
-	if (x->subj && note_presented(x, x->subj, "subject_token"))
-		check_unbound(x, x->subj, "subject_token");
+	if (x->subj)
+		note_presented(x, x->subj, "subject_token");
 }
 
 /*
@@ -273,8 +317,8 @@ verify_actor(Issuance *x)
 	else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
 			 json_object_get(x->act->payload, "act"))
 		deny(x, "invalid_grant", "actor_token: a session or delegated token is not an actor credential");
-	else if (note_presented(x, x->act, "actor_token"))
-		check_unbound(x, x->act, "actor_token");
+	else
+		note_presented(x, x->act, "actor_token");
 }
 
 /*
@@ -423,6 +467,8 @@ exchange(FunctionCallInfo fcinfo, bool sql_face)
 	if (!x->error && sql_face)
 		resolve_sql_client(x);
 	if (!x->error)
+		check_dpop(x);
+	if (!x->error)
 		decide(x);
 	if (!x->error)
 		check_may_act(x);
@@ -430,6 +476,9 @@ exchange(FunctionCallInfo fcinfo, bool sql_face)
 		deny(x, x->verdict_error, "%s", x->verdict_reason);
 	if (!x->error)
 		check_rebinding(x);
+	if (!x->error && x->require_dpop && x->dpop.jkt[0] == '\0')
+		deny(x, "invalid_request", "resource \"%s\" takes only DPoP-bound tokens: a DPoP proof is required",
+			 x->target);
 	if (!x->error)
 		choose_format(x);
 	PG_RETURN_DATUM(issue_finish(x));

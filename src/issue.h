@@ -47,6 +47,15 @@ typedef enum TokenFormat
 	FMT_CREDENTIAL				/* a vaulted downstream credential, with a txn token beside it */
 } TokenFormat;
 
+/* A DPoP proof that held (dpop.c) */
+typedef struct DpopProof
+{
+	char		jkt[44];		/* the proof key's RFC 7638 thumbprint */
+	char	   *jti;
+	char	   *nonce;			/* or NULL */
+	int64		expires;		/* when the proof can no longer be accepted (Unix seconds) */
+} DpopProof;
+
 typedef struct Issuance
 {
 	MemoryContext cxt;			/* the call's context: outlives SPI */
@@ -104,6 +113,9 @@ typedef struct Issuance
 	Datum		policy_ids;
 	int64		ttl;			/* seconds, from the resource; 0 = default */
 	char	   *token_format;	/* the target resource's, from tokex.decide */
+	bool		require_dpop;	/* the target resource's, from tokex.decide */
+	text	   *dpop_proof;		/* the DPoP proof presented, or NULL */
+	DpopProof	dpop;			/* ... once it holds: dpop.jkt[0] != 0 */
 	TokenFormat format;
 	char	   *access_token;
 	bool		has_issued_hash;	/* a reference token: kept only as its SHA-256 */
@@ -144,6 +156,13 @@ extern bool tokex_opaque_ok(const char *s, size_t len, const char *kind);
 extern TokexToken *translate_api_key(Issuance *x, text *token, const char *which);
 extern TokexToken *translate_registered(Issuance *x, text *token, const char *type, const char *which);
 extern TokexToken *translate_reference(const char *s, size_t n);
+
+/* dpop.c: DPoP proofs (RFC 9449) */
+extern char *dpop_token_endpoint(void);
+extern const char *dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
+							  const char *access_token, size_t at_len, DpopProof *out);
+extern bool dpop_remember(const DpopProof *p);
+extern const char *dpop_bound_jkt(const TokexToken *t, bool *other);
 
 /* decide.c */
 extern void decide(Issuance *x);

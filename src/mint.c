@@ -139,6 +139,9 @@ exchange_claims(Issuance *x, json_t *claims, bool txn)
 {
 	x->token_client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
 	json_object_set_new(claims, "aud", json_string(x->target));
+	/* bound to the DPoP proof's key (RFC 9449 §6) */
+	if (x->dpop.jkt[0])
+		json_object_set_new(claims, "cnf", json_pack("{s:s}", "jkt", x->dpop.jkt));
 	json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
 	if (x->nchain > 1)
 		json_object_set_new(claims, "act", act_claim(x));
@@ -255,8 +258,8 @@ respond(Issuance *x)
 				json_t	   *r = json_pack("{s:s,s:s,s:s,s:I,s:s}",
 										  "access_token", x->access_token,
 										  "issued_token_type", x->issued_type,
-										  "token_type", x->format == FMT_JWT || x->format == FMT_REFERENCE
-										  ? "Bearer" : "N_A",
+										  "token_type", x->format != FMT_JWT && x->format != FMT_REFERENCE
+										  ? "N_A" : x->dpop.jkt[0] ? "DPoP" : "Bearer",
 										  "expires_in", (json_int_t) (x->exp - x->iat),
 										  "scope", scope_string(x->scope_out, x->nscope));
 

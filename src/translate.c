@@ -454,7 +454,7 @@ translate_reference(const char *s, size_t n)
 	tokex_keep_plan(&reference_plan,
 			  "SELECT a.jti, a.at, a.expires_at, a.subject, a.actor_chain, a.audience, "
 			  "       pg_catalog.array_to_string(a.scope, ' ') AS scope, a.client_id, "
-			  "       a.subject_issuer, a.subject_sid, "
+			  "       a.subject_issuer, a.subject_sid, a.dpop_jkt, "
 			  "       pg_catalog.array_to_json(a.actor_chain)::pg_catalog.text AS chain "
 			  "  FROM tokex.audit_event a "
 			  " WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) $1 "
@@ -477,6 +477,8 @@ translate_reference(const char *s, size_t n)
 			json_object_set_new(claims, "scope", json_string(col_text("scope", cxt)));
 		if (!col_null("client_id"))
 			json_object_set_new(claims, "client_id", json_string(col_text("client_id", cxt)));
+		if (!col_null("dpop_jkt"))
+			json_object_set_new(claims, "cnf", json_pack("{s:s}", "jkt", col_text("dpop_jkt", cxt)));
 		/* only a tokex session; an IdP's sid means nothing here (as in mint.c) */
 		if (!col_null("subject_sid") && !col_null("subject_issuer") &&
 			strcmp(col_text("subject_issuer", cxt), tokex_issuer) == 0)

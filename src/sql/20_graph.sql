@@ -52,7 +52,9 @@ CREATE TABLE tokex.resource (
   token_ttl    interval CHECK (token_ttl >= '1 second'::interval),  -- tokens count whole seconds
   token_format text NOT NULL DEFAULT 'jwt'
                CHECK (token_format IN ('jwt', 'reference', 'txn_token', 'credential')),
-  description  text
+  description  text,
+  -- only DPoP-bound tokens (RFC 9449): an exchange without a proof is refused
+  require_dpop boolean NOT NULL DEFAULT false
 );
 
 -- Org rules on top of the person's delegations.  NULL means "any".

@@ -40,6 +40,8 @@ CREATE TABLE tokex.audit_event (
   issued_token_sha256  bytea,
   -- a vaulted credential released by the exchange: its id, never its value
   credential_id        bigint,
+  -- the DPoP key (RFC 7638 thumbprint) the issued token is bound to
+  dpop_jkt             text,
   CHECK ((decision = 'granted') = (error IS NULL))
 );
 
@@ -141,7 +143,7 @@ CREATE VIEW tokex.audit AS
 SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
        audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
        subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user,
-       subject_token_type, actor_token_type, credential_id
+       subject_token_type, actor_token_type, credential_id, dpop_jkt
   FROM tokex.audit_event;
 
 -- One row per downstream use, joined to the exchange that minted its token.

@@ -45,7 +45,8 @@ RETURNS TABLE (
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
   target text, scope text[], ttl_seconds bigint, may_act_ids text[],
-  token_format text)       -- what the target resource takes (tokex.resource.token_format)
+  token_format text,       -- what the target resource takes (tokex.resource.token_format)
+  require_dpop boolean)    -- ... and whether only DPoP-bound tokens
 LANGUAGE sql STABLE AS $$
 WITH
 chain AS (  -- each chain position resolved to an identity
@@ -260,7 +261,8 @@ SELECT COALESCE((SELECT problem FROM token_problem),
        (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
           FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
-       (SELECT (r).token_format FROM target)
+       (SELECT (r).token_format FROM target),
+       (SELECT (r).require_dpop FROM target)
   FROM ids
 $$;
 

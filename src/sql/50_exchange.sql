@@ -8,7 +8,9 @@ CREATE FUNCTION tokex.exchange(
   audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
   requested_token_type text DEFAULT NULL, client_id text DEFAULT NULL,
   -- a transaction token's tctx and rctx (draft-ietf-oauth-transaction-tokens)
-  request_details jsonb DEFAULT NULL, request_context jsonb DEFAULT NULL)
+  request_details jsonb DEFAULT NULL, request_context jsonb DEFAULT NULL,
+  -- a DPoP proof (RFC 9449) for POST to the token endpoint: the token is bound to its key
+  dpop_proof text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
 AS 'MODULE_PATHNAME', 'tokex_exchange';
@@ -19,6 +21,6 @@ AS 'MODULE_PATHNAME', 'tokex_exchange';
 CREATE FUNCTION tokex._exchange_for_client(
   subject_token text, subject_token_type text, actor_token text, actor_token_type text,
   audience text, resource text, scope text, requested_token_type text, client_id text,
-  request_details jsonb, request_context jsonb)
+  request_details jsonb, request_context jsonb, dpop_proof text)
 RETURNS jsonb
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_exchange_for_client';

@@ -222,9 +222,11 @@ BEGIN
                          (a.client).client_id, token.audience, op);
   END IF;
 
+  -- RFC 9449 §4.1: the proof travels in the DPoP header
   r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
                       token.audience, token.resource, token.scope, requested_token_type,
-                      (a.client).client_id, details, context);
+                      (a.client).client_id, details, context,
+                      NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb->>'dpop');
   RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
 END
 $$;
@@ -394,8 +396,14 @@ BEGIN
     'scopes_supported', (SELECT COALESCE(pg_catalog.jsonb_agg(DISTINCT s ORDER BY s), '[]'::jsonb)
                            FROM tokex.resource r, pg_catalog.unnest(r.scopes) s),
     'token_exchange_token_types_supported', '["urn:ietf:params:oauth:token-type:jwt",
-       "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token"]'::jsonb,
+       "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token",
+       "urn:tokex:token-type:api_key"]'::jsonb
+       OPERATOR(pg_catalog.||) (SELECT COALESCE(pg_catalog.jsonb_agg(t.token_type ORDER BY t.token_type), '[]')
+                                  FROM tokex.token_type t),
     'token_exchange_issued_token_types_supported', '["urn:ietf:params:oauth:token-type:access_token",
-       "urn:ietf:params:oauth:token-type:jwt"]'::jsonb);
+       "urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:txn_token",
+       "urn:tokex:token-type:credential"]'::jsonb,
+    -- RFC 9449 §5.1: the algorithms of DPoP proofs (asymmetric only)
+    'dpop_signing_alg_values_supported', signing);
 END
 $$;

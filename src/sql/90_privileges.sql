@@ -16,7 +16,7 @@ GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
   tokex.activate_key(text), tokex.retire_key(text), tokex.revoke_key(text),
   tokex.trust_issuer(text, jsonb, text) TO tokex_admin;
 
-GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb)
+GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb, text)
   TO tokex_app, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,

@@ -1,0 +1,181 @@
+/*
+ * dpop.c — DPoP proofs (RFC 9449): a token bound to a key the agent holds,
+ * so that a leaked token (in a prompt, a log, a tool's output) is useless
+ * without that key.
+ *
+ * A proof is a JWS the client signs per request: header typ dpop+jwt, an
+ * asymmetric alg, and jwk, the public key; claims jti (never accepted twice
+ * within the window), htm and htu (the request's method and URL, without
+ * query or fragment), iat (within tokex.dpop_max_age), ath (the SHA-256 of
+ * the access token, when one is presented with it) and nonce (when
+ * tokex.dpop_nonce asks for one).  The key's RFC 7638 thumbprint is what a
+ * bound token names in cnf.jkt.
+ */
+#include "issue.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
+
+/* url without its query and fragment (RFC 9449 §4.3 step 9) */
+static char *
+without_query(const char *url)
+{
+	size_t		n = strcspn(url, "?#");
+
+	return pnstrdup(url, n);
+}
+
+/* The token endpoint a proof must name (htu): tokex._endpoint('/rpc/token'). */
+char *
+dpop_token_endpoint(void)
+{
+	const char *base = tokex_base_url && tokex_base_url[0] ? tokex_base_url : tokex_issuer;
+	size_t		n = base ? strlen(base) : 0;
+
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	return psprintf("%.*s%s", (int) n, base ? base : "",
+					tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "/token" : "/rpc/token");
+}
+
+/* base64url(SHA-256(s)), as ath carries it */
+static char *
+b64_sha256(const char *s, size_t n)
+{
+	uint8		h[32];
+
+	tokex_sha256(s, n, h);
+	return tokex_adopt(jose_b64url_encode(h, 32, NULL));
+}
+
+/*
+ * Check a DPoP proof for a request (htm, htu) and, when given, the access
+ * token it accompanies (ath).  NULL when it holds, with out filled; else
+ * why not.  Nothing here raises for a bad proof.
+ */
+const char *
+dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
+		   const char *access_token, size_t at_len, DpopProof *out)
+{
+	jose_jws	jws;
+	jose_error	err;
+	json_t	   *jwk;
+	json_t	   *claims;
+	json_t	   *v;
+	jose_key   *key;
+	int64		now = tokex_now();
+	double		iat;
+
+	memset(out, 0, sizeof(*out));
+	if (jose_jws_parse(proof, len, &jws, &err) < 0)
+		return psprintf("the proof is not a JWS: %s", err.detail);
+	/* the header (and the jwk in it) outlives jws, which is cleared on every path below */
+	tokex_json_track(json_incref(jws.header));
+	if (jws.typ == NULL || strcmp(jws.typ, "dpop+jwt") != 0)
+	{
+		jose_jws_clear(&jws);
+		return "the proof's typ is not dpop+jwt";
+	}
+	if (jose_alg_kty(jws.alg) == JOSE_KTY_OCT)
+	{
+		jose_jws_clear(&jws);
+		return "the proof is signed with a symmetric algorithm";
+	}
+	jwk = json_object_get(jws.header, "jwk");
+	if (!json_is_object(jwk))
+	{
+		jose_jws_clear(&jws);
+		return "the proof has no jwk header";
+	}
+	for (size_t i = 0; i < lengthof(private_members); i++)
+		if (json_object_get(jwk, private_members[i]))
+		{
+			jose_jws_clear(&jws);
+			return "the proof's jwk holds a private key";
+		}
+	key = tokex_track(jose_jwk_parse(jwk, jws.alg, false, &err), 0, tokex_release_key);
+	if (key == NULL)
+	{
+		jose_jws_clear(&jws);
+		return psprintf("the proof's jwk: %s", err.detail);
+	}
+	if (jose_jws_verify(&jws, key, &err) < 0)
+	{
+		jose_jws_clear(&jws);
+		return psprintf("the proof's signature: %s", err.detail);
+	}
+	claims = tokex_json_track(jose_jws_payload_json(&jws, &err));
+	jose_jws_clear(&jws);
+	if (claims == NULL)
+		return psprintf("the proof's claims: %s", err.detail);
+	if (jose_jwk_thumbprint(key, out->jkt, &err) < 0)
+		return psprintf("the proof's jwk: %s", err.detail);
+
+	v = json_object_get(claims, "jti");
+	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 256)
+		return "the proof has no jti (a string of at most 256 characters)";
+	out->jti = pstrdup(json_string_value(v));
+	v = json_object_get(claims, "htm");
+	if (!json_is_string(v) || strcmp(json_string_value(v), htm) != 0)
+		return psprintf("the proof's htm is not %s", htm);
+	v = json_object_get(claims, "htu");
+	if (!json_is_string(v) || strcmp(without_query(json_string_value(v)), without_query(htu)) != 0)
+		return psprintf("the proof's htu is not %s", without_query(htu));
+	v = json_object_get(claims, "iat");
+	if (!json_is_number(v))
+		return "the proof has no iat";
+	iat = json_number_value(v);
+	if (iat > (double) (now + tokex_clock_skew))
+		return "the proof's iat is in the future";
+	if (iat < (double) (now - tokex_dpop_max_age - tokex_clock_skew))
+		return "the proof is too old (tokex.dpop_max_age)";
+	out->expires = (int64) iat + tokex_dpop_max_age + tokex_clock_skew + 1;
+	v = json_object_get(claims, "ath");
+	if (access_token)
+	{
+		if (!json_is_string(v) || strcmp(json_string_value(v), b64_sha256(access_token, at_len)) != 0)
+			return "the proof's ath is not the access token's hash";
+	}
+	v = json_object_get(claims, "nonce");
+	out->nonce = json_is_string(v) ? pstrdup(json_string_value(v)) : NULL;
+	return NULL;
+}
+
+/*
+ * Remember the proof's jti for as long as the proof could be accepted; false
+ * when it was seen before (a replay).  Inside SPI, in the caller's
+ * transaction, as client assertions' jtis are.
+ */
+static SPIPlanPtr remember_plan = NULL;
+
+bool
+dpop_remember(const DpopProof *p)
+{
+	Datum		v[3];
+	int			rc;
+
+	tokex_keep_plan(&remember_plan,
+					"WITH gone AS (DELETE FROM tokex.dpop_jti WHERE expires_at OPERATOR(pg_catalog.<) pg_catalog.now()) "
+					"INSERT INTO tokex.dpop_jti (jkt, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+					3, (Oid[]) {TEXTOID, TEXTOID, TIMESTAMPTZOID});
+	v[0] = CStringGetTextDatum(p->jkt);
+	v[1] = CStringGetTextDatum(p->jti);
+	v[2] = TimestampTzGetDatum(time_t_to_timestamptz((pg_time_t) p->expires));
+	rc = SPI_execute_plan(remember_plan, v, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "tokex: cannot record a DPoP proof: %s", SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
+/* The jkt a token is bound to (cnf.jkt), NULL if none; *other when cnf binds it some other way. */
+const char *
+dpop_bound_jkt(const TokexToken *t, bool *other)
+{
+	json_t	   *cnf = t ? json_object_get(t->payload, "cnf") : NULL;
+	json_t	   *jkt = json_object_get(cnf, "jkt");
+
+	*other = cnf != NULL && !json_is_string(jkt);
+	return json_is_string(jkt) ? json_string_value(jkt) : NULL;
+}

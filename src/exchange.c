@@ -232,6 +232,36 @@ check_dpop(Issuance *x)
 	check_binding(x, x->act, "actor_token");
 }
 
+/*
+ * request_details / request_context: a JSON object of at most
+ * REQUEST_OBJECT_MAX bytes (it is copied into the transaction token), else
+ * the client's mistake: refused (invalid_request) and audited, not raised.
+ */
+#define REQUEST_OBJECT_MAX 8192
+
+static json_t *
+request_object(Issuance *x, FunctionCallInfo fcinfo, int arg, const char *name)
+{
+	Jsonb	   *jb;
+	char	   *s;
+	jose_error	err;
+	json_t	   *j;
+
+	if (PG_ARGISNULL(arg))
+		return NULL;
+	jb = PG_GETARG_JSONB_P(arg);
+	s = JB_ROOT_IS_OBJECT(jb) ? JsonbToCString(NULL, &jb->root, VARSIZE(jb)) : NULL;
+	if (s == NULL || strlen(s) > REQUEST_OBJECT_MAX)
+	{
+		deny(x, "invalid_request", "%s must be a JSON object of at most %d bytes", name, REQUEST_OBJECT_MAX);
+		return NULL;
+	}
+	j = tokex_json_track(jose_json_parse(s, strlen(s), JOSE_E_PAYLOAD, &err));
+	if (j == NULL)
+		deny(x, "invalid_request", "%s cannot be read (%s)", name, jose_json_reason_text(err.json_reason));
+	return j;
+}
+
 /* Step: the request, as RFC 8693 §2.1 names its parameters. */
 static void
 parse_request(Issuance *x, FunctionCallInfo fcinfo)
@@ -246,10 +276,8 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 	x->requested_token_type = arg_cstring(fcinfo, 7);
 	x->client_id = arg_cstring(fcinfo, 8);
 	x->dpop_proof = PG_ARGISNULL(11) ? NULL : PG_GETARG_TEXT_PP(11);
-	if (!PG_ARGISNULL(9))
-		x->request_details = tokex_jsonb_to_json(PG_GETARG_JSONB_P(9), "request_details");
-	if (!PG_ARGISNULL(10))
-		x->request_context = tokex_jsonb_to_json(PG_GETARG_JSONB_P(10), "request_context");
+	x->request_details = request_object(x, fcinfo, 9, "request_details");
+	x->request_context = request_object(x, fcinfo, 10, "request_context");
 	if (x->subject_token)
 		sha256(x->subject_token, x->subject_hash);
 	if (x->actor_token)
@@ -297,7 +325,13 @@ static void
 verify_subject(Issuance *x)
 {
 	x->subj = verify_presented(x, x->subject_token, x->subject_token_type, "subject_token");
-	if (x->subj)
+	/*
+	 * A transaction token records a call (and rides beside a released
+	 * credential into the downstream's logs): it is exchanged for nothing.
+	 */
+	if (x->subj && x->subj->own && x->subj->typ && strcmp(x->subj->typ, "txntoken+jwt") == 0)
+		deny(x, "invalid_grant", "subject_token: a transaction token is not exchanged again");
+	else if (x->subj)
 		note_presented(x, x->subj, "subject_token");
 }
 

@@ -111,6 +111,7 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	 * §6.2): a resource server must not take it for a bearer token.
 	 */
 	out = tokex_json_track(json_pack("{s:b,s:s}", "active", 1, "token_type",
+									 x->subj->typ && strcmp(x->subj->typ, "txntoken+jwt") == 0 ? "N_A" :
 									 json_object_get(json_object_get(x->subj->payload, "cnf"), "jkt")
 									 ? "DPoP" : "Bearer"));
 	if (out == NULL)

@@ -145,6 +145,10 @@ exchange_claims(Issuance *x, json_t *claims, bool txn)
 	json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
 	if (x->nchain > 1)
 		json_object_set_new(claims, "act", act_claim(x));
+	/* only a tokex session; an IdP's sid means nothing here.  Every format that
+	 * carries claims names it, so that revoking the session kills the token. */
+	if (x->has_sid)
+		json_object_set(claims, "sid", json_object_get(x->subj->payload, "sid"));
 	if (txn)
 	{
 		json_object_set(claims, "txn", json_object_get(claims, "jti"));
@@ -157,9 +161,6 @@ exchange_claims(Issuance *x, json_t *claims, bool txn)
 		return;
 	}
 	json_object_set_new(claims, "client_id", json_string(x->token_client_id));
-	/* only a tokex session; an IdP's sid means nothing here */
-	if (x->has_sid)
-		json_object_set(claims, "sid", json_object_get(x->subj->payload, "sid"));
 }
 
 /* Step: mint the token of this issuance's format. */

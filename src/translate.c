@@ -220,10 +220,13 @@ translate_api_key(Issuance *x, text *token, const char *which)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
 	tokex_keep_plan(&api_key_plan,
-			  "SELECT k.identity, k.created_at, k.expires_at, k.revoked_at FROM tokex.api_key k "
+			  "SELECT k.identity, k.created_at, k.expires_at, k.revoked_at, i.kind "
+			  "  FROM tokex.api_key k JOIN tokex.identity i ON i.id OPERATOR(pg_catalog.=) k.identity "
 			  " WHERE k.key_sha256 OPERATOR(pg_catalog.=) $1", 1, (Oid[]) {BYTEAOID});
 	if (!one_row(api_key_plan, v))
 		deny(x, "invalid_grant", "%s: unknown API key", which);
+	else if (strcmp(col_text("kind", CurrentMemoryContext), "human") == 0)
+		deny(x, "invalid_grant", "%s: API keys are for agents and services, and this one's identity is a person", which);
 	else if (!col_null("revoked_at"))
 		deny(x, "invalid_grant", "%s: the API key has been revoked", which);
 	else if (!col_null("expires_at") && col_tstz("expires_at") <= x->at)
@@ -276,11 +279,14 @@ registered_verifier(const char *type, Oid *fn, Oid *role)
 }
 
 /*
- * Run fn(token) as role, in a subtransaction, as plpgsql runs an EXCEPTION
- * block: an error the verifier raises undoes what it did and becomes a
- * refusal, not the caller's error.  SECURITY_RESTRICTED_OPERATION: the
- * verifier cannot SET ROLE, create temporary objects or otherwise leave a
- * trace in the session.  Returns the claims' JSON text, or NULL with why.
+ * Run fn(token) as role, in a subtransaction that is always rolled back
+ * once the claims are copied out: whatever the verifier did — a setting
+ * changed even for the session (search_path, statement_timeout, read-only),
+ * a row written, a NOTIFY, a lock taken in the transaction — is undone, and
+ * an error it raised becomes a refusal, not the caller's error (whatever
+ * its SQLSTATE: a verifier's own 57014 is no reason to skip the audit row).
+ * SECURITY_RESTRICTED_OPERATION: it cannot SET ROLE or create temporary
+ * objects either.  Returns the claims' JSON text, or NULL with why.
  */
 static char *
 run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
@@ -319,9 +325,6 @@ run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
 		}
 		else
 			*why = "the verifier returned NULL";
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
@@ -331,19 +334,31 @@ run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
 		MemoryContextSwitchTo(cxt);
 		e = CopyErrorData();
 		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		/* a cancel or a timeout is the caller's, not a refusal */
-		if (e->sqlerrcode == ERRCODE_QUERY_CANCELED || e->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
-			ReThrowError(e);
 		/* its message is not repeated: it may quote the credential */
 		*why = "the verifier raised an error";
 		*sqlstate = e->sqlerrcode;
+		FreeErrorData(e);
 		out = NULL;
 	}
 	PG_END_TRY();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
 	return out;
+}
+
+/* Whom fn runs as: false unless role owns it and it is not SECURITY DEFINER. */
+static bool
+runs_as(Oid fn, Oid role)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	ok = ((Form_pg_proc) GETSTRUCT(tup))->proowner == role && !((Form_pg_proc) GETSTRUCT(tup))->prosecdef;
+	ReleaseSysCache(tup);
+	return ok;
 }
 
 /*
@@ -373,10 +388,15 @@ translate_registered(Issuance *x, text *token, const char *type, const char *whi
 		deny(x, "invalid_request", "unsupported %s_type", which);
 		return NULL;
 	}
-	if (pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
+	/*
+	 * The verifier runs as its registrant, who must still own it (so nobody
+	 * else can change what it does) and may still run it; a SECURITY
+	 * DEFINER function would run as its owner whatever this says.
+	 */
+	if (!runs_as(fn, role) || pg_proc_aclcheck(fn, role, ACL_EXECUTE) != ACLCHECK_OK)
 	{
-		deny(x, "invalid_grant", "%s: the verifier of %s may not be run by the role that registered it",
-			 which, type);
+		deny(x, "invalid_grant", "%s: the verifier of %s is no longer a function its registrant owns and may run "
+			 "(not SECURITY DEFINER)", which, type);
 		return NULL;
 	}
 	text_claims = run_verifier(fn, role, token, &why, &sqlstate);
@@ -406,9 +426,11 @@ translate_registered(Issuance *x, text *token, const char *type, const char *whi
 		deny(x, "invalid_grant", "%s: a verifier may not vouch for tokex's own issuer", which);
 		return NULL;
 	}
-	if (json_number_value(exp) <= (double) tokex_now() - tokex_clock_skew)
+	/* exp, nbf and iat as a JWT's: an iat in the future would outrun tokens_valid_after */
+	if (jose_jwt_check_claims(got, tokex_now(), tokex_clock_skew, NULL, true, &err) < 0)
 	{
-		deny(x, "invalid_grant", "%s: the credential has expired", which);
+		deny(x, "invalid_grant", "%s: %s", which,
+			 err.code == JOSE_E_EXPIRED ? "the credential has expired" : err.detail);
 		return NULL;
 	}
 	claims = json_pack("{}");
@@ -455,7 +477,8 @@ translate_reference(const char *s, size_t n)
 			  "SELECT a.jti, a.at, a.expires_at, a.subject, a.actor_chain, a.audience, "
 			  "       pg_catalog.array_to_string(a.scope, ' ') AS scope, a.client_id, "
 			  "       a.subject_issuer, a.subject_sid, a.dpop_jkt, "
-			  "       pg_catalog.array_to_json(a.actor_chain)::pg_catalog.text AS chain "
+			  "       pg_catalog.array_to_json(a.actor_chain)::pg_catalog.text AS chain, "
+			  "       COALESCE(a.actor, a.subject) AS current "
 			  "  FROM tokex.audit_event a "
 			  " WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) $1 "
 			  "   AND a.decision OPERATOR(pg_catalog.=) 'granted'", 1, (Oid[]) {BYTEAOID});
@@ -475,8 +498,11 @@ translate_reference(const char *s, size_t n)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 		if (!col_null("scope"))
 			json_object_set_new(claims, "scope", json_string(col_text("scope", cxt)));
+		/* as the JWT: the client that asked, else the current actor, else the subject */
 		if (!col_null("client_id"))
 			json_object_set_new(claims, "client_id", json_string(col_text("client_id", cxt)));
+		else
+			json_object_set_new(claims, "client_id", json_string(col_text("current", cxt)));
 		if (!col_null("dpop_jkt"))
 			json_object_set_new(claims, "cnf", json_pack("{s:s}", "jkt", col_text("dpop_jkt", cxt)));
 		/* only a tokex session; an IdP's sid means nothing here (as in mint.c) */

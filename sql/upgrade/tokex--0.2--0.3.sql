@@ -96,7 +96,10 @@ ALTER TABLE tokex.audit_event
   ADD COLUMN subject_token_type text,
   ADD COLUMN actor_token_type text,
   ADD COLUMN issued_token_sha256 bytea,
-  ADD COLUMN credential_id bigint;
+  ADD COLUMN credential_id bigint,
+  ADD COLUMN dpop_jkt text;
+
+ALTER TABLE tokex.resource ADD COLUMN require_dpop boolean NOT NULL DEFAULT false;
 
 CREATE UNIQUE INDEX audit_event_issued_token ON tokex.audit_event (issued_token_sha256)
   WHERE issued_token_sha256 IS NOT NULL;
@@ -105,7 +108,7 @@ CREATE OR REPLACE VIEW tokex.audit AS
 SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
        audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
        subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user,
-       subject_token_type, actor_token_type, credential_id
+       subject_token_type, actor_token_type, credential_id, dpop_jkt
   FROM tokex.audit_event;
 
 CREATE OR REPLACE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint
@@ -161,7 +164,11 @@ BEGIN
   IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
     RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF token_or_jti LIKE 'tkx\_at\_%' THEN
+  IF token_or_jti LIKE 'tkx\_%' AND token_or_jti NOT LIKE 'tkx\_at\_%' THEN
+    -- a tokex API key: never kept as a jti (in tokex.revocation and its NOTIFY)
+    RAISE EXCEPTION 'not a token: an API key is revoked with tokex.revoke_api_key'
+      USING ERRCODE = 'invalid_parameter_value';
+  ELSIF token_or_jti LIKE 'tkx\_at\_%' THEN
     -- a reference token: its jti and exp are its audit row's
     SELECT a.jti::text, a.expires_at INTO t_jti, t_exp FROM tokex.audit_event a
      WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))
@@ -330,6 +337,21 @@ $$;
 CREATE TRIGGER api_key_revocation AFTER UPDATE ON tokex.api_key
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
+-- A revocation stands: revoked_at is never cleared or moved (a new key is made instead).
+CREATE FUNCTION tokex._revocation_stands() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+    RAISE EXCEPTION 'a revoked % stays revoked', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',
+      DETAIL = 'Make a new one instead.';
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER api_key_revocation_stands BEFORE UPDATE ON tokex.api_key
+  FOR EACH ROW EXECUTE FUNCTION tokex._revocation_stands();
+
 -- Token types with a verifier of the administrator's: a function
 -- (token text) RETURNS jsonb that maps a valid credential to its claims
 -- (iss, sub, exp; optionally iat, jti, scope, may_act) and returns NULL or
@@ -369,6 +391,14 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   NEW.registered_by := CURRENT_USER::regrole;
+  -- it runs as its registrant, so it is the registrant's own: nobody else
+  -- can change what it does, and SECURITY DEFINER would run it as another
+  IF p.proowner OPERATOR(pg_catalog.<>) NEW.registered_by::oid OR p.prosecdef THEN
+    RAISE EXCEPTION 'a verifier is a function of the registering role''s own, not SECURITY DEFINER'
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = pg_catalog.format('%s is owned by %s%s.', NEW.verifier, p.proowner::regrole,
+                                       CASE WHEN p.prosecdef THEN ' and SECURITY DEFINER' ELSE '' END);
+  END IF;
   IF NOT pg_catalog.has_function_privilege(NEW.registered_by::oid, NEW.verifier::oid, 'EXECUTE') THEN
     RAISE EXCEPTION 'role % may not execute %', NEW.registered_by, NEW.verifier
       USING ERRCODE = 'insufficient_privilege';
@@ -391,7 +421,7 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
      SET verifier = EXCLUDED.verifier, description = EXCLUDED.description
 $$;
 
-REVOKE ALL ON FUNCTION tokex._opaque_new(text), tokex.create_api_key(text, timestamptz, text),
+REVOKE ALL ON FUNCTION tokex._opaque_new(text), tokex.create_api_key(text, timestamptz, text), tokex._revocation_stands(),
   tokex.revoke_api_key(text, text), tokex._token_type_check(), tokex.register_token_type(text, regprocedure, text)
   FROM PUBLIC;
 
@@ -407,7 +437,8 @@ RETURNS TABLE (
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
   target text, scope text[], ttl_seconds bigint, may_act_ids text[],
-  token_format text)       -- what the target resource takes (tokex.resource.token_format)
+  token_format text,       -- what the target resource takes (tokex.resource.token_format)
+  require_dpop boolean)    -- ... and whether only DPoP-bound tokens
 LANGUAGE sql STABLE AS $$
 WITH
 chain AS (  -- each chain position resolved to an identity
@@ -622,7 +653,8 @@ SELECT COALESCE((SELECT problem FROM token_problem),
        (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
           FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
-       (SELECT (r).token_format FROM target)
+       (SELECT (r).token_format FROM target),
+       (SELECT (r).require_dpop FROM target)
   FROM ids
 $$;
 
@@ -661,7 +693,9 @@ CREATE FUNCTION tokex.exchange(
   audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
   requested_token_type text DEFAULT NULL, client_id text DEFAULT NULL,
   -- a transaction token's tctx and rctx (draft-ietf-oauth-transaction-tokens)
-  request_details jsonb DEFAULT NULL, request_context jsonb DEFAULT NULL)
+  request_details jsonb DEFAULT NULL, request_context jsonb DEFAULT NULL,
+  -- a DPoP proof (RFC 9449) for POST to the token endpoint: the token is bound to its key
+  dpop_proof text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
 AS 'MODULE_PATHNAME', 'tokex_exchange';
@@ -669,14 +703,14 @@ AS 'MODULE_PATHNAME', 'tokex_exchange';
 CREATE FUNCTION tokex._exchange_for_client(
   subject_token text, subject_token_type text, actor_token text, actor_token_type text,
   audience text, resource text, scope text, requested_token_type text, client_id text,
-  request_details jsonb, request_context jsonb)
+  request_details jsonb, request_context jsonb, dpop_proof text)
 RETURNS jsonb
 LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_exchange_for_client';
 
-REVOKE ALL ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb),
-  tokex._exchange_for_client(text, text, text, text, text, text, text, text, text, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb, text),
+  tokex._exchange_for_client(text, text, text, text, text, text, text, text, text, jsonb, jsonb, text) FROM PUBLIC;
 
-GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb)
+GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb, text)
   TO tokex_app, tokex_admin;
 
 CREATE FUNCTION tokex_api.token(
@@ -739,9 +773,11 @@ BEGIN
                          (a.client).client_id, token.audience, op);
   END IF;
 
+  -- RFC 9449 §4.1: the proof travels in the DPoP header
   r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
                       token.audience, token.resource, token.scope, requested_token_type,
-                      (a.client).client_id, details, context);
+                      (a.client).client_id, details, context,
+                      NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb->>'dpop');
   RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
 END
 $$;
@@ -854,6 +890,9 @@ SELECT pg_catalog.pg_extension_config_dump('tokex.credential_id_seq', '');
 CREATE TRIGGER credential_revocation AFTER UPDATE ON tokex.credential
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
+CREATE TRIGGER credential_revocation_stands BEFORE UPDATE ON tokex.credential
+  FOR EACH ROW EXECUTE FUNCTION tokex._revocation_stands();
+
 -- Store a credential; returns its id.  kind: 'api_key' (sent in the header
 -- named, default X-API-Key), 'basic' (secret = user:password, sent as
 -- Authorization: Basic base64(secret)), 'bearer' (Authorization: Bearer
@@ -951,3 +990,55 @@ CREATE INDEX policy_by_actor ON tokex.policy (actor) WHERE subject IS NULL;
 CREATE INDEX policy_by_audience ON tokex.policy (audience) WHERE subject IS NULL AND actor IS NULL;
 
 CREATE INDEX policy_unbound ON tokex.policy (id) WHERE subject IS NULL AND actor IS NULL AND audience IS NULL;
+
+------------------------------------------------------------------------
+-- DPoP (issue 14; src/dpop.c): sender-constrained tokens (the exchange,
+-- resource and audit columns are above)
+------------------------------------------------------------------------
+
+-- The jti of every DPoP proof accepted, for as long as the proof could be
+-- accepted again (tokex.dpop_max_age): a proof is never accepted twice.
+CREATE TABLE tokex.dpop_jti (
+  jkt        text NOT NULL,
+  jti        text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (jkt, jti)
+);
+
+CREATE INDEX dpop_jti_expiry ON tokex.dpop_jti (expires_at);
+
+CREATE OR REPLACE FUNCTION tokex_api.oauth_authorization_server() RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  auth_methods jsonb := '["client_secret_basic", "client_secret_post", "private_key_jwt"]';
+  signing jsonb := '["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]';
+BEGIN
+  PERFORM pg_catalog.set_config('response.headers', '[{"Cache-Control": "public, max-age=300"}]', true);
+  RETURN pg_catalog.jsonb_build_object(
+    'issuer', tokex._issuer(),
+    'token_endpoint', tokex._endpoint('/rpc/token'),
+    'introspection_endpoint', tokex._endpoint('/rpc/introspect'),
+    'revocation_endpoint', tokex._endpoint('/rpc/revoke'),
+    'jwks_uri', tokex._endpoint('/rpc/jwks'),
+    'grant_types_supported', '["urn:ietf:params:oauth:grant-type:token-exchange", "client_credentials"]'::jsonb,
+    'response_types_supported', '[]'::jsonb,
+    'token_endpoint_auth_methods_supported', auth_methods,
+    'token_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_signing_alg_values_supported', signing,
+    'revocation_endpoint_auth_signing_alg_values_supported', signing,
+    'introspection_endpoint_auth_methods_supported', auth_methods,
+    'revocation_endpoint_auth_methods_supported', auth_methods,
+    'scopes_supported', (SELECT COALESCE(pg_catalog.jsonb_agg(DISTINCT s ORDER BY s), '[]'::jsonb)
+                           FROM tokex.resource r, pg_catalog.unnest(r.scopes) s),
+    'token_exchange_token_types_supported', '["urn:ietf:params:oauth:token-type:jwt",
+       "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token",
+       "urn:tokex:token-type:api_key"]'::jsonb
+       OPERATOR(pg_catalog.||) (SELECT COALESCE(pg_catalog.jsonb_agg(t.token_type ORDER BY t.token_type), '[]')
+                                  FROM tokex.token_type t),
+    'token_exchange_issued_token_types_supported', '["urn:ietf:params:oauth:token-type:access_token",
+       "urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:txn_token",
+       "urn:tokex:token-type:credential"]'::jsonb,
+    -- RFC 9449 §5.1: the algorithms of DPoP proofs (asymmetric only)
+    'dpop_signing_alg_values_supported', signing);
+END
+$$;

@@ -98,7 +98,11 @@ BEGIN
   IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
     RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF token_or_jti LIKE 'tkx\_at\_%' THEN
+  IF token_or_jti LIKE 'tkx\_%' AND token_or_jti NOT LIKE 'tkx\_at\_%' THEN
+    -- a tokex API key: never kept as a jti (in tokex.revocation and its NOTIFY)
+    RAISE EXCEPTION 'not a token: an API key is revoked with tokex.revoke_api_key'
+      USING ERRCODE = 'invalid_parameter_value';
+  ELSIF token_or_jti LIKE 'tkx\_at\_%' THEN
     -- a reference token: its jti and exp are its audit row's
     SELECT a.jti::text, a.expires_at INTO t_jti, t_exp FROM tokex.audit_event a
      WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))

@@ -84,12 +84,29 @@ $$;
 CREATE TRIGGER api_key_revocation AFTER UPDATE ON tokex.api_key
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
+-- A revocation stands: revoked_at is never cleared or moved (a new key is made instead).
+CREATE FUNCTION tokex._revocation_stands() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN
+    RAISE EXCEPTION 'a revoked % stays revoked', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege',
+      DETAIL = 'Make a new one instead.';
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER api_key_revocation_stands BEFORE UPDATE ON tokex.api_key
+  FOR EACH ROW EXECUTE FUNCTION tokex._revocation_stands();
+
 -- Token types with a verifier of the administrator's: a function
 -- (token text) RETURNS jsonb that maps a valid credential to its claims
 -- (iss, sub, exp; optionally iat, jti, scope, may_act) and returns NULL or
--- raises for an invalid one.  It runs as the role that registered it, under
--- SECURITY_RESTRICTED_OPERATION, never as the extension owner; the claims
--- then go through the whole decision like a JWT's.
+-- raises for an invalid one.  It is the registering role's own function (not
+-- SECURITY DEFINER) and runs as that role, under
+-- SECURITY_RESTRICTED_OPERATION, in a subtransaction that is always rolled
+-- back, never as the extension owner; the claims then go through the whole
+-- decision like a JWT's.
 CREATE TABLE tokex.token_type (
   token_type    text PRIMARY KEY CHECK (token_type ~ '^[a-zA-Z][a-zA-Z0-9+.-]*:[[:graph:]]+$'
                                         AND pg_catalog.length(token_type) <= 512),
@@ -123,6 +140,14 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   NEW.registered_by := CURRENT_USER::regrole;
+  -- it runs as its registrant, so it is the registrant's own: nobody else
+  -- can change what it does, and SECURITY DEFINER would run it as another
+  IF p.proowner OPERATOR(pg_catalog.<>) NEW.registered_by::oid OR p.prosecdef THEN
+    RAISE EXCEPTION 'a verifier is a function of the registering role''s own, not SECURITY DEFINER'
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = pg_catalog.format('%s is owned by %s%s.', NEW.verifier, p.proowner::regrole,
+                                       CASE WHEN p.prosecdef THEN ' and SECURITY DEFINER' ELSE '' END);
+  END IF;
   IF NOT pg_catalog.has_function_privilege(NEW.registered_by::oid, NEW.verifier::oid, 'EXECUTE') THEN
     RAISE EXCEPTION 'role % may not execute %', NEW.registered_by, NEW.verifier
       USING ERRCODE = 'insufficient_privilege';

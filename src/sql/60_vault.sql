@@ -41,6 +41,9 @@ SELECT pg_catalog.pg_extension_config_dump('tokex.credential_id_seq', '');
 CREATE TRIGGER credential_revocation AFTER UPDATE ON tokex.credential
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
+CREATE TRIGGER credential_revocation_stands BEFORE UPDATE ON tokex.credential
+  FOR EACH ROW EXECUTE FUNCTION tokex._revocation_stands();
+
 -- Store a credential; returns its id.  kind: 'api_key' (sent in the header
 -- named, default X-API-Key), 'basic' (secret = user:password, sent as
 -- Authorization: Basic base64(secret)), 'bearer' (Authorization: Bearer

@@ -2,7 +2,7 @@
 -- verifier, each deciding through the same graph, may_act, policy and audit
 -- row as a JWT; the verifier runs as the role that registered it.
 \ir preamble.psql
-SELECT plan(56);
+SELECT plan(71);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind, issuer, subject) VALUES
@@ -104,6 +104,19 @@ SELECT is((SELECT format('%s|%s', kind, reason) FROM tokex.revocation ORDER BY i
 SELECT is((pg_temp.x(:'st_any', :'JWT', :'key_b3', :'AK'))->>'error_description',
           'actor_token: the API key has been revoked', '... and refused');
 
+SELECT throws_ok(format('UPDATE tokex.api_key SET revoked_at = NULL WHERE key_sha256 = %L',
+                        sha256(convert_to(:'key_b3', 'UTF8'))), '42501', 'a revoked api_key stays revoked',
+                 'a revoked key cannot be revived by UPDATE');
+SELECT throws_ok(format('SELECT tokex.revoke_token(%L, %L)', :'key_svc', 'wrong function'), '22023',
+                 'not a token: an API key is revoked with tokex.revoke_api_key',
+                 'revoke_token refuses an API key (it would keep the key in clear as a jti)');
+SELECT is((SELECT count(*) FROM tokex.revocation WHERE target LIKE 'tkx%'), 0::bigint, '... and no revocation row holds a key');
+UPDATE tokex.identity SET kind = 'human' WHERE id = 'svc';
+SELECT is((tokex.exchange(:'key_svc', :'AK', audience => 'calendar'))->>'error_description',
+          'subject_token: API keys are for agents and services, and this one''s identity is a person',
+          'an identity that became a person is refused with its old key');
+UPDATE tokex.identity SET kind = 'service' WHERE id = 'svc';
+
 SELECT tokex.revoke_identity('agent-a', 'decommissioned');
 SELECT is((pg_temp.x(:'st_a', :'JWT', :'key_a', :'AK'))->>'error_description', 'identity "agent-a" is decommissioned',
           'decommissioning the agent refuses its API key too');
@@ -136,6 +149,30 @@ BEGIN
   RETURN jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'exp', 9999999999);
 END $$;
 CREATE FUNCTION vtest.wrong(token text) RETURNS text LANGUAGE sql AS $$ SELECT token $$;
+-- a verifier that tries to leave traces in the caller's session and database
+CREATE TABLE vtest.trace (note text);
+CREATE FUNCTION vtest.sticky(token text) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('search_path', 'vtest, pg_catalog', false);
+  PERFORM set_config('statement_timeout', '1234', false);
+  PERFORM set_config('tokex_test.left', 'behind', false);
+  INSERT INTO vtest.trace VALUES ('written by a verifier');
+  RETURN jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'exp', floor(extract(epoch FROM now()))::bigint + 60);
+END $$;
+-- one that raises 57014 (query_canceled) itself, and one with an iat in the future
+CREATE FUNCTION vtest.cancel(token text) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN RAISE SQLSTATE '57014' USING MESSAGE = 'pretend ' || token; END $$;
+CREATE FUNCTION vtest.future(token text) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'iat', 1999999999, 'exp', 2000000000)
+$$;
+CREATE FUNCTION vtest.definer(token text) RETURNS jsonb LANGUAGE sql SECURITY DEFINER AS $$
+  SELECT jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'exp', 2000000000)
+$$;
+SELECT lives_ok($$SELECT tokex.register_token_type('urn:example:sticky', 'vtest.sticky(text)')$$, 'a verifier that leaves traces');
+SELECT tokex.register_token_type('urn:example:cancel', 'vtest.cancel(text)');
+SELECT tokex.register_token_type('urn:example:future', 'vtest.future(text)');
+SELECT throws_ok($$SELECT tokex.register_token_type('urn:example:definer', 'vtest.definer(text)')$$, '42501', NULL,
+                 'a SECURITY DEFINER function is no verifier (it would run as its owner)');
 SELECT lives_ok($$SELECT tokex.register_token_type('urn:example:mcp', 'vtest.mcp(text)', 'the MCP server''s tokens')$$,
                 'an administrator registers a token type with its own verifier');
 SELECT lives_ok($$SELECT tokex.register_token_type('urn:example:escalate', 'vtest.escalate(text)')$$,
@@ -151,6 +188,14 @@ SELECT is((SELECT registered_by::text FROM tokex.token_type WHERE token_type = '
           'a plain INSERT naming another registrant (postgres) registers the writer (v_admin) instead');
 SELECT is((SELECT registered_by::text FROM tokex.token_type WHERE token_type = 'urn:example:mcp'), 'v_admin',
           'the registrant is the role that wrote the row');
+CREATE FUNCTION public.su_owned(token text) RETURNS jsonb LANGUAGE sql AS $$ SELECT NULL::jsonb $$;
+GRANT EXECUTE ON FUNCTION public.su_owned(text) TO v_admin;
+SET ROLE v_admin;
+SELECT throws_ok($$SELECT tokex.register_token_type('urn:example:theirs', 'public.su_owned(text)')$$, '42501', NULL,
+                 'a function of another role''s (here a superuser''s) is no verifier of v_admin''s');
+RESET ROLE;
+SELECT throws_ok($$SELECT tokex.register_token_type('urn:example:admins', 'vtest.mcp(text)')$$, '42501', NULL,
+                 '... nor is v_admin''s function a verifier of a superuser''s (v_admin could change what it does)');
 
 SELECT pg_temp.x(:'st_any', :'JWT', 'mcp:bot:300', 'urn:example:mcp') AS r \gset
 SELECT is((:'r'::jsonb)->>'error', NULL, 'an MCP token as the actor: granted');
@@ -191,6 +236,31 @@ SELECT is((:'r'::jsonb)->>'error_description', 'actor_token: the verifier raised
           'a verifier that tries ALTER ROLE ... SUPERUSER fails: it runs as its registrant');
 SELECT is((SELECT rolsuper FROM pg_roles WHERE rolname = 'v_admin'), false, '... and v_admin is no superuser');
 
+SELECT current_setting('search_path') AS sp0, current_setting('statement_timeout') AS st0 \gset
+SELECT pg_temp.x(:'st_any', :'JWT', 'x', 'urn:example:sticky') AS r \gset
+SELECT is((:'r'::jsonb)->>'error', NULL, 'the tracing verifier''s claims are accepted');
+SELECT is(format('%s|%s|%s', current_setting('search_path'), current_setting('statement_timeout'),
+                 current_setting('tokex_test.left', true)),
+          format('%s|%s|', :'sp0', :'st0'),
+          '... and the settings it changed for the session are undone (search_path, statement_timeout, a custom one)');
+SELECT is((SELECT count(*) FROM vtest.trace), 0::bigint, '... and so is the row it wrote');
+SELECT pg_temp.x(:'st_any', :'JWT', 's3cr3t', 'urn:example:cancel') AS r \gset
+SELECT is((:'r'::jsonb)->>'error_description', 'actor_token: the verifier raised an error (SQLSTATE 57014)',
+          'a verifier''s own query_canceled is a refusal like any error, answered and audited');
+SELECT is((pg_temp.last_audit()).reason, 'actor_token: the verifier raised an error (SQLSTATE 57014)', '... audited');
+UPDATE tokex.identity SET tokens_valid_after = now() WHERE id = 'mcp-bot';
+SELECT pg_temp.x(:'st_any', :'JWT', 'x', 'urn:example:future') AS r \gset
+SELECT is((:'r'::jsonb)->>'error', 'invalid_grant', 'claims with an iat in the future are refused (they would outrun tokens_valid_after)');
+UPDATE tokex.identity SET tokens_valid_after = NULL WHERE id = 'mcp-bot';
+SET ROLE v_admin;
+ALTER FUNCTION vtest.mcp(text) SECURITY DEFINER;
+RESET ROLE;
+SELECT is((pg_temp.x(:'st_any', :'JWT', 'mcp:bot:300', 'urn:example:mcp'))->>'error', 'invalid_grant',
+          'a verifier made SECURITY DEFINER after its registration is not run');
+SET ROLE v_admin;
+ALTER FUNCTION vtest.mcp(text) SECURITY INVOKER;
+RESET ROLE;
+
 SELECT pg_temp.x(:'st_any', :'JWT', 'x', 'urn:example:unknown') AS r \gset
 SELECT is((:'r'::jsonb)->>'error_description', 'unsupported actor_token_type', 'an unregistered token type: invalid_request');
 SELECT is((:'r'::jsonb)->>'error', 'invalid_request', '... as RFC 8693 says');
@@ -198,7 +268,7 @@ SELECT is((:'r'::jsonb)->>'error', 'invalid_request', '... as RFC 8693 says');
 REVOKE EXECUTE ON FUNCTION vtest.mcp(text) FROM PUBLIC, v_admin;
 SELECT pg_temp.x(:'st_any', :'JWT', 'mcp:bot:300', 'urn:example:mcp') AS r \gset
 SELECT is((:'r'::jsonb)->>'error_description',
-          'actor_token: the verifier of urn:example:mcp may not be run by the role that registered it',
+          'actor_token: the verifier of urn:example:mcp is no longer a function its registrant owns and may run (not SECURITY DEFINER)',
           'a registrant that lost EXECUTE on its verifier: refused (checked at every call)');
 GRANT EXECUTE ON FUNCTION vtest.mcp(text) TO v_admin;
 

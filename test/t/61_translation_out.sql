@@ -2,7 +2,7 @@
 -- token_format: a reference token (tkx_at_, introspected, dead at every kind
 -- of revocation) and a transaction token (txntoken+jwt).
 \ir preamble.psql
-SELECT plan(42);
+SELECT plan(48);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('agent-a', 'agent'), ('agent-b', 'agent');
@@ -132,12 +132,32 @@ SELECT is((tokex.jwt_decode((:'r'::jsonb)->>'access_token'))->'header'->>'typ', 
           'a JWT resource gives a transaction token when one is asked for');
 SELECT is(pg_temp.x(:'st', :'at_a', 'mcp-server', 'urn:ietf:params:oauth:token-type:txn_token')->>'error',
           'invalid_request', '... a reference resource does not');
-SELECT is(pg_temp.x(:'txn', NULL, 'orders-eu')->>'error', 'invalid_target',
-          'a transaction token is not moved to another audience without a new actor');
+SELECT is(pg_temp.x(:'txn', NULL, 'orders-eu')->>'error_description',
+          'subject_token: a transaction token is not exchanged again',
+          'a transaction token is exchanged for nothing (not even its own audience)');
+SELECT is(tokex.introspect(:'txn')->>'token_type', 'N_A', 'it introspects as what it is: no access token (N_A)');
+SELECT (tokex.start_session('alice', 'agent-a', '{orders.read}'))->>'session_token' AS sess2 \gset
+SELECT (pg_temp.x(:'sess2', :'at_a', 'orders'))->>'access_token' AS txn2 \gset
+SELECT is((tokex.jwt_decode(:'txn2'))->'payload'->>'sid', (SELECT id::text FROM tokex.session WHERE revoked_at IS NULL),
+          'a transaction token minted from a session names it (sid)');
+SELECT tokex.revoke_session((SELECT id FROM tokex.session WHERE revoked_at IS NULL), 'done');
+SELECT is(pg_temp.active(:'txn2'), false, '... and revoking the session kills it');
 SELECT is(pg_temp.x(:'st', :'txn', 'orders')->>'error', 'invalid_grant', 'a transaction token is no actor credential');
-SELECT throws_ok(format($$SELECT tokex.exchange(%L, 'urn:ietf:params:oauth:token-type:jwt', audience => 'orders',
-                                                request_details => '[1]')$$, :'st'), '22023', NULL,
-                 'request_details that is not a JSON object: a clear error');
+SELECT count(*) AS denied0 FROM tokex.audit_event WHERE error = 'invalid_request' \gset
+SELECT is(tokex.exchange(:'st', 'urn:ietf:params:oauth:token-type:jwt', :'at_a', 'urn:ietf:params:oauth:token-type:jwt',
+                         audience => 'orders', request_details => '[1]')->>'error_description',
+          'request_details must be a JSON object of at most 8192 bytes',
+          'request_details that is not a JSON object: invalid_request, answered, not raised');
+SELECT is(tokex.exchange(:'st', 'urn:ietf:params:oauth:token-type:jwt', :'at_a', 'urn:ietf:params:oauth:token-type:jwt',
+                         audience => 'orders',
+                         request_context => jsonb_build_object('pad', repeat('x', 9000)))->>'error', 'invalid_request',
+          'request_context over 8 KB: invalid_request');
+SELECT is((SELECT count(*) FROM tokex.audit_event WHERE error = 'invalid_request') - :denied0, 2::bigint, '... both audited');
+
+-- a reference token from an exchange without a client says client_id as its JWT would: the current actor
+SELECT (tokex.exchange(:'st', 'urn:ietf:params:oauth:token-type:jwt', :'at_a', 'urn:ietf:params:oauth:token-type:jwt',
+                       audience => 'mcp-server'))->>'access_token' AS ref5 \gset
+SELECT is(tokex.introspect(:'ref5')->>'client_id', 'agent-a', 'reference token without a client: client_id is the current actor');
 
 SELECT * FROM finish();
 ROLLBACK;

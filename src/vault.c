@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -96,28 +97,19 @@ static const char key_file_hint[] =
 static bool
 parse_key(const char *buf, ssize_t n, uint8 *key)
 {
+	char		hexkey[2 * KEK_LEN + 1];
+	size_t		len = 0;
+	bool		ok;
+
 	if (!(n == 2 * KEK_LEN || (n == 2 * KEK_LEN + 1 && buf[2 * KEK_LEN] == '\n') ||
 		  (n == 2 * KEK_LEN + 2 && buf[2 * KEK_LEN] == '\r' && buf[2 * KEK_LEN + 1] == '\n')))
 		return false;
-	for (int i = 0; i < 2 * KEK_LEN; i++)
-	{
-		char		c = buf[i];
-		int			v;
-
-		if (c >= '0' && c <= '9')
-			v = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v = c - 'A' + 10;
-		else
-			return false;
-		if (i % 2 == 0)
-			key[i / 2] = (uint8) (v << 4);
-		else
-			key[i / 2] |= (uint8) v;
-	}
-	return true;
+	memcpy(hexkey, buf, 2 * KEK_LEN);
+	hexkey[2 * KEK_LEN] = '\0';
+	ok = OPENSSL_hexstr2buf_ex(key, KEK_LEN, &len, hexkey, '\0') == 1 && len == KEK_LEN;
+	ERR_clear_error();
+	explicit_bzero(hexkey, sizeof(hexkey));
+	return ok;
 }
 
 /*

@@ -97,7 +97,8 @@ is "$(err "SELECT * FROM tokex._vault_release('crm')")" \
    "F0000: the key file named by tokex.vault_key_file has group or world access" \
    "... readable by the group too"
 
-vault_server_sh "umask 077 && printf 'not a key\n' > '$dir/bad' && openssl rand -hex 31 > '$dir/short'"
+vault_server_sh "umask 077 && printf 'not a key\n' > '$dir/bad' && openssl rand -hex 31 > '$dir/short' &&
+                 printf '%sz\n' \$(openssl rand -hex 32 | cut -c2-) > '$dir/nonhex'"
 vault_set tokex.vault_key_file "$dir/bad"
 is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
    "F0000: the key file named by tokex.vault_key_file does not hold a key" \
@@ -105,6 +106,9 @@ is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
 vault_set tokex.vault_key_file "$dir/short"
 is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
    "F0000: the key file named by tokex.vault_key_file does not hold a key" "... a key of 31 bytes too"
+vault_set tokex.vault_key_file "$dir/nonhex"
+is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
+   "F0000: the key file named by tokex.vault_key_file does not hold a key" "... 64 characters, one of them not hexadecimal too"
 is "$(q -c "SELECT count(*) FROM tokex.credential")" "0" "nothing was stored by the refused calls"
 
 # ---------------------------------------------------------------- a key

@@ -453,6 +453,7 @@ vault_release(const char *audience, const char *principal, int64 *id,
 	if (SPI_processed == 0)
 	{
 		explicit_bzero(&current, sizeof(current));
+		MemoryContextSwitchTo(caller);	/* SPI left us in its own */
 		return false;
 	}
 	read_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, &r);
@@ -489,6 +490,7 @@ vault_release(const char *audience, const char *principal, int64 *id,
 	explicit_bzero(plain, len);
 	*kind = MemoryContextStrdup(caller, r.kind);
 	*header = r.header ? MemoryContextStrdup(caller, r.header) : NULL;
+	MemoryContextSwitchTo(caller);
 	return true;
 }
 

@@ -19,7 +19,8 @@
  * tokex.vault_key_file names (and, during a rotation, the previous one from
  * tokex.vault_previous_key_file) at each use: a few system calls, little
  * beside the exchange around it, and no cache that could outlive a replaced
- * or repaired file.  The file is checked as PostgreSQL checks ssl_key_file
+ * or repaired file.  Or it is printed by tokex.vault_key_command, run once
+ * at server start (run_key_command).  The file is checked as PostgreSQL checks ssl_key_file
  * (owned by the server's user or root, no group or world access).  Errors
  * name the setting; the path goes to the server log only, the key nowhere.
  *

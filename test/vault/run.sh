@@ -202,7 +202,7 @@ if [ -z "$logfile" ]; then
 elif [ "$logging" == "t" ]; then
   why="this server logs every statement (log_statement or log_min_duration_statement), secrets included"
 else
-  log=$(vault_sql -v f="$logfile" -v o="$logstart" <<<"SELECT pg_read_file(:'f', :o, 1000000000);")
+  log=$(vault_sql -v f="$logfile" -v o="$logstart" <<<"SELECT pg_read_file(:'f', :o, 1000000000);") || log=
   grep -qF "$marker" <<<"$log" || why="the log file found ($logfile) does not show this suite's marker"
   grep -qF "$S_LOGGED" <<<"$log" || why="the log file found ($logfile) does not show the statement logged with log_statement = all"
 fi
@@ -231,7 +231,7 @@ cstart() {  # cstart <key command>
     -c shared_preload_libraries=tokex -c tokex.vault_key_command=$1" start >/dev/null && cstarted=1
 }
 cstop() { as_server "$bindir/pg_ctl" -D "$cdata" -m fast -w stop >/dev/null && cstarted=; }
-qc() { PGHOST=$dir PGPORT=$cport "$@"; }   # run a command against that server
+qc() { PGHOST=$dir PGPORT=$cport PGUSER=postgres "$@"; }   # run a command against that server
 if [ "$(id -un)" != "$server_user" ] && [ "$(id -u)" != 0 ]; then
   for i in 1 2 3 4 5 6 7 8; do
     n=$((n + 1)); echo "ok $n # skip a server of its own needs root or the server's user ($server_user)"

@@ -9,7 +9,7 @@ DATA_built = tokex--$(EXTVERSION).sql
 # released, and every upgrade script (see CONTRIBUTING in the README)
 DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/upgrade/tokex--*.sql))
 OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
-             src/session.o src/introspect.o src/revocation.o src/client.o \
+             src/session.o src/introspect.o src/revocation.o src/client.o src/translate.o \
              src/keys.o src/issuers.o src/jwt.o src/vault.o \
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
              src/jose/jwt.o
@@ -61,3 +61,6 @@ tokex--$(EXTVERSION).sql: $(INSTALL_SQL) $(srcdir)/tokex.control
 
 # the library's version (TOKEX_VERSION) comes from tokex.control
 src/tokex.o: $(srcdir)/tokex.control
+
+# PGXS tracks no header dependencies: every object depends on every header
+$(OBJS): $(wildcard $(srcdir)/src/*.h $(srcdir)/src/jose/*.h)

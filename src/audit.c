@@ -440,7 +440,8 @@ row_text(json_t *row)
 	/* the columns a client's request or token can fill; ids, times and hashes stay whole */
 	static const char *const cuttable[] = {
 		"reason", "subject", "actor", "actor_chain", "client_id", "audience",
-		"requested_scope", "scope", "subject_issuer", "actor_issuer", "subject_sid"
+		"requested_scope", "scope", "subject_issuer", "actor_issuer", "subject_sid",
+		"subject_token_type", "actor_token_type"
 	};
 
 	for (int c = 0; c < (int) lengthof(caps); c++)
@@ -684,6 +685,14 @@ audit(Issuance *x)
 		PUT("subject_sid", json_string(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&x->sid)))));
 	if (x->op != OP_EXCHANGE)
 		PUT("subject_issuer", json_string(tokex_issuer));
+	if (x->subject_token_type)
+		PUT("subject_token_type", jcap(x->subject_token_type, 512));
+	if (x->actor_token_type)
+		PUT("actor_token_type", jcap(x->actor_token_type, 512));
+	if (x->has_issued_hash && !x->error)
+		PUT("issued_token_sha256", jhex(x->issued_hash, 32));
+	if (x->credential_id && !x->error)
+		PUT("credential_id", json_integer((json_int_t) x->credential_id));
 #undef PUT
 	tokex_audit_write(row, x->error == NULL);
 }

@@ -129,6 +129,7 @@ decide(Issuance *x)
 	x->delegation_ids = datumCopy(SPI_getbinval(tup, td, spi_column("delegation_ids"), &isnull), false, -1);
 	x->policy_ids = datumCopy(SPI_getbinval(tup, td, spi_column("policy_ids"), &isnull), false, -1);
 	x->target = SPI_getvalue(tup, td, spi_column("target"));
+	x->token_format = SPI_getvalue(tup, td, spi_column("token_format"));
 	col = spi_column("scope");
 	if (!heap_attisnull(tup, col, td))
 		x->nscope = untext_array(SPI_getbinval(tup, td, col, &isnull), &x->scope_out);

@@ -18,7 +18,6 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
-#include <openssl/evp.h>
 
 static char *
 arg_cstring(FunctionCallInfo fcinfo, int n)
@@ -29,14 +28,27 @@ arg_cstring(FunctionCallInfo fcinfo, int n)
 static void
 sha256(const text *t, uint8 out[32])
 {
-	if (EVP_Digest(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out, NULL, EVP_sha256(), NULL) != 1)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
+	tokex_sha256(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), out);
 }
 
 static bool
-token_type_ok(const char *t)
+jwt_type(const char *t)
 {
 	return strcmp(t, TT_JWT) == 0 || strcmp(t, TT_ACCESS) == 0 || strcmp(t, TT_ID) == 0;
+}
+
+/* A token type URI: tokex's, or one an administrator registered (looked up when verifying). */
+static bool
+token_type_ok(const char *t)
+{
+	return jwt_type(t) || strcmp(t, TT_API_KEY) == 0 || strchr(t, ':') != NULL;
+}
+
+/* An access or transaction token minted for a resource (not a credential of anyone's). */
+static bool
+resource_token(const TokexToken *t)
+{
+	return t->own && t->typ && (strcmp(t->typ, "at+jwt") == 0 || strcmp(t->typ, "txntoken+jwt") == 0);
 }
 
 
@@ -69,11 +81,10 @@ check_params(Issuance *x)
 		deny(x, "invalid_request", "unsupported actor_token_type");
 		return;
 	}
-	if (x->requested_token_type == NULL || strcmp(x->requested_token_type, TT_ACCESS) == 0)
-		x->issued_type = TT_ACCESS;
-	else if (strcmp(x->requested_token_type, TT_JWT) == 0)
-		x->issued_type = TT_JWT;
-	else
+	/* what is issued depends on the resource too (choose_format, after the decision) */
+	if (x->requested_token_type && strcmp(x->requested_token_type, TT_ACCESS) != 0 &&
+		strcmp(x->requested_token_type, TT_JWT) != 0 && strcmp(x->requested_token_type, TT_TXN) != 0 &&
+		strcmp(x->requested_token_type, TT_CREDENTIAL) != 0)
 	{
 		deny(x, "invalid_request", "unsupported requested_token_type");
 		return;
@@ -191,6 +202,10 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 	x->scope = arg_cstring(fcinfo, 6);
 	x->requested_token_type = arg_cstring(fcinfo, 7);
 	x->client_id = arg_cstring(fcinfo, 8);
+	if (!PG_ARGISNULL(9))
+		x->request_details = tokex_jsonb_to_json(PG_GETARG_JSONB_P(9), "request_details");
+	if (!PG_ARGISNULL(10))
+		x->request_context = tokex_jsonb_to_json(PG_GETARG_JSONB_P(10), "request_context");
 	if (x->subject_token)
 		sha256(x->subject_token, x->subject_hash);
 	if (x->actor_token)
@@ -202,13 +217,32 @@ parse_request(Issuance *x, FunctionCallInfo fcinfo)
 				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
 }
 
-/* A presented token, verified; NULL (and refused) when it does not verify. */
+/*
+ * A presented credential as the claims it stands for; NULL (and refused)
+ * when it does not verify.  A JWT is verified (or, given as an access token,
+ * a tokex reference token is resolved); an API key or a registered token
+ * type is translated (src/translate.c).
+ */
 static TokexToken *
-verify_presented(Issuance *x, text *token, const char *which)
+verify_presented(Issuance *x, text *token, const char *type, const char *which)
 {
+	const char *s = VARDATA_ANY(token);
+	size_t		n = VARSIZE_ANY_EXHDR(token);
 	jose_error	err;
-	TokexToken *t = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
+	TokexToken *t;
 
+	if (strcmp(type, TT_API_KEY) == 0)
+		return translate_api_key(x, token, which);
+	if (!jwt_type(type))
+		return translate_registered(x, token, type, which);
+	if (strcmp(type, TT_ACCESS) == 0 && n > 7 && strncmp(s, "tkx_at_", 7) == 0)
+	{
+		t = translate_reference(s, n);
+		if (t == NULL)
+			deny(x, "invalid_grant", "%s: not a live tokex reference token", which);
+		return t;
+	}
+	t = tokex_verify(s, n, NULL, &err);
 	if (t == NULL)
 		deny(x, "invalid_grant", "%s: %s", which, err.detail);
 	return t;
@@ -218,7 +252,7 @@ verify_presented(Issuance *x, text *token, const char *which)
 static void
 verify_subject(Issuance *x)
 {
-	x->subj = verify_presented(x, x->subject_token, "subject_token");
+	x->subj = verify_presented(x, x->subject_token, x->subject_token_type, "subject_token");
 	if (x->subj && note_presented(x, x->subj, "subject_token"))
 		check_unbound(x, x->subj, "subject_token");
 }
@@ -231,10 +265,10 @@ verify_subject(Issuance *x)
 static void
 verify_actor(Issuance *x)
 {
-	x->act = verify_presented(x, x->actor_token, "actor_token");
+	x->act = verify_presented(x, x->actor_token, x->actor_token_type, "actor_token");
 	if (x->act == NULL)
 		return;
-	if (x->act->own && x->act->typ && strcmp(x->act->typ, "at+jwt") == 0)
+	if (resource_token(x->act))
 		deny(x, "invalid_grant", "actor_token: an access token minted for a resource is not an actor credential");
 	else if (json_object_get(x->act->payload, "sid") || json_object_get(x->act->payload, "may_act") ||
 			 json_object_get(x->act->payload, "act"))
@@ -254,7 +288,7 @@ check_rebinding(Issuance *x)
 {
 	json_t	   *aud;
 
-	if (x->act || !x->subj->own || x->subj->typ == NULL || strcmp(x->subj->typ, "at+jwt") != 0)
+	if (x->act || !resource_token(x->subj))
 		return;
 	aud = json_object_get(x->subj->payload, "aud");
 	if (!json_is_string(aud) || x->target == NULL || strcmp(json_string_value(aud), x->target) != 0)
@@ -262,6 +296,32 @@ check_rebinding(Issuance *x)
 			 "an access token is re-exchanged without a new actor only for its own audience");
 }
 
+
+/*
+ * Step: what to issue.  The resource decides the format (token_format);
+ * requested_token_type (RFC 8693 §2.1) may ask for a JWT or a transaction
+ * token where the resource takes JWTs, and for nothing else than what the
+ * resource takes.
+ */
+static void
+choose_format(Issuance *x)
+{
+	const char *req = x->requested_token_type;
+	const char *fmt = x->token_format ? x->token_format : "jwt";
+
+	if (strcmp(fmt, "jwt") == 0 && req && strcmp(req, TT_TXN) == 0)
+		x->format = FMT_TXN, x->issued_type = TT_TXN;
+	else if (strcmp(fmt, "jwt") == 0 && (req == NULL || strcmp(req, TT_ACCESS) == 0 || strcmp(req, TT_JWT) == 0))
+		x->format = FMT_JWT, x->issued_type = req && strcmp(req, TT_JWT) == 0 ? TT_JWT : TT_ACCESS;
+	else if (strcmp(fmt, "reference") == 0 && (req == NULL || strcmp(req, TT_ACCESS) == 0))
+		x->format = FMT_REFERENCE, x->issued_type = TT_ACCESS;
+	else if (strcmp(fmt, "txn_token") == 0 && (req == NULL || strcmp(req, TT_TXN) == 0 || strcmp(req, TT_ACCESS) == 0))
+		x->format = FMT_TXN, x->issued_type = TT_TXN;
+	else if (strcmp(fmt, "credential") == 0 && (req == NULL || strcmp(req, TT_CREDENTIAL) == 0 || strcmp(req, TT_ACCESS) == 0))
+		x->format = FMT_CREDENTIAL, x->issued_type = TT_CREDENTIAL;
+	else
+		deny(x, "invalid_request", "resource \"%s\" takes %s tokens, not %s", x->target, fmt, req);
+}
 
 /*
  * Who the client of a SQL call is, from something the caller cannot choose:
@@ -370,6 +430,8 @@ exchange(FunctionCallInfo fcinfo, bool sql_face)
 		deny(x, x->verdict_error, "%s", x->verdict_reason);
 	if (!x->error)
 		check_rebinding(x);
+	if (!x->error)
+		choose_format(x);
 	PG_RETURN_DATUM(issue_finish(x));
 }
 

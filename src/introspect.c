@@ -86,7 +86,11 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_DATUM(inactive());
 	token = PG_GETARG_TEXT_PP(0);
-	x->subj = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
+	/* a reference token's claims are its audit row's (src/translate.c) */
+	if (VARSIZE_ANY_EXHDR(token) > 7 && strncmp(VARDATA_ANY(token), "tkx_at_", 7) == 0)
+		x->subj = translate_reference(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token));
+	else
+		x->subj = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
 	if (x->subj == NULL)
 		PG_RETURN_DATUM(inactive());
 	build_chain(x);

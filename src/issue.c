@@ -66,6 +66,21 @@ tokex_prepare(const char *sql, int nargs, Oid *types)
 	return SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 }
 
+/* *slot, prepared (tokex_prepare) and kept for the backend's life on first use. */
+SPIPlanPtr
+tokex_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = tokex_prepare(sql, nargs, types);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "tokex: cannot prepare a query: %s", SPI_result_code_string(SPI_result));
+		*slot = p;
+	}
+	return *slot;
+}
+
 /*
  * Decisions are judged as of the call: the latest committed state (not the
  * snapshot of a REPEATABLE READ or SERIALIZABLE transaction opened before a

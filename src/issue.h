@@ -23,6 +23,9 @@
 #define TT_JWT		URN_TT "jwt"
 #define TT_ACCESS	URN_TT "access_token"
 #define TT_ID		URN_TT "id_token"
+#define TT_TXN		URN_TT "txn_token"
+#define TT_API_KEY	"urn:tokex:token-type:api_key"
+#define TT_CREDENTIAL "urn:tokex:token-type:credential"
 #define MAX_CHAIN	17			/* subject + tokex.max_chain_depth (<= 16) actors */
 #define MAX_SCOPES	64
 
@@ -34,6 +37,15 @@ typedef enum IssueOp
 	OP_IDENTITY_TOKEN,			/* an actor token for a registered agent or service */
 	OP_JWT_SIGN					/* an administrator's claims, signed as given (jwt_sign) */
 } IssueOp;
+
+/* What an exchange hands out (tokex.resource.token_format, requested_token_type) */
+typedef enum TokenFormat
+{
+	FMT_JWT,					/* RFC 9068 access token */
+	FMT_REFERENCE,				/* opaque tkx_at_ token, resolved by introspection */
+	FMT_TXN,					/* transaction token (txntoken+jwt) */
+	FMT_CREDENTIAL				/* a vaulted downstream credential, with a txn token beside it */
+} TokenFormat;
 
 typedef struct Issuance
 {
@@ -50,6 +62,8 @@ typedef struct Issuance
 	char	   *scope;
 	char	   *requested_token_type;
 	char	   *client_id;
+	json_t	   *request_details;	/* txn token tctx */
+	json_t	   *request_context;	/* txn token rctx */
 
 	/* what we learned */
 	pg_uuid_t	exchange_id;	/* the audit row's id, and the issued token's jti */
@@ -89,7 +103,14 @@ typedef struct Issuance
 	Datum		delegation_ids;	/* bigint[] or 0 */
 	Datum		policy_ids;
 	int64		ttl;			/* seconds, from the resource; 0 = default */
+	char	   *token_format;	/* the target resource's, from tokex.decide */
+	TokenFormat format;
 	char	   *access_token;
+	bool		has_issued_hash;	/* a reference token: kept only as its SHA-256 */
+	uint8		issued_hash[32];
+	char	   *txn_token;		/* beside a released credential */
+	int64		credential_id;	/* 0: none */
+	json_t	   *credential;		/* how the downstream takes it (response members) */
 	const char *token_client_id;	/* client_id claim: the parameter, else the current actor */
 	int64		iat;
 	int64		exp;
@@ -106,6 +127,7 @@ typedef struct Issuance
 extern Issuance *issuance_new(IssueOp op);
 extern void deny(Issuance *x, const char *error, const char *fmt,...) pg_attribute_printf(3, 4);
 extern SPIPlanPtr tokex_prepare(const char *sql, int nargs, Oid *types);
+extern SPIPlanPtr tokex_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types);
 extern int	execute_now(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only, long tcount);
 extern int	spi_column(const char *name);
 extern bool split_scope(const char *s, char **out, int *n);
@@ -115,6 +137,13 @@ extern Datum tstz_array(TimestampTz *items, int n);
 extern int	untext_array(Datum arr, char ***out);
 extern void build_chain(Issuance *x);
 extern bool note_presented(Issuance *x, TokexToken *t, const char *which);
+
+/* translate.c: credentials that are not JWTs */
+extern char *tokex_opaque_new(const char *kind);
+extern bool tokex_opaque_ok(const char *s, size_t len, const char *kind);
+extern TokexToken *translate_api_key(Issuance *x, text *token, const char *which);
+extern TokexToken *translate_registered(Issuance *x, text *token, const char *type, const char *which);
+extern TokexToken *translate_reference(const char *s, size_t n);
 
 /* decide.c */
 extern void decide(Issuance *x);

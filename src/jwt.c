@@ -11,6 +11,10 @@
 #include "issue.h"
 
 #include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "lib/ilist.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
@@ -50,6 +54,152 @@ issuer_keys(void *arg, json_t *claims, jose_keyset *out, jose_error *err)
 	return 0;
 }
 
+/* ---------------------------------------------------------------------
+ * The verified-token cache
+ *
+ * An agent presents the same session credential and actor token call after
+ * call.  What their verification costs (the signature, the parsing) is
+ * kept per backend, keyed by the token's SHA-256: the header and claims as
+ * verified, whether the token is tokex's own, and tokex.issuer at the time
+ * (which decides "own").  A hit still runs every claim check (times,
+ * audience), and the caller still runs every liveness check (revocation,
+ * identities, session, delegations).  Everything is dropped when a key or
+ * a trusted issuer changes (tokex_table_cache_generation); at most
+ * tokex.verified_token_cache entries, least recently used first out, and
+ * an expired entry goes when it is next met.
+ * ---------------------------------------------------------------------
+ */
+typedef struct VerifiedToken
+{
+	uint8		hash[32];		/* the hash table key */
+	dlist_node	lru;			/* most recently used at the head */
+	json_t	   *header;			/* one reference each, owned by the entry */
+	json_t	   *payload;
+	char	   *payload_text;	/* in cache_cxt */
+	char	   *issuer;			/* tokex.issuer when verified, in cache_cxt */
+	bool		own;
+} VerifiedToken;
+
+static HTAB *cache = NULL;
+static MemoryContext cache_cxt = NULL;
+static dlist_head cache_lru = DLIST_STATIC_INIT(cache_lru);
+static uint64 cache_generation = 0;
+static long cache_entries = 0;
+static int64 cache_hits = 0;
+static int64 cache_misses = 0;
+
+static void
+cache_drop(VerifiedToken *e)
+{
+	dlist_delete(&e->lru);
+	json_decref(e->header);
+	json_decref(e->payload);
+	pfree(e->payload_text);
+	pfree(e->issuer);
+	hash_search(cache, e->hash, HASH_REMOVE, NULL);
+	cache_entries--;
+}
+
+static void
+cache_clear(void)
+{
+	while (!dlist_is_empty(&cache_lru))
+		cache_drop(dlist_container(VerifiedToken, lru, dlist_head_node(&cache_lru)));
+}
+
+/* The entry for hash, or NULL; the whole cache goes when keys or issuers changed. */
+static VerifiedToken *
+cache_find(const uint8 hash[32])
+{
+	VerifiedToken *e;
+
+	if (cache == NULL || tokex_token_cache_size <= 0)
+		return NULL;
+	if (cache_generation != tokex_table_cache_generation)
+	{
+		cache_clear();
+		cache_generation = tokex_table_cache_generation;
+		return NULL;
+	}
+	e = hash_search(cache, hash, HASH_FIND, NULL);
+	if (e && strcmp(e->issuer, tokex_issuer ? tokex_issuer : "") != 0)
+	{
+		cache_drop(e);
+		return NULL;
+	}
+	if (e)
+	{
+		dlist_delete(&e->lru);
+		dlist_push_head(&cache_lru, &e->lru);
+	}
+	return e;
+}
+
+static void
+cache_add(const uint8 hash[32], const jose_jwt *jwt, bool own)
+{
+	VerifiedToken *e;
+	bool		found;
+
+	if (tokex_token_cache_size <= 0)
+		return;
+	if (cache == NULL)
+	{
+		HASHCTL		ctl = {0};
+
+		cache_cxt = AllocSetContextCreate(TopMemoryContext, "tokex verified tokens", ALLOCSET_DEFAULT_SIZES);
+		ctl.keysize = 32;
+		ctl.entrysize = sizeof(VerifiedToken);
+		ctl.hcxt = cache_cxt;
+		cache = hash_create("tokex verified tokens", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		cache_generation = tokex_table_cache_generation;
+	}
+	if (cache_generation != tokex_table_cache_generation)
+	{
+		cache_clear();
+		cache_generation = tokex_table_cache_generation;
+	}
+	while (cache_entries >= tokex_token_cache_size && !dlist_is_empty(&cache_lru))
+		cache_drop(dlist_container(VerifiedToken, lru, dlist_tail_node(&cache_lru)));
+	/* copy first: nothing may raise once the entry is in the table */
+	{
+		char	   *text = MemoryContextStrdup(cache_cxt, jwt->payload_text);
+		char	   *issuer = MemoryContextStrdup(cache_cxt, tokex_issuer ? tokex_issuer : "");
+
+		e = hash_search(cache, hash, HASH_ENTER, &found);
+		if (found)
+		{
+			pfree(text);
+			pfree(issuer);
+			return;
+		}
+		e->payload_text = text;
+		e->issuer = issuer;
+	}
+	e->header = json_incref(jwt->header);
+	e->payload = json_incref(jwt->payload);
+	e->own = own;
+	dlist_push_head(&cache_lru, &e->lru);
+	cache_entries++;
+}
+
+static TokexToken *
+token_of(json_t *header, json_t *payload, const char *payload_text, bool own)
+{
+	TokexToken *t = palloc0(sizeof(TokexToken));
+	json_t	   *typ = json_object_get(header, "typ");
+
+	t->header = header;
+	t->payload = payload;
+	t->payload_text = payload_text;
+	t->own = own;
+	t->iss = json_string_value(json_object_get(payload, "iss"));
+	/* NULL when absent; the claim checks refused a sub that is not a string */
+	t->sub = json_string_value(json_object_get(payload, "sub"));
+	t->typ = json_is_string(typ) ? json_string_value(typ) : NULL;
+	return t;
+}
+
 /*
  * Verify a compact JWS and its registered claims.  Returns NULL with err set
  * on any failure; never raises for a bad token (it may raise for a broken
@@ -62,10 +212,31 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	jose_jwt_rules rules = {0};
 	TokexToken *t;
 	jose_jwt   *jwt;
-	json_t	   *typ;
+	uint8		hash[32];
+	VerifiedToken *hit;
 
 	choice.own = tokex_own_keys();
 	choice.trusted = tokex_trusted_issuers();
+	tokex_sha256(token, len, hash);
+	hit = cache_find(hash);
+	if (hit)
+		cache_hits++;
+	else
+		cache_misses++;
+	if (hit)
+	{
+		/* the claims are checked again, at this call's time and audience */
+		if (jose_jwt_check_claims(hit->payload, tokex_now(), tokex_clock_skew, audience, true, err) < 0)
+		{
+			if (err->code == JOSE_E_EXPIRED)
+				cache_drop(hit);
+			return NULL;
+		}
+		/* the call holds its own references, so an eviction cannot pull them away */
+		return token_of(tokex_json_track(json_incref(hit->header)),
+						tokex_json_track(json_incref(hit->payload)),
+						pstrdup(hit->payload_text), hit->own);
+	}
 	choice.token = t = palloc0(sizeof(TokexToken));
 	rules.select = issuer_keys;
 	rules.select_arg = &choice;
@@ -76,15 +247,25 @@ tokex_verify(const char *token, size_t len, const char *audience, jose_error *er
 	jwt = tokex_track(jose_jwt_verify(token, len, &rules, err), 0, tokex_release_jwt);
 	if (jwt == NULL)
 		return NULL;
-	t->header = jwt->header;
-	t->payload = jwt->payload;
-	t->payload_text = jwt->payload_text;
-	t->iss = json_string_value(json_object_get(t->payload, "iss"));
-	/* NULL when absent; the claim checks refused a sub that is not a string */
-	t->sub = json_string_value(json_object_get(t->payload, "sub"));
-	typ = json_object_get(t->header, "typ");
-	t->typ = json_is_string(typ) ? json_string_value(typ) : NULL;
-	return t;
+	cache_add(hash, jwt, t->own);
+	return token_of(jwt->header, jwt->payload, jwt->payload_text, t->own);
+}
+
+/* tokex._verified_token_cache(): this backend's cache, for tests and operators. */
+PG_FUNCTION_INFO_V1(tokex_verified_token_cache);
+Datum
+tokex_verified_token_cache(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		v[3];
+	bool		n[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tokex: _verified_token_cache must return a record");
+	v[0] = Int64GetDatum(cache_entries);
+	v[1] = Int64GetDatum(cache_hits);
+	v[2] = Int64GetDatum(cache_misses);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), v, n)));
 }
 
 PG_FUNCTION_INFO_V1(tokex_jwt_sign);

@@ -35,6 +35,8 @@
 
 /* ---------------- caches of a tokex table ---------------- */
 
+uint64		tokex_table_cache_generation = 0;
+
 static void
 table_cache_invalidate(Datum arg, Oid relid)
 {
@@ -103,6 +105,8 @@ tokex_table_cache(TokexTableCache *c)
 	MemoryContextSetParent(cxt, TopMemoryContext);
 	c->cxt = cxt;
 	c->data = data;
+	/* what was verified with the old keys is verified again (jwt.c) */
+	tokex_table_cache_generation++;
 	return data;
 }
 

@@ -3,8 +3,17 @@
  *
  * Every token tokex hands out is minted here, from a decided issuance:
  *
- *   exchange            RFC 9068 access token (typ at+jwt): iss, sub, act,
+ *   exchange            by the resource's token_format:
+ *     jwt               RFC 9068 access token (typ at+jwt): iss, sub, act,
  *                       aud, scope, client_id, jti, iat, nbf, exp, sid
+ *     reference         an opaque tkx_at_ token; its claims are the audit
+ *                       row's, which keeps only the token's SHA-256
+ *     txn_token         transaction token (typ txntoken+jwt,
+ *                       draft-ietf-oauth-transaction-tokens): iss, sub, act,
+ *                       aud (the trust domain), txn, scope, req_wl, tctx,
+ *                       rctx, jti, iat, nbf, exp
+ *     credential        a vaulted downstream credential (src/vault.c), and a
+ *                       transaction token beside it naming sub and act
  *   client_credentials  actor token for the client's identity (typ JWT):
  *                       aud = tokex itself, client_id
  *   session             session credential (typ JWT): may_act = the agent,
@@ -15,6 +24,7 @@
  * In all of them jti is the issuance's id, which is also its audit row's.
  */
 #include "issue.h"
+#include "vault.h"
 
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -51,9 +61,10 @@ lifetime(Issuance *x)
 		return true;
 	}
 	ttl = Min(ttl, tokex_max_ttl);
-	if (x->subj)
+	/* a JWT always has exp; an API key may not expire */
+	if (x->subj && json_is_number(json_object_get(x->subj->payload, "exp")))
 		ttl = Min(ttl, (int64) json_number_value(json_object_get(x->subj->payload, "exp")) - x->iat);
-	if (x->act)
+	if (x->act && json_is_number(json_object_get(x->act->payload, "exp")))
 		ttl = Min(ttl, (int64) json_number_value(json_object_get(x->act->payload, "exp")) - x->iat);
 	if (ttl <= 0)
 	{
@@ -86,6 +97,68 @@ act_claim(Issuance *x)
 	return act;
 }
 
+/*
+ * A vaulted credential for the target and the person (src/vault.c): the
+ * person's own, else the shared one.  Its value is the access_token; the
+ * response also says how the downstream takes it (header and value), and
+ * the audit row names its id, never its value.  false (and refused) when
+ * there is none.
+ */
+static bool
+release_credential(Issuance *x)
+{
+	MemoryContext old = MemoryContextSwitchTo(x->cxt);
+	char	   *secret;
+	char	   *kind;
+	char	   *header;
+	char	   *name;
+	char	   *value;
+	bool		found = vault_release(x->target, x->chain_id[0], &x->credential_id, &secret, &kind, &header);
+
+	/* SPI calls end in SPI's own context, which SPI_finish frees before respond */
+	MemoryContextSwitchTo(x->cxt);
+	if (found)
+	{
+		vault_presentation(kind, header, secret, &name, &value);
+		x->access_token = secret;
+		x->credential = tokex_json_track(json_pack("{s:{s:s,s:s,s:s}}", "credential",
+												   "kind", kind, "header", name, "value", value));
+		if (x->credential == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	}
+	MemoryContextSwitchTo(old);
+	if (!found)
+		deny(x, "invalid_target", "no live credential is stored for \"%s\", for \"%s\" or shared",
+			 x->target, x->chain_id[0]);
+	return found;
+}
+
+/* The claims of an exchange's token, JWT or transaction token, on top of the common ones. */
+static void
+exchange_claims(Issuance *x, json_t *claims, bool txn)
+{
+	x->token_client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
+	json_object_set_new(claims, "aud", json_string(x->target));
+	json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
+	if (x->nchain > 1)
+		json_object_set_new(claims, "act", act_claim(x));
+	if (txn)
+	{
+		json_object_set(claims, "txn", json_object_get(claims, "jti"));
+		/* the requesting workload: the client that asked, else the current actor */
+		json_object_set_new(claims, "req_wl", json_string(x->token_client_id));
+		if (x->request_details)
+			json_object_set(claims, "tctx", x->request_details);
+		if (x->request_context)
+			json_object_set(claims, "rctx", x->request_context);
+		return;
+	}
+	json_object_set_new(claims, "client_id", json_string(x->token_client_id));
+	/* only a tokex session; an IdP's sid means nothing here */
+	if (x->has_sid)
+		json_object_set(claims, "sid", json_object_get(x->subj->payload, "sid"));
+}
+
 /* Step: mint the token of this issuance's format. */
 void
 mint(Issuance *x)
@@ -115,16 +188,27 @@ mint(Issuance *x)
 	switch (x->op)
 	{
 		case OP_EXCHANGE:
-			typ = "at+jwt";
-			x->token_client_id = x->client_id ? x->client_id : x->chain_id[x->nchain - 1];
-			json_object_set_new(claims, "aud", json_string(x->target));
-			json_object_set_new(claims, "scope", json_string(scope_string(x->scope_out, x->nscope)));
-			json_object_set_new(claims, "client_id", json_string(x->token_client_id));
-			if (x->nchain > 1)
-				json_object_set_new(claims, "act", act_claim(x));
-			/* only a tokex session; an IdP's sid means nothing here */
-			if (x->has_sid)
-				json_object_set(claims, "sid", json_object_get(x->subj->payload, "sid"));
+			exchange_claims(x, claims, x->format != FMT_JWT && x->format != FMT_REFERENCE);
+			switch (x->format)
+			{
+				case FMT_JWT:
+					typ = "at+jwt";
+					break;
+				case FMT_REFERENCE:
+					/* nothing is signed: the audit row is the token's only record */
+					x->access_token = MemoryContextStrdup(x->cxt, tokex_opaque_new("at"));
+					tokex_sha256(x->access_token, strlen(x->access_token), x->issued_hash);
+					x->has_issued_hash = true;
+					return;
+				case FMT_TXN:
+					typ = "txntoken+jwt";
+					break;
+				case FMT_CREDENTIAL:
+					if (!release_credential(x))
+						return;
+					x->txn_token = MemoryContextStrdup(x->cxt, tokex_sign(claims, "txntoken+jwt", NULL));
+					return;
+			}
 			break;
 		case OP_CLIENT_CREDENTIALS:
 			x->token_client_id = x->client_id;
@@ -166,12 +250,22 @@ respond(Issuance *x)
 	switch (x->op)
 	{
 		case OP_EXCHANGE:
-			return json_to_jsonb(json_pack("{s:s,s:s,s:s,s:I,s:s}",
-										   "access_token", x->access_token,
-										   "issued_token_type", x->issued_type,
-										   "token_type", "Bearer",
-										   "expires_in", (json_int_t) (x->exp - x->iat),
-										   "scope", scope_string(x->scope_out, x->nscope)));
+			{
+				/* RFC 8693 §2.2.1: N_A for what is not an OAuth access token */
+				json_t	   *r = json_pack("{s:s,s:s,s:s,s:I,s:s}",
+										  "access_token", x->access_token,
+										  "issued_token_type", x->issued_type,
+										  "token_type", x->format == FMT_JWT || x->format == FMT_REFERENCE
+										  ? "Bearer" : "N_A",
+										  "expires_in", (json_int_t) (x->exp - x->iat),
+										  "scope", scope_string(x->scope_out, x->nscope));
+
+				if (r && x->txn_token)
+					json_object_set_new(r, "txn_token", json_string(x->txn_token));
+				if (r && x->credential)
+					json_object_update(r, x->credential);
+				return json_to_jsonb(r);
+			}
 		case OP_CLIENT_CREDENTIALS:
 			return json_to_jsonb(json_pack("{s:s,s:s,s:I}",
 										   "access_token", x->access_token,

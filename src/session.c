@@ -41,20 +41,6 @@ need_issuer(void)
 				 errhint("Set it with ALTER DATABASE ... SET tokex.issuer = 'https://...'.")));
 }
 
-static SPIPlanPtr
-keep(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
-{
-	if (*slot == NULL)
-	{
-		SPIPlanPtr	p = tokex_prepare(sql, nargs, types);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "tokex: cannot prepare a query: %s", SPI_result_code_string(SPI_result));
-		*slot = p;
-	}
-	return *slot;
-}
-
 /*
  * Column "id" of the first row a one-parameter query finds for arg,
  * read as of the call, or NULL when it finds none (or arg is NULL).
@@ -65,7 +51,7 @@ lookup(SPIPlanPtr *plan, const char *sql, const char *arg, MemoryContext cxt)
 	Oid			types[1] = {TEXTOID};
 	Datum		v[1];
 
-	keep(plan, sql, 1, types);
+	tokex_keep_plan(plan, sql, 1, types);
 	if (arg == NULL)
 		return NULL;
 	v[0] = CStringGetTextDatum(arg);
@@ -89,7 +75,7 @@ decide_session(Issuance *x, char *principal, char *agent, Datum scopes, bool sco
 	char	   *problem;
 	Datum		until;
 
-	keep(&plans.session_decide,
+	tokex_keep_plan(&plans.session_decide,
 		 "SELECT * FROM tokex._decide_session($1, $2, $3, $4)", 4, types);
 	v[0] = CStringGetTextDatum(principal);
 	v[1] = CStringGetTextDatum(agent);
@@ -135,7 +121,7 @@ record_session(Issuance *x)
 	int			n;
 	bool	   *nulls;
 
-	keep(&plans.session_insert,
+	tokex_keep_plan(&plans.session_insert,
 		 "INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, created_at, expires_at) "
 		 "VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types);
 	deconstruct_array(DatumGetArrayTypeP(x->delegation_ids), INT8OID, 8, FLOAT8PASSBYVAL,

@@ -13,6 +13,8 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include <openssl/evp.h>
+
 
 PG_MODULE_MAGIC;
 
@@ -20,6 +22,7 @@ char	   *tokex_issuer = NULL;
 int			tokex_clock_skew = 60;
 int			tokex_default_ttl = 300;
 int			tokex_max_ttl = 3600;
+int			tokex_token_cache_size = 4096;
 int			tokex_max_chain_depth = 4;
 char	   *tokex_base_url = NULL;
 int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
@@ -79,6 +82,13 @@ _PG_init(void)
 							"Upper bound on the lifetime of any token tokex mints.",
 							NULL, &tokex_max_ttl, 3600, 1, 7 * 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.verified_token_cache",
+							"Verified JWTs each backend keeps (their parsed, signature-checked claims).",
+							"A token presented again (an agent's session and actor token, call after call) "
+							"skips its signature check and parsing; every claim and liveness check still runs. "
+							"Dropped when a key or trusted issuer changes. 0 turns it off.",
+							&tokex_token_cache_size, 4096, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.max_chain_depth",
 							"Most actors an act chain may hold.",
 							NULL, &tokex_max_chain_depth, 4, 1, 16,
@@ -362,4 +372,11 @@ tokex_check_version(void)
 				 errhint("Run ALTER EXTENSION tokex UPDATE in this database.")));
 	}
 	SPI_finish();
+}
+
+void
+tokex_sha256(const void *p, size_t n, uint8 out[32])
+{
+	if (EVP_Digest(p, n, out, NULL, EVP_sha256(), NULL) != 1)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
 }

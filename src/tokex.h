@@ -33,6 +33,7 @@ extern int	tokex_clock_skew;
 extern int	tokex_default_ttl;
 extern int	tokex_max_ttl;
 extern int	tokex_max_chain_depth;
+extern int	tokex_token_cache_size;
 extern char *tokex_base_url;
 extern int	tokex_endpoint_style;
 
@@ -92,6 +93,9 @@ extern json_t *tokex_jsonb_to_json(Jsonb *jb, const char *what);
 /* JSON text -> jsonb Datum. */
 extern Datum tokex_jsonb_in(const char *s);
 
+/* SHA-256 of n bytes (ERROR if OpenSSL fails). */
+extern void tokex_sha256(const void *p, size_t n, uint8 out[32]);
+
 /* Parse a UUID in its canonical 8-4-4-4-12 form only. */
 extern bool tokex_parse_uuid(const char *s, pg_uuid_t *out);
 
@@ -128,6 +132,9 @@ typedef struct TokexTableCache
 extern char *tokex_row_text(HeapTuple row, TupleDesc desc, const char *column);
 extern Datum tokex_row_datum(HeapTuple row, TupleDesc desc, const char *column, bool *isnull);
 extern void *tokex_table_cache(TokexTableCache *cache);
+
+/* Counts the rebuilds of every table cache: a key or an issuer changed. */
+extern uint64 tokex_table_cache_generation;
 
 /*
  * keys.c: tokex's own keys.  tokex_own_keys: every key not revoked, what

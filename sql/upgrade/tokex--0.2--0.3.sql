@@ -21,12 +21,180 @@ ALTER TABLE tokex.resource DROP CONSTRAINT resource_token_format_check,
       CHECK (token_format IN ('jwt', 'reference', 'txn_token', 'credential'));
 
 ------------------------------------------------------------------------
--- The credential vault (src/sql/60_vault.sql): revocations of kind
--- 'credential', and the vault's table, functions and privileges, new in 0.3
+-- Translation (issue 10): API keys, registered token types, reference and
+-- transaction tokens; the exchange takes request_details/request_context,
+-- the decision says which format the resource takes
 ------------------------------------------------------------------------
+DO $$
+DECLARE
+  rels regclass[] := ARRAY[]::regclass[];
+  procs regprocedure[] := ARRAY[
+    'tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid, uuid[], text[], text[], timestamptz)',
+    'tokex.exchange(text, text, text, text, text, text, text, text, text)',
+    'tokex_api.token(text, text, text, text, text, text, text, text, text, text, text, text, text)'];
+  local text;
+BEGIN
+  -- (catalog, object, column, its name, the column's, current ACL, default
+  -- ACL; a column's is none, and aclexplode(NULL) yields no rows)
+  WITH obj AS (
+    SELECT 'pg_class'::regclass AS cat, c.oid AS id, 0 AS sub,
+           pg_catalog.format('%I.%I', n.nspname, c.relname) AS name, NULL::text AS col,
+           COALESCE(c.relacl, pg_catalog.acldefault('r', c.relowner)) AS acl,
+           pg_catalog.acldefault('r', c.relowner) AS dflt
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) ANY (rels)
+    UNION ALL
+    SELECT 'pg_class'::regclass, a.attrelid, a.attnum, pg_catalog.format('%I.%I', n.nspname, c.relname),
+           pg_catalog.quote_ident(a.attname), a.attacl, NULL
+      FROM pg_catalog.pg_attribute a
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid
+      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (rels) AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 'pg_proc'::regclass, p.oid, 0,
+           pg_catalog.format('FUNCTION %I.%I(%s)', n.nspname, p.proname,
+                             pg_catalog.pg_get_function_identity_arguments(p.oid)), NULL,
+           COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner)), pg_catalog.acldefault('f', p.proowner)
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+     WHERE p.oid OPERATOR(pg_catalog.=) ANY (procs)
+  ),
+  cur AS (SELECT o.name, o.col, e.grantee, e.privilege_type FROM obj o, pg_catalog.aclexplode(o.acl) e),
+  ini AS (SELECT o.name, o.col, e.grantee, e.privilege_type
+            FROM obj o
+            LEFT JOIN pg_catalog.pg_init_privs i
+              ON i.classoid OPERATOR(pg_catalog.=) o.cat AND i.objoid OPERATOR(pg_catalog.=) o.id
+             AND i.objsubid OPERATOR(pg_catalog.=) o.sub,
+                 pg_catalog.aclexplode(COALESCE(i.initprivs, o.dflt)) e),
+  diff AS (SELECT 'GRANT' AS verb, * FROM (SELECT * FROM cur EXCEPT SELECT * FROM ini) g
+           UNION ALL
+           SELECT 'REVOKE', * FROM (SELECT * FROM ini EXCEPT SELECT * FROM cur) r)
+  SELECT pg_catalog.string_agg(
+           pg_catalog.format('%s %s%s ON %s %s %s;', d.verb, d.privilege_type, ' (' || d.col || ')', d.name,
+                             CASE d.verb WHEN 'GRANT' THEN 'TO' ELSE 'FROM' END,
+                             CASE d.grantee WHEN 0 THEN 'PUBLIC'
+                                  ELSE pg_catalog.quote_ident(d.grantee::regrole::text) END),
+           E'\n' ORDER BY d.name, d.col NULLS FIRST, d.verb, d.grantee::regrole::text, d.privilege_type)
+    INTO local FROM diff d;
+  IF local IS NOT NULL THEN
+    RAISE WARNING 'privileges set on tokex objects since tokex 0.1 was installed are not carried over'
+      USING DETAIL = E'These objects are created again by the update; run after it:\n' || local,
+            HINT = 'tokex.revoke_token now takes (token_or_jti text, reason text, issuer text); '
+                   'tokex._audit_refusal and tokex._key_status are gone.';
+  END IF;
+END
+$$;
+
+DROP FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+                           uuid[], text[], text[], timestamptz);
+DROP FUNCTION tokex._decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+                            uuid[], text[], text[], timestamptz);
+DROP FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text);
+DROP FUNCTION tokex._exchange_for_client(text, text, text, text, text, text, text, text, text);
+DROP FUNCTION tokex_api.token(text, text, text, text, text, text, text, text, text, text, text, text, text);
+
+ALTER TABLE tokex.audit_event
+  ADD COLUMN subject_token_type text,
+  ADD COLUMN actor_token_type text,
+  ADD COLUMN issued_token_sha256 bytea,
+  ADD COLUMN credential_id bigint;
+
+CREATE UNIQUE INDEX audit_event_issued_token ON tokex.audit_event (issued_token_sha256)
+  WHERE issued_token_sha256 IS NOT NULL;
+
+CREATE OR REPLACE VIEW tokex.audit AS
+SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
+       audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
+       subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user,
+       subject_token_type, actor_token_type, credential_id
+  FROM tokex.audit_event;
+
+CREATE OR REPLACE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  claims jsonb;
+  xid uuid;
+  use_id bigint;
+BEGIN
+  IF action IS NULL OR outcome IS NULL THEN
+    RAISE EXCEPTION 'action and outcome are required' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF token LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its claims while it is live, as introspection gives them
+    claims := tokex.introspect(token);
+    IF NOT COALESCE((claims->>'active')::boolean, false) THEN
+      RAISE EXCEPTION 'invalid token' USING ERRCODE = 'invalid_authorization_specification',
+        DETAIL = 'The reference token is unknown, expired or revoked.';
+    END IF;
+  ELSE
+    claims := tokex.jwt_verify(token);
+  END IF;
+  IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
+    RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
+  END IF;
+  -- jti is compared as a uuid, so the lookup is an index probe
+  IF (claims->>'jti') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    SELECT a.exchange_id INTO xid FROM tokex.audit_event a
+     WHERE a.jti OPERATOR(pg_catalog.=) (claims->>'jti')::uuid
+       AND a.decision OPERATOR(pg_catalog.=) 'granted' AND a.operation OPERATOR(pg_catalog.=) 'exchange';
+  END IF;
+  IF xid IS NULL THEN
+    RAISE EXCEPTION 'token was not minted by a tokex exchange' USING ERRCODE = 'invalid_authorization_specification',
+      DETAIL = 'Only access tokens from tokex.exchange have an exchange to link a use to.';
+  END IF;
+  INSERT INTO tokex.token_use (exchange_id, action, outcome) VALUES (xid, action, outcome)
+  RETURNING id INTO use_id;
+  RETURN use_id;
+END
+$$;
+
 ALTER TABLE tokex.revocation DROP CONSTRAINT revocation_kind_check,
   ADD CONSTRAINT revocation_kind_check
-      CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'credential'));
+      CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'api_key',
+                          'credential'));
+
+CREATE OR REPLACE FUNCTION tokex._revocation_target(token_or_jti text, issuer text,
+                                         OUT t_iss text, OUT t_jti text, OUT t_exp timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  claims jsonb;
+BEGIN
+  IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
+    RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF token_or_jti LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its jti and exp are its audit row's
+    SELECT a.jti::text, a.expires_at INTO t_jti, t_exp FROM tokex.audit_event a
+     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))
+       AND a.decision OPERATOR(pg_catalog.=) 'granted';
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'not a reference token tokex issued' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t_iss := tokex._issuer();
+  ELSIF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
+    claims := (tokex.jwt_decode(token_or_jti))->'payload';
+    -- iss and jti as the exchange reads them, from the token's own JSON
+    SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Revoke the identity, delegation or session it belongs to instead.';
+    END IF;
+    IF t_iss IS NULL THEN
+      RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
+       AND (claims->>'exp')::numeric BETWEEN 0 AND 253402300799 THEN
+      t_exp := pg_catalog.to_timestamp((claims->>'exp')::double precision);
+    END IF;
+  ELSE
+    t_jti := token_or_jti;
+    t_iss := COALESCE(issuer, tokex._issuer());
+  END IF;
+  IF t_exp IS NULL AND t_iss OPERATOR(pg_catalog.=) tokex._setting('issuer')
+     AND t_jti ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    SELECT a.expires_at INTO t_exp FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) t_jti::uuid;
+  END IF;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION tokex._on_revocation() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
@@ -62,6 +230,9 @@ BEGIN
         RETURN NULL;
       END IF;
       k := 'key'; t := NEW.kid; r := NULL;
+    WHEN 'api_key' THEN
+      IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+      k := 'api_key'; t := NEW.id::text; r := NEW.revoke_reason;
     WHEN 'credential' THEN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'credential'; t := NEW.id::text; r := NEW.revoke_reason;
@@ -73,6 +244,578 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------
+-- Translation: credentials that are not JWTs, on the way in (agent API
+-- keys, token types with a registered verifier); the formats of the way
+-- out are tokex.resource.token_format (src/translate.c, src/mint.c)
+------------------------------------------------------------------------
+
+-- Agent and service API keys.  The key itself is shown once, by
+-- create_api_key; only its SHA-256 is kept, and a presented key is found
+-- by that hash (an index probe, never a scan or a comparison of secrets).
+-- Presented with token type urn:tokex:token-type:api_key, a live key
+-- authenticates its identity for an exchange as a verified JWT would: as
+-- the actor, or as the subject for an agent or service acting for itself.
+CREATE TABLE tokex.api_key (
+  id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  identity      text NOT NULL REFERENCES tokex.identity (id) ON UPDATE CASCADE ON DELETE CASCADE,
+  key_sha256    bytea NOT NULL UNIQUE CHECK (pg_catalog.length(key_sha256) = 32),
+  -- the key's first characters, to tell keys apart in a listing or a leak report
+  hint          text NOT NULL,
+  label         text,
+  created_at    timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  expires_at    timestamptz,
+  revoked_at    timestamptz,
+  revoke_reason text,
+  created_by    text NOT NULL DEFAULT SESSION_USER
+);
+
+CREATE INDEX api_key_identity ON tokex.api_key (identity);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.api_key', '');
+
+-- a new opaque credential: tkx_<kind>_ + 43 base62 characters (256 random
+-- bits) + 6 base62 characters of CRC-32, so scanners can tell a real key
+-- from a typo without asking tokex
+CREATE FUNCTION tokex._opaque_new(kind text) RETURNS text
+  LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_opaque_new_sql';
+
+CREATE FUNCTION tokex.create_api_key(identity text, expires_at timestamptz DEFAULT NULL,
+                                     label text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  k text;
+  who tokex.identity;
+BEGIN
+  SELECT * INTO who FROM tokex.identity i WHERE i.id OPERATOR(pg_catalog.=) create_api_key.identity;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'identity "%" does not exist', create_api_key.identity USING ERRCODE = 'no_data_found';
+  ELSIF who.kind OPERATOR(pg_catalog.=) 'human' THEN
+    RAISE EXCEPTION 'API keys are for agents and services, not for "%"', who.id
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'A person authenticates at an identity provider tokex trusts, or through a session.';
+  ELSIF who.status OPERATOR(pg_catalog.<>) 'active' THEN
+    RAISE EXCEPTION 'identity "%" is %', who.id, who.status USING ERRCODE = 'invalid_parameter_value';
+  ELSIF create_api_key.expires_at IS NOT NULL AND create_api_key.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN
+    RAISE EXCEPTION 'expires_at is in the past' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  k := tokex._opaque_new('ak');
+  INSERT INTO tokex.api_key (identity, key_sha256, hint, label, expires_at)
+  VALUES (who.id, pg_catalog.sha256(pg_catalog.convert_to(k, 'UTF8')), pg_catalog.left(k, 11),
+          create_api_key.label, create_api_key.expires_at);
+  RETURN k;
+END
+$$;
+
+-- Revoke an API key, given as the key itself or its id.
+CREATE FUNCTION tokex.revoke_api_key(key_or_id text, reason text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF key_or_id LIKE 'tkx\_ak\_%' THEN
+    UPDATE tokex.api_key k SET revoked_at = pg_catalog.now(), revoke_reason = reason
+     WHERE k.key_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(key_or_id, 'UTF8'))
+       AND k.revoked_at IS NULL;
+  ELSIF key_or_id ~ '^[0-9]{1,18}$' THEN
+    UPDATE tokex.api_key k SET revoked_at = pg_catalog.now(), revoke_reason = reason
+     WHERE k.id OPERATOR(pg_catalog.=) key_or_id::bigint AND k.revoked_at IS NULL;
+  ELSE
+    RAISE EXCEPTION 'not an API key or an API key id' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no live API key matches' USING ERRCODE = 'no_data_found';
+  END IF;
+END
+$$;
+
+CREATE TRIGGER api_key_revocation AFTER UPDATE ON tokex.api_key
+  FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
+
+-- Token types with a verifier of the administrator's: a function
+-- (token text) RETURNS jsonb that maps a valid credential to its claims
+-- (iss, sub, exp; optionally iat, jti, scope, may_act) and returns NULL or
+-- raises for an invalid one.  It runs as the role that registered it, under
+-- SECURITY_RESTRICTED_OPERATION, never as the extension owner; the claims
+-- then go through the whole decision like a JWT's.
+CREATE TABLE tokex.token_type (
+  token_type    text PRIMARY KEY CHECK (token_type ~ '^[a-zA-Z][a-zA-Z0-9+.-]*:[[:graph:]]+$'
+                                        AND pg_catalog.length(token_type) <= 512),
+  verifier      regprocedure NOT NULL,
+  registered_by regrole NOT NULL,
+  registered_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  description   text
+);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.token_type', '');
+
+-- Whoever writes the row is whom the verifier runs as: set here, from the
+-- role that runs the INSERT or UPDATE, whatever the statement says.  Not
+-- SECURITY DEFINER, so current_user is that role.
+CREATE FUNCTION tokex._token_type_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  p pg_catalog.pg_proc;
+BEGIN
+  IF NEW.token_type IN ('urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:access_token',
+                        'urn:ietf:params:oauth:token-type:id_token', 'urn:ietf:params:oauth:token-type:txn_token',
+                        'urn:tokex:token-type:api_key', 'urn:tokex:token-type:credential') THEN
+    RAISE EXCEPTION 'token type % is tokex''s own', NEW.token_type USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid OPERATOR(pg_catalog.=) NEW.verifier::oid;
+  IF p.prorettype OPERATOR(pg_catalog.<>) 'pg_catalog.jsonb'::pg_catalog.regtype
+     OR p.pronargs OPERATOR(pg_catalog.<>) 1
+     OR p.proargtypes[0] OPERATOR(pg_catalog.<>) 'pg_catalog.text'::pg_catalog.regtype
+     OR p.prokind OPERATOR(pg_catalog.<>) 'f' OR p.proretset THEN
+    RAISE EXCEPTION 'a verifier is a function (token text) RETURNS jsonb, not %', NEW.verifier
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  NEW.registered_by := CURRENT_USER::regrole;
+  IF NOT pg_catalog.has_function_privilege(NEW.registered_by::oid, NEW.verifier::oid, 'EXECUTE') THEN
+    RAISE EXCEPTION 'role % may not execute %', NEW.registered_by, NEW.verifier
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER token_type_check BEFORE INSERT OR UPDATE ON tokex.token_type
+  FOR EACH ROW EXECUTE FUNCTION tokex._token_type_check();
+
+-- Not SECURITY DEFINER: the registering role is the caller.
+CREATE FUNCTION tokex.register_token_type(token_type text, verifier regprocedure,
+                                          description text DEFAULT NULL) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  INSERT INTO tokex.token_type (token_type, verifier, registered_by, description)
+  VALUES (register_token_type.token_type, register_token_type.verifier, CURRENT_USER::regrole,
+          register_token_type.description)
+  ON CONFLICT ON CONSTRAINT token_type_pkey DO UPDATE
+     SET verifier = EXCLUDED.verifier, description = EXCLUDED.description
+$$;
+
+REVOKE ALL ON FUNCTION tokex._opaque_new(text), tokex.create_api_key(text, timestamptz, text),
+  tokex.revoke_api_key(text, text), tokex._token_type_check(), tokex.register_token_type(text, regprocedure, text)
+  FROM PUBLIC;
+
+CREATE FUNCTION tokex._decide(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (
+  identity_error text,     -- revoked tokens or session, unknown / inactive identities
+  error text, reason text, -- steps 5-8, or NULL when granted
+  chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[],
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[],
+  token_format text)       -- what the target resource takes (tokex.resource.token_format)
+LANGUAGE sql STABLE AS $$
+WITH
+chain AS (  -- each chain position resolved to an identity
+  SELECT r.n, r.sub, chain_iat[r.n] AS iat, r.id, r.kind, r.status, r.tokens_valid_after
+    FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r
+),
+identity_problem AS (  -- the first identity problem, in chain order
+  SELECT CASE WHEN c.id IS NULL THEN
+                pg_catalog.format('%s "%s" is not a known identity',
+                                  CASE WHEN c.n OPERATOR(pg_catalog.=) 1 THEN 'subject' ELSE 'actor' END, c.sub)
+              WHEN c.status OPERATOR(pg_catalog.<>) 'active' THEN
+                pg_catalog.format('identity "%s" is %s', c.id, c.status)
+              WHEN c.tokens_valid_after IS NOT NULL AND c.iat IS NOT NULL
+                   AND c.iat OPERATOR(pg_catalog.<) c.tokens_valid_after THEN
+                pg_catalog.format('token for "%s" was issued before its revocation', c.id)
+              WHEN (SELECT pg_catalog.count(*) FROM chain c2
+                     WHERE c2.id OPERATOR(pg_catalog.=) c.id) OPERATOR(pg_catalog.>) 1 THEN
+                pg_catalog.format('identity "%s" appears twice in the chain', c.id)
+         END AS problem
+    FROM chain c ORDER BY c.n
+),
+token_problem AS (  -- revoked or unaudited tokens, a dead session
+  SELECT CASE
+           -- LIMIT keeps the lookup a per-key index probe in the generic plan
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(revoked_keys) k,
+                          LATERAL (SELECT 1 FROM tokex.revoked_token r
+                                    WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
+             'a presented token has been revoked'
+           -- a token of ours without its committed audit row was never issued
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
+                         WHERE NOT EXISTS (SELECT 1 FROM tokex.audit_event a
+                                            WHERE a.jti OPERATOR(pg_catalog.=) j
+                                              AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
+             'a presented token has no audit row'
+           WHEN _decide.sid IS NOT NULL THEN
+             (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
+                          WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
+                          WHEN s.expires_at OPERATOR(pg_catalog.<=) _decide.at THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from OPERATOR(pg_catalog.>) _decide.at
+                               OR d.valid_until OPERATOR(pg_catalog.<=) _decide.at THEN
+                            pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
+                     END
+                FROM (SELECT 1) one
+                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) _decide.sid
+                LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id)
+         END AS problem
+),
+ids AS (
+  SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
+         pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
+    FROM chain c
+),
+by_audience AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) _decide.audience),
+by_resource AS (
+  SELECT r.* FROM tokex.resource r
+   WHERE r.resource_uri OPERATOR(pg_catalog.=) _decide.resource
+      OR r.audience OPERATOR(pg_catalog.=) _decide.resource
+   ORDER BY r.resource_uri OPERATOR(pg_catalog.=) _decide.resource DESC LIMIT 1),
+target AS (  -- the one resource the token is for, or why there is none
+  SELECT CASE
+           WHEN _decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_audience) THEN
+             pg_catalog.format('audience "%s" is not a registered resource', _decide.audience)
+           WHEN _decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_resource) THEN
+             pg_catalog.format('resource "%s" is not a registered resource', _decide.resource)
+           WHEN _decide.audience IS NOT NULL AND _decide.resource IS NOT NULL
+                AND (SELECT audience FROM by_audience) OPERATOR(pg_catalog.<>) (SELECT audience FROM by_resource) THEN
+             'audience and resource name different targets; a token has exactly one'
+         END AS problem,
+         COALESCE((SELECT ROW(a.*)::tokex.resource FROM by_audience a),
+                  (SELECT ROW(r.*)::tokex.resource FROM by_resource r)) AS r
+),
+hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
+  SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
+         d.max_depth, (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) AS needed
+    FROM chain p JOIN chain q ON q.n OPERATOR(pg_catalog.=) (p.n OPERATOR(pg_catalog.+) 1)
+    LEFT JOIN LATERAL (
+      SELECT d.* FROM tokex.delegation d
+       WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
+         AND d.revoked_at IS NULL
+         AND d.valid_from OPERATOR(pg_catalog.<=) _decide.at
+         AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _decide.at)
+       ORDER BY d.max_depth OPERATOR(pg_catalog.>=) (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) DESC,
+                (d.audiences IS NULL
+                 OR (SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
+                d.id
+       LIMIT 1) d ON true
+),
+hop_problem AS (
+  SELECT CASE
+           WHEN h.delegation_id IS NULL THEN
+             pg_catalog.format('no live delegation from "%s" to "%s"', h.principal, h.delegate)
+           WHEN h.max_depth OPERATOR(pg_catalog.<) h.needed THEN
+             pg_catalog.format('delegation %s from "%s" to "%s" allows %s hop(s), the chain needs %s',
+                               h.delegation_id, h.principal, h.delegate, h.max_depth, h.needed)
+         END AS grant_problem,
+         CASE WHEN h.audiences IS NOT NULL
+                   AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
+             pg_catalog.format('delegation %s does not cover audience "%s"', h.delegation_id,
+                               (SELECT (r).audience FROM target))
+         END AS target_problem
+    FROM hop h ORDER BY h.n
+),
+subject AS (SELECT c.id, c.kind FROM chain c WHERE c.n OPERATOR(pg_catalog.=) 1),
+actor AS (  -- the current (outermost) actor, if any
+  SELECT c.id, c.kind FROM chain c
+   WHERE c.n OPERATOR(pg_catalog.=) pg_catalog.cardinality(chain_sub) AND c.n OPERATOR(pg_catalog.>) 1
+),
+policy_here AS NOT MATERIALIZED (  -- policy rows matching this exchange in everything but the audience
+  SELECT p.* FROM tokex.policy p
+   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
+     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM actor))
+     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) _decide.client_id)
+     AND (p.max_depth IS NULL
+          OR pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.<=) p.max_depth)
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) _decide.at)
+),
+policy AS (  -- ... and the audience too: the rows that decide
+  SELECT p.* FROM policy_here p
+   WHERE (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target))
+     -- found by index, not by reading every policy: the rows naming this
+     -- subject, else this actor, else this audience, else none of the three
+     -- (disjoint, and together every row that can match)
+     AND p.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT q.id FROM tokex.policy q WHERE q.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor IS NULL
+              AND q.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q WHERE q.subject IS NULL AND q.actor IS NULL AND q.audience IS NULL))
+),
+-- allow rows that would match but for the audience: the target is what is refused
+allow_elsewhere AS (
+  SELECT 1 FROM policy_here p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'allow' AND p.audience IS NOT NULL
+   LIMIT 1
+),
+deny_all AS (
+  SELECT p.id FROM policy p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND p.scopes IS NULL
+   ORDER BY p.priority DESC, p.id LIMIT 1
+),
+allow AS (SELECT p.* FROM policy p WHERE p.effect OPERATOR(pg_catalog.=) 'allow'),
+-- the scopes that survive every bound: resource, each hop's delegation,
+-- the subject token, the allow policies (NULL scopes = no bound), minus denies
+bound AS (
+  SELECT ARRAY(
+    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM target)) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM hop h WHERE NOT (s OPERATOR(pg_catalog.=) ANY (h.scopes)))
+       AND (token_scope IS NULL OR s OPERATOR(pg_catalog.=) ANY (token_scope))
+       AND (EXISTS (SELECT 1 FROM allow a WHERE a.scopes IS NULL)
+            OR EXISTS (SELECT 1 FROM allow a WHERE s OPERATOR(pg_catalog.=) ANY (a.scopes)))
+       AND NOT EXISTS (SELECT 1 FROM policy p
+                        WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
+     ORDER BY s) AS scopes
+),
+granted AS (
+  SELECT CASE WHEN requested_scope IS NULL THEN (SELECT scopes FROM bound)
+              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s ORDER BY s) END AS scopes,
+         ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
+                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::pg_catalog.text[])) ORDER BY s) AS refused
+),
+client AS (
+  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) _decide.client_id
+),
+verdict AS (
+  SELECT
+    CASE
+      WHEN _decide.client_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM client WHERE client.status OPERATOR(pg_catalog.=) 'active') THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', _decide.client_id)]
+      WHEN EXISTS (SELECT 1 FROM client WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
+                                                  OPERATOR(pg_catalog.=) ANY (client.grant_types))) THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', _decide.client_id)]
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE grant_problem IS NOT NULL) THEN
+        ARRAY['invalid_grant', (SELECT grant_problem FROM hop_problem WHERE grant_problem IS NOT NULL LIMIT 1)]
+      WHEN (SELECT problem FROM target) IS NOT NULL THEN
+        ARRAY['invalid_target', (SELECT problem FROM target)]
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE target_problem IS NOT NULL) THEN
+        ARRAY['invalid_target', (SELECT target_problem FROM hop_problem WHERE target_problem IS NOT NULL LIMIT 1)]
+      WHEN EXISTS (SELECT 1 FROM client WHERE client.audiences IS NOT NULL
+                     AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (client.audiences))) THEN
+        ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
+                                                  _decide.client_id, (SELECT (r).audience FROM target))]
+      WHEN EXISTS (SELECT 1 FROM deny_all) THEN
+        ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) AND EXISTS (SELECT 1 FROM allow_elsewhere) THEN
+        ARRAY['invalid_target', pg_catalog.format('no policy allows audience "%s" here',
+                                                  (SELECT (r).audience FROM target))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
+        ARRAY['invalid_grant', 'no policy allows this exchange']
+      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) OPERATOR(pg_catalog.>) 0 THEN
+        ARRAY['invalid_scope', pg_catalog.format('scope not grantable: %s',
+                                                 pg_catalog.array_to_string((SELECT refused FROM granted), ' '))]
+      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) OPERATOR(pg_catalog.=) 0 THEN
+        ARRAY['invalid_scope', 'no scope can be granted for this audience']
+    END AS v
+)
+SELECT COALESCE((SELECT problem FROM token_problem),
+                (SELECT problem FROM identity_problem WHERE problem IS NOT NULL LIMIT 1)),
+       (SELECT v[1] FROM verdict), (SELECT v[2] FROM verdict),
+       ids.chain, ids.kinds,
+       ARRAY(SELECT h.delegation_id FROM hop h WHERE h.delegation_id IS NOT NULL ORDER BY h.n),
+       ARRAY(SELECT p.id FROM policy p ORDER BY p.id),
+       (SELECT (r).audience FROM target),
+       (SELECT scopes FROM granted),
+       (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
+       (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
+          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
+       (SELECT (r).token_format FROM target)
+  FROM ids
+$$;
+
+-- The decision for an administrator to run by hand and see why: the same
+-- query, as the extension owner (an administrator may not read every table
+-- it reads, such as the clients' secret hashes) and with a pinned
+-- search_path (a caller's objects cannot stand in for pg_catalog's).  Its
+-- arguments and result are _decide's, read from the catalog so that they
+-- are written once.
+DO $do$
+BEGIN
+  EXECUTE (
+    SELECT pg_catalog.format(
+             'CREATE FUNCTION tokex.decide(%s) RETURNS %s '
+             'LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp '
+             'AS $w$ SELECT * FROM tokex._decide(%s) $w$',
+             pg_catalog.pg_get_function_arguments(p.oid), pg_catalog.pg_get_function_result(p.oid),
+             pg_catalog.array_to_string(p.proargnames[1:p.pronargs], ', '))
+      FROM pg_catalog.pg_proc p
+     WHERE p.oid OPERATOR(pg_catalog.=) 'tokex._decide'::pg_catalog.regproc);
+END
+$do$;
+
+REVOKE ALL ON FUNCTION tokex._decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+                                     uuid[], text[], text[], timestamptz),
+  tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+               uuid[], text[], text[], timestamptz) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
+                                        uuid[], text[], text[], timestamptz)
+  TO tokex_admin;
+
+CREATE FUNCTION tokex.exchange(
+  subject_token text, subject_token_type text,
+  actor_token text DEFAULT NULL, actor_token_type text DEFAULT NULL,
+  audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
+  requested_token_type text DEFAULT NULL, client_id text DEFAULT NULL,
+  -- a transaction token's tctx and rctx (draft-ietf-oauth-transaction-tokens)
+  request_details jsonb DEFAULT NULL, request_context jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS 'MODULE_PATHNAME', 'tokex_exchange';
+
+CREATE FUNCTION tokex._exchange_for_client(
+  subject_token text, subject_token_type text, actor_token text, actor_token_type text,
+  audience text, resource text, scope text, requested_token_type text, client_id text,
+  request_details jsonb, request_context jsonb)
+RETURNS jsonb
+LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_exchange_for_client';
+
+REVOKE ALL ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb),
+  tokex._exchange_for_client(text, text, text, text, text, text, text, text, text, jsonb, jsonb) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb)
+  TO tokex_app, tokex_admin;
+
+CREATE FUNCTION tokex_api.token(
+  grant_type text DEFAULT NULL,
+  subject_token text DEFAULT NULL, subject_token_type text DEFAULT NULL,
+  actor_token text DEFAULT NULL, actor_token_type text DEFAULT NULL,
+  audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
+  requested_token_type text DEFAULT NULL,
+  client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
+  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL,
+  request_details text DEFAULT NULL, request_context text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  a record;
+  r jsonb;
+  details jsonb;
+  context jsonb;
+  -- the audit rows of a client_credentials request say so, refused or not
+  op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
+                  THEN 'client_credentials' ELSE 'exchange' END;
+BEGIN
+  IF tokex._not_post() THEN
+    RETURN tokex._refuse('invalid_request', 'the token endpoint takes POST', 405, NULL, token.audience, op);
+  END IF;
+  SELECT * INTO a FROM tokex._authenticate(token.client_id, client_secret, client_assertion,
+                                           client_assertion_type, tokex._endpoint('/rpc/token'));
+  IF a.client IS NULL OR (a.client).client_id IS NULL THEN
+    RETURN tokex._refuse('invalid_client', a.why, 401, NULL, token.audience, op, claimed => a.claimed_id);
+  ELSIF grant_type IS NULL THEN
+    RETURN tokex._refuse('invalid_request', 'grant_type is required', 400, (a.client).client_id, token.audience);
+  ELSIF grant_type NOT IN ('urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials') THEN
+    RETURN tokex._refuse('unsupported_grant_type', 'unsupported grant_type', 400, (a.client).client_id,
+                         token.audience);
+  ELSIF NOT (grant_type OPERATOR(pg_catalog.=) ANY ((a.client).grant_types)) THEN
+    RETURN tokex._refuse('unauthorized_client', 'the client may not use this grant_type', 400,
+                         (a.client).client_id, token.audience, op);
+  ELSIF tokex._repeated_target() IS NOT NULL THEN
+    RETURN tokex._refuse('invalid_target', 'exactly one audience or resource may be requested', 400,
+                         (a.client).client_id, token.audience, op,
+                         reason => tokex._repeated_target() OPERATOR(pg_catalog.||) ' given more than once');
+  END IF;
+
+  IF grant_type OPERATOR(pg_catalog.=) 'client_credentials' THEN
+    -- an actor token for the identity the client acts for (RFC 6749 §4.4)
+    r := tokex._client_credentials((a.client).client_id, token.scope, token.audience, token.resource);
+    RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+  END IF;
+
+  -- a transaction token's request_details and request_context: JSON objects
+  BEGIN
+    details := request_details::jsonb;
+    context := request_context::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    details := '[]'; context := '[]';
+  END;
+  IF pg_catalog.jsonb_typeof(details) OPERATOR(pg_catalog.<>) 'object'
+     OR pg_catalog.jsonb_typeof(context) OPERATOR(pg_catalog.<>) 'object' THEN
+    RETURN tokex._refuse('invalid_request', 'request_details and request_context are JSON objects', 400,
+                         (a.client).client_id, token.audience, op);
+  END IF;
+
+  r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
+                      token.audience, token.resource, token.scope, requested_token_type,
+                      (a.client).client_id, details, context);
+  RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+END
+$$;
+
+REVOKE ALL ON FUNCTION tokex_api.token(text, text, text, text, text, text, text, text, text, text, text, text, text,
+                                       text, text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION tokex_api.token(text, text, text, text, text, text, text, text, text, text, text, text, text,
+                                          text, text) TO tokex_web;
+
+CREATE OR REPLACE FUNCTION tokex._token_endpoint(operation text, token text, client_id text, client_secret text,
+                                      client_assertion text, client_assertion_type text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  c record;
+  r jsonb;
+  claims jsonb;
+BEGIN
+  SELECT * INTO c FROM tokex._client_with_token('/rpc/' OPERATOR(pg_catalog.||) operation, token, client_id,
+                                                client_secret, client_assertion, client_assertion_type);
+  IF c.refusal IS NOT NULL THEN
+    RETURN c.refusal;
+  END IF;
+  IF operation OPERATOR(pg_catalog.=) 'introspect' THEN
+    r := tokex.introspect(token);
+    IF (r->>'active')::boolean AND NOT tokex._may_introspect(c.client, r) THEN
+      r := '{"active": false}';
+    END IF;
+    RETURN tokex._respond(r);
+  END IF;
+  IF token LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its claims, while it is live
+    claims := tokex.introspect(token);
+    IF NOT COALESCE((claims->>'active')::boolean, false) THEN
+      claims := NULL;
+    END IF;
+  ELSE
+    BEGIN
+      claims := tokex.jwt_verify(token);
+    EXCEPTION WHEN invalid_authorization_specification THEN
+      claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
+    END;
+  END IF;
+  IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
+    IF NOT tokex._issued_to((c.client).client_id, claims) THEN
+      RETURN tokex._refuse('unauthorized_client', 'the token was not issued to this client', 400,
+                           (c.client).client_id,
+                           CASE pg_catalog.jsonb_typeof(claims->'aud') WHEN 'string' THEN claims->>'aud' END,
+                           'revoke');
+    END IF;
+    PERFORM tokex.revoke_token(token, 'revoked by client ' OPERATOR(pg_catalog.||) (c.client).client_id);
+  END IF;
+  RETURN tokex._respond('{}'::jsonb);
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION tokex.create_api_key(text, timestamptz, text), tokex.revoke_api_key(text, text)
+  TO tokex_admin;
+
+GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason), DELETE ON tokex.api_key TO tokex_admin;
+
+GRANT SELECT ON tokex.api_key TO tokex_auditor;
+
+GRANT EXECUTE ON FUNCTION tokex.register_token_type(text, regprocedure, text) TO tokex_admin;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.token_type TO tokex_admin;
+
+GRANT SELECT ON tokex.token_type TO tokex_auditor;
+
+------------------------------------------------------------------------
+-- The credential vault (src/sql/60_vault.sql): its table, functions and
+-- privileges, new in 0.3 (revocations of kind 'credential' above)
+------------------------------------------------------------------------
 
 -- One downstream credential.  principal NULL: the shared service
 -- credential of the audience; else that person's own.  The secret is in
@@ -191,3 +934,20 @@ REVOKE ALL ON FUNCTION tokex.store_credential(text, text, text, text, text, time
 
 GRANT EXECUTE ON FUNCTION tokex.store_credential(text, text, text, text, text, timestamptz),
   tokex.revoke_credential(bigint, text), tokex.vault_rewrap(), tokex.vault_status() TO tokex_admin;
+
+------------------------------------------------------------------------
+-- Performance (issue 12): the verified-token cache's figures
+------------------------------------------------------------------------
+CREATE FUNCTION tokex._verified_token_cache(OUT entries bigint, OUT hits bigint, OUT misses bigint)
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_verified_token_cache';
+
+REVOKE ALL ON FUNCTION tokex._verified_token_cache() FROM PUBLIC;
+
+-- the decision finds an exchange's policy rows by index (tokex._decide above)
+CREATE INDEX policy_by_subject ON tokex.policy (subject);
+
+CREATE INDEX policy_by_actor ON tokex.policy (actor) WHERE subject IS NULL;
+
+CREATE INDEX policy_by_audience ON tokex.policy (audience) WHERE subject IS NULL AND actor IS NULL;
+
+CREATE INDEX policy_unbound ON tokex.policy (id) WHERE subject IS NULL AND actor IS NULL AND audience IS NULL;

@@ -17,3 +17,8 @@ CREATE FUNCTION tokex.jwt_verify(token text, audience text DEFAULT NULL) RETURNS
 
 CREATE FUNCTION tokex.jwt_decode(token text) RETURNS jsonb
   LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_jwt_decode';
+
+-- This backend's verified-token cache (tokex.verified_token_cache): entries
+-- held, and hits and misses since the backend started.  Owner only.
+CREATE FUNCTION tokex._verified_token_cache(OUT entries bigint, OUT hits bigint, OUT misses bigint)
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_verified_token_cache';

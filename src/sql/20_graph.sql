@@ -74,6 +74,16 @@ CREATE TABLE tokex.policy (
   description  text
 );
 
+-- The decision finds the policy rows of an exchange by these (tokex._decide):
+-- those naming its subject, else its actor, else its audience, else none.
+CREATE INDEX policy_by_subject ON tokex.policy (subject);
+
+CREATE INDEX policy_by_actor ON tokex.policy (actor) WHERE subject IS NULL;
+
+CREATE INDEX policy_by_audience ON tokex.policy (audience) WHERE subject IS NULL AND actor IS NULL;
+
+CREATE INDEX policy_unbound ON tokex.policy (id) WHERE subject IS NULL AND actor IS NULL AND audience IS NULL;
+
 SELECT pg_catalog.pg_extension_config_dump('tokex.identity', '');
 
 SELECT pg_catalog.pg_extension_config_dump('tokex.delegation', '');

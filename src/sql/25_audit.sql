@@ -33,6 +33,13 @@ CREATE TABLE tokex.audit_event (
   operation            text NOT NULL DEFAULT 'exchange'
                        CHECK (operation IN ('exchange', 'client_credentials', 'session', 'identity_token',
                                             'jwt_sign', 'introspect', 'revoke')),
+  -- the presented credentials' types (an API key, a verifier's token type)
+  subject_token_type   text,
+  actor_token_type     text,
+  -- a reference token is found by its SHA-256 (the token itself is kept nowhere)
+  issued_token_sha256  bytea,
+  -- a vaulted credential released by the exchange: its id, never its value
+  credential_id        bigint,
   CHECK ((decision = 'granted') = (error IS NULL))
 );
 
@@ -41,6 +48,9 @@ CREATE INDEX audit_event_at ON tokex.audit_event (at);
 CREATE UNIQUE INDEX audit_event_jti ON tokex.audit_event (jti) WHERE jti IS NOT NULL;
 
 CREATE INDEX audit_event_subject ON tokex.audit_event (subject, at);
+
+CREATE UNIQUE INDEX audit_event_issued_token ON tokex.audit_event (issued_token_sha256)
+  WHERE issued_token_sha256 IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('tokex.audit_event', '');
 
@@ -97,7 +107,16 @@ BEGIN
   IF action IS NULL OR outcome IS NULL THEN
     RAISE EXCEPTION 'action and outcome are required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  claims := tokex.jwt_verify(token);
+  IF token LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its claims while it is live, as introspection gives them
+    claims := tokex.introspect(token);
+    IF NOT COALESCE((claims->>'active')::boolean, false) THEN
+      RAISE EXCEPTION 'invalid token' USING ERRCODE = 'invalid_authorization_specification',
+        DETAIL = 'The reference token is unknown, expired or revoked.';
+    END IF;
+  ELSE
+    claims := tokex.jwt_verify(token);
+  END IF;
   IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
     RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
   END IF;
@@ -121,7 +140,8 @@ $$;
 CREATE VIEW tokex.audit AS
 SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
        audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
-       subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user
+       subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user,
+       subject_token_type, actor_token_type, credential_id
   FROM tokex.audit_event;
 
 -- One row per downstream use, joined to the exchange that minted its token.

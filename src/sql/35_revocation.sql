@@ -35,7 +35,8 @@ CREATE TRIGGER revoked_token_key BEFORE INSERT OR UPDATE ON tokex.revoked_token
 CREATE TABLE tokex.revocation (
   id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'credential')),
+  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'api_key',
+                                    'credential')),
   target  text NOT NULL,
   reason  text,
   by_user text NOT NULL DEFAULT SESSION_USER
@@ -97,7 +98,16 @@ BEGIN
   IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
     RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
+  IF token_or_jti LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its jti and exp are its audit row's
+    SELECT a.jti::text, a.expires_at INTO t_jti, t_exp FROM tokex.audit_event a
+     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))
+       AND a.decision OPERATOR(pg_catalog.=) 'granted';
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'not a reference token tokex issued' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t_iss := tokex._issuer();
+  ELSIF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
     claims := (tokex.jwt_decode(token_or_jti))->'payload';
     -- iss and jti as the exchange reads them, from the token's own JSON
     SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
@@ -177,6 +187,9 @@ BEGIN
         RETURN NULL;
       END IF;
       k := 'key'; t := NEW.kid; r := NULL;
+    WHEN 'api_key' THEN
+      IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+      k := 'api_key'; t := NEW.id::text; r := NEW.revoke_reason;
     WHEN 'credential' THEN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'credential'; t := NEW.id::text; r := NEW.revoke_reason;

@@ -44,7 +44,8 @@ RETURNS TABLE (
   error text, reason text, -- steps 5-8, or NULL when granted
   chain text[], kinds text[],
   delegation_ids bigint[], policy_ids bigint[],
-  target text, scope text[], ttl_seconds bigint, may_act_ids text[])
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[],
+  token_format text)       -- what the target resource takes (tokex.resource.token_format)
 LANGUAGE sql STABLE AS $$
 WITH
 chain AS (  -- each chain position resolved to an identity
@@ -152,7 +153,7 @@ actor AS (  -- the current (outermost) actor, if any
   SELECT c.id, c.kind FROM chain c
    WHERE c.n OPERATOR(pg_catalog.=) pg_catalog.cardinality(chain_sub) AND c.n OPERATOR(pg_catalog.>) 1
 ),
-policy_here AS (  -- policy rows matching this exchange in everything but the audience
+policy_here AS NOT MATERIALIZED (  -- policy rows matching this exchange in everything but the audience
   SELECT p.* FROM tokex.policy p
    WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject))
      AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
@@ -165,7 +166,21 @@ policy_here AS (  -- policy rows matching this exchange in everything but the au
 ),
 policy AS (  -- ... and the audience too: the rows that decide
   SELECT p.* FROM policy_here p
-   WHERE p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+   WHERE (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target))
+     -- found by index, not by reading every policy: the rows naming this
+     -- subject, else this actor, else this audience, else none of the three
+     -- (disjoint, and together every row that can match)
+     AND p.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT q.id FROM tokex.policy q WHERE q.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor IS NULL
+              AND q.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q WHERE q.subject IS NULL AND q.actor IS NULL AND q.audience IS NULL))
 ),
 -- allow rows that would match but for the audience: the target is what is refused
 allow_elsewhere AS (
@@ -244,7 +259,8 @@ SELECT COALESCE((SELECT problem FROM token_problem),
        (SELECT scopes FROM granted),
        (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
        (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
-          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m)
+          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
+       (SELECT (r).token_format FROM target)
   FROM ids
 $$;
 

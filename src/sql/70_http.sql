@@ -169,12 +169,15 @@ CREATE FUNCTION tokex_api.token(
   audience text DEFAULT NULL, resource text DEFAULT NULL, scope text DEFAULT NULL,
   requested_token_type text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
-  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
+  client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL,
+  request_details text DEFAULT NULL, request_context text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   a record;
   r jsonb;
+  details jsonb;
+  context jsonb;
   -- the audit rows of a client_credentials request say so, refused or not
   op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
                   THEN 'client_credentials' ELSE 'exchange' END;
@@ -206,9 +209,22 @@ BEGIN
     RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
   END IF;
 
+  -- a transaction token's request_details and request_context: JSON objects
+  BEGIN
+    details := request_details::jsonb;
+    context := request_context::jsonb;
+  EXCEPTION WHEN invalid_text_representation THEN
+    details := '[]'; context := '[]';
+  END;
+  IF pg_catalog.jsonb_typeof(details) OPERATOR(pg_catalog.<>) 'object'
+     OR pg_catalog.jsonb_typeof(context) OPERATOR(pg_catalog.<>) 'object' THEN
+    RETURN tokex._refuse('invalid_request', 'request_details and request_context are JSON objects', 400,
+                         (a.client).client_id, token.audience, op);
+  END IF;
+
   r := tokex._exchange_for_client(subject_token, subject_token_type, actor_token, actor_token_type,
                       token.audience, token.resource, token.scope, requested_token_type,
-                      (a.client).client_id);
+                      (a.client).client_id, details, context);
   RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
 END
 $$;
@@ -298,11 +314,19 @@ BEGIN
     END IF;
     RETURN tokex._respond(r);
   END IF;
-  BEGIN
-    claims := tokex.jwt_verify(token);
-  EXCEPTION WHEN invalid_authorization_specification THEN
-    claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
-  END;
+  IF token LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its claims, while it is live
+    claims := tokex.introspect(token);
+    IF NOT COALESCE((claims->>'active')::boolean, false) THEN
+      claims := NULL;
+    END IF;
+  ELSE
+    BEGIN
+      claims := tokex.jwt_verify(token);
+    EXCEPTION WHEN invalid_authorization_specification THEN
+      claims := NULL;           -- invalid or unknown: nothing to revoke (RFC 7009 §2.2)
+    END;
+  END IF;
   IF claims IS NOT NULL AND claims->>'jti' IS NOT NULL THEN
     IF NOT tokex._issued_to((c.client).client_id, claims) THEN
       RETURN tokex._refuse('unauthorized_client', 'the token was not issued to this client', 400,

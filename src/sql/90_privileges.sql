@@ -16,7 +16,7 @@ GRANT EXECUTE ON FUNCTION tokex.jwt_sign(jsonb, text), tokex.create_key(text),
   tokex.activate_key(text), tokex.retire_key(text), tokex.revoke_key(text),
   tokex.trust_issuer(text, jsonb, text) TO tokex_admin;
 
-GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text)
+GRANT EXECUTE ON FUNCTION tokex.exchange(text, text, text, text, text, text, text, text, text, jsonb, jsonb)
   TO tokex_app, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.decide(text[], text[], timestamptz[], text, text, text[], text[], text, text, bytea[], uuid,
@@ -56,3 +56,19 @@ GRANT USAGE ON SCHEMA tokex_api TO tokex_web;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tokex_api TO tokex_web;
 
 GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
+
+-- API keys: made and revoked through the functions (the key is shown once);
+-- administrators list them and may revoke or expire them by plain UPDATE
+GRANT EXECUTE ON FUNCTION tokex.create_api_key(text, timestamptz, text), tokex.revoke_api_key(text, text)
+  TO tokex_admin;
+
+GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason), DELETE ON tokex.api_key TO tokex_admin;
+
+GRANT SELECT ON tokex.api_key TO tokex_auditor;
+
+-- token types: registered by the administrator whose role the verifier runs as
+GRANT EXECUTE ON FUNCTION tokex.register_token_type(text, regprocedure, text) TO tokex_admin;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.token_type TO tokex_admin;
+
+GRANT SELECT ON tokex.token_type TO tokex_auditor;

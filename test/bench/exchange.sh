@@ -7,6 +7,10 @@
 #   - tokex.introspect of active and of revoked tokens;
 #   - tokex_api.token as PostgREST calls it (BEGIN; set_config x4; call;
 #     read response.*; COMMIT), against plain tokex.exchange;
+#   - the translation formats: an exchange for a reference-token resource
+#     (nothing signed: its floor is 2 verifies + the insert) and the
+#     introspection of those reference tokens (no crypto: bound by a
+#     one-row primary-key read transaction);
 # and, in the same run, `openssl speed -multi 2` for ES256, giving the crypto
 # bound: an exchange costs 2 verifies + 1 sign, an introspection 1 verify;
 # and PostgreSQL's own durable one-row-insert transaction (pgbench, same
@@ -14,7 +18,10 @@
 # 1 / (1/crypto_bound + 1/insert_rate).
 #
 # Uses the server named by the PG* environment; creates and drops its own
-# database.  BENCH_SECONDS (default 15) per pgbench run; BENCH_ONLY=exchange
+# database.  BENCH_LARGE=1 then grows the graph and the history (100k
+# identities, 420k delegations, 10k policies naming a subject, an actor and
+# an audience, 100k sessions, 100k revoked tokens, 2M audit rows) and runs
+# the distinct-token exchange again.  BENCH_SECONDS (default 15) per pgbench run; BENCH_ONLY=exchange
 # runs only the plain exchange and the floor (test/bench/writer.sh uses it to
 # compare the audit writer with a cluster that does not preload tokex).
 set -euo pipefail
@@ -43,11 +50,12 @@ SELECT tokex.create_key('ES256');
 INSERT INTO tokex.identity (id, kind) SELECT 'person-' || g, 'human' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.identity (id, kind) SELECT 'agent-' || g, 'agent' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES ('calendar', '{calendar.read,calendar.write}', '5 minutes');
+INSERT INTO tokex.resource (audience, scopes, token_ttl, token_format) VALUES ('mcp', '{calendar.read}', '5 minutes', 'reference');
 INSERT INTO tokex.delegation (principal, delegate, scopes)
   SELECT 'person-' || g, 'agent-' || g, '{calendar.read,calendar.write}' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.policy (effect, subject_kind, actor_kind) VALUES ('allow', 'human', 'agent');
 CREATE TABLE bench_floor (id bigserial PRIMARY KEY, v text NOT NULL);
-CREATE TABLE bench_tokens (id int PRIMARY KEY, st text, at text, session text, access text, revoked text);
+CREATE TABLE bench_tokens (id int PRIMARY KEY, st text, at text, session text, access text, revoked text, ref text);
 INSERT INTO bench_tokens (id, st, at, session)
   SELECT g,
          tokex.jwt_sign(jsonb_build_object('sub', 'person-' || g, 'exp', 9999999999,
@@ -57,6 +65,8 @@ INSERT INTO bench_tokens (id, st, at, session)
     FROM generate_series(1, $pairs) g;
 UPDATE bench_tokens SET access = (tokex.exchange(st, 'urn:ietf:params:oauth:token-type:jwt', at,
                                   'urn:ietf:params:oauth:token-type:jwt', audience => 'calendar'))->>'access_token';
+UPDATE bench_tokens SET ref = (tokex.exchange(st, 'urn:ietf:params:oauth:token-type:jwt', at,
+                               'urn:ietf:params:oauth:token-type:jwt', audience => 'mcp'))->>'access_token';
 UPDATE bench_tokens SET revoked = access WHERE id % 2 = 0;
 SELECT tokex.revoke_token(revoked, 'bench') FROM bench_tokens WHERE revoked IS NOT NULL;
 DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tokex_bench_anon') THEN
@@ -75,6 +85,37 @@ cat > "$work/exchange.pgbench" <<'P'
 \set i random(1, :pairs)
 SELECT tokex.exchange(st, :jwt, at, :jwt,
                       audience => 'calendar', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/reused.pgbench" <<'P'
+\set i :client_id + 1
+SELECT tokex.exchange(st, :jwt, at, :jwt,
+                      audience => 'calendar', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/verify1.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.jwt_verify(at) IS NOT NULL FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/decide1.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT error FROM tokex._decide(ARRAY[:iss, :iss], ARRAY['person-' || :i, 'agent-' || :i],
+                               ARRAY[now(), now()], 'calendar', NULL, '{calendar.read}', NULL, NULL, :iss);
+P
+cat > "$work/sign1.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT length(tokex._sign(jsonb_build_object('sub', 'person-' || :i, 'exp', 9999999999), 'at+jwt'));
+P
+cat > "$work/reference.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.exchange(st, :jwt, at, :jwt,
+                      audience => 'mcp', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/introspect_reference.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.introspect(ref)->'active' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/select.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT v FROM bench_floor WHERE id = :i;
 P
 cat > "$work/session.pgbench" <<'P'
 \set i random(1, :pairs)
@@ -105,13 +146,13 @@ SELECT current_setting('response.status', true), current_setting('response.heade
 COMMIT;
 P
 
-# run NAME SCRIPT -> "tps p50_ms p99_ms"
+# run NAME SCRIPT [PGOPTIONS] [CLIENTS] -> "tps p50_ms p99_ms"
 run() {
-  local name=$1 script=$2 out
+  local name=$1 script=$2 opts=${3:-} n=${4:-$clients} out
   rm -f "$work"/pgbench_log.*
-  out=$(cd "$work" && PGDATABASE=$db pgbench -n -M prepared -c "$clients" -j 2 -T "$secs" -l \
+  out=$(cd "$work" && PGOPTIONS="$opts" PGDATABASE=$db pgbench -n -M prepared -c "$n" -j "$(( n < 2 ? 1 : 2 ))" -T "$secs" -l \
           -D pairs=$pairs -D secret="$secret" \
-          -D jwt=urn:ietf:params:oauth:token-type:jwt -D grant=urn:ietf:params:oauth:grant-type:token-exchange -f "$script" 2>&1) || { echo "$out" >&2; return 1; }
+          -D iss=https://tokex.bench -D jwt=urn:ietf:params:oauth:token-type:jwt -D grant=urn:ietf:params:oauth:grant-type:token-exchange -f "$script" 2>&1) || { echo "$out" >&2; return 1; }
   if grep -Eq '^number of failed transactions: [1-9]' <<<"$out"; then echo "$out" >&2; return 1; fi
   local tps=$(sed -nE 's/^tps = ([0-9.]+) \(without initial connection time\)$/\1/p' <<<"$out")
   # per-transaction log: client tx_no time_us script_no epoch epoch_us
@@ -130,12 +171,26 @@ preloaded=$(q -c 'SHOW shared_preload_libraries' | grep -c tokex || true)
 echo "running pgbench: $clients clients, 2 threads, ${secs}s each, fsync=on synchronous_commit=on," \
      "tokex $([ "$preloaded" = 1 ] && echo 'preloaded (audit writer)' || echo "not preloaded (audit row in the caller's transaction)")"
 read -r f_tps f_p50 f_p99 < <(run insert insert.pgbench)
-read -r x_tps x_p50 x_p99 < <(run exchange exchange.pgbench); check
+# distinct tokens: 2000 pairs would all be cached after a few seconds, so
+# this run turns the verified-token cache off; the reused case keeps it on
+read -r x_tps x_p50 x_p99 < <(run exchange exchange.pgbench "-c tokex.verified_token_cache=0"); check
+read -r xr_tps xr_p50 xr_p99 < <(run reused reused.pgbench); check
 if [ "${BENCH_ONLY:-}" != exchange ]; then
   read -r s_tps s_p50 s_p99 < <(run session session.pgbench); check
   read -r h_tps h_p50 h_p99 < <(run http http.pgbench); check
   read -r ia_tps ia_p50 ia_p99 < <(run introspect_active introspect_active.pgbench)
   read -r ir_tps ir_p50 ir_p99 < <(run introspect_revoked introspect_revoked.pgbench)
+  read -r r_tps r_p50 r_p99 < <(run reference reference.pgbench); check
+  read -r ri_tps ri_p50 ri_p99 < <(run introspect_reference introspect_reference.pgbench)
+  read -r sel_tps sel_p50 sel_p99 < <(run select select.pgbench)
+  # one client, step by step (cache off: each verify is a signature check)
+  nocache="-c tokex.verified_token_cache=0"
+  read -r one_tps one_p50 one_p99 < <(run exchange1 exchange.pgbench "$nocache" 1); check
+  read -r v1_tps v1_p50 v1_p99 < <(run verify1 verify1.pgbench "$nocache" 1)
+  # as the exchange runs it: _decide inlined into one generic plan, kept
+  read -r d1_tps d1_p50 d1_p99 < <(run decide1 decide1.pgbench "$nocache -c plan_cache_mode=force_generic_plan" 1)
+  read -r g1_tps g1_p50 g1_p99 < <(run sign1 sign1.pgbench "$nocache" 1)
+  read -r i1_tps i1_p50 i1_p99 < <(run insert1 insert.pgbench "" 1)
 fi
 
 echo "running openssl speed -multi 2 ecdsap256 (${secs}s)"
@@ -146,6 +201,10 @@ read -r sign verify < <(grep -E 'ecdsa \(nistp256\)' <<<"$ossl" | tail -1 |
 xbound=$(awk -v s="$sign" -v v="$verify" 'BEGIN {printf "%.0f", 1 / (2 / v + 1 / s)}')
 ibound=$(awk -v v="$verify" 'BEGIN {printf "%.0f", v}')
 floor=$(awk -v x="$xbound" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (1 / x + 1 / f)}')
+# tokens already verified by this backend: 1 sign + the insert
+rfloor_reused=$(awk -v s="$sign" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (1 / s + 1 / f)}')
+# a reference token is not signed: 2 verifies + the insert
+rfloor=$(awk -v v="$verify" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (2 / v + 1 / f)}')
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 cat <<TABLE
@@ -155,7 +214,8 @@ durable one-row-insert transaction: $f_tps/s (p50 $f_p50 ms, p99 $f_p99 ms); exc
 
 | path | tokex/s | p50 ms | p99 ms | floor/s | ratio |
 |---|---:|---:|---:|---:|---:|
-| exchange (person token + agent token) | $x_tps | $x_p50 | $x_p99 | $floor | $(ratio "$x_tps" "$floor") |
+| exchange (person token + agent token), distinct tokens, cache off | $x_tps | $x_p50 | $x_p99 | $floor | $(ratio "$x_tps" "$floor") |
+| exchange, each client reusing its tokens (floor: 1 sign + insert) | $xr_tps | $xr_p50 | $xr_p99 | $rfloor_reused | $(ratio "$xr_tps" "$rfloor_reused") |
 TABLE
 [ "${BENCH_ONLY:-}" = exchange ] && exit 0
 cat <<TABLE
@@ -163,6 +223,52 @@ cat <<TABLE
 | tokex_api.token via the PostgREST statement sequence | $h_tps | $h_p50 | $h_p99 | $floor | $(ratio "$h_tps" "$floor") |
 | introspect, active token (bound: 1 verify) | $ia_tps | $ia_p50 | $ia_p99 | $ibound | $(ratio "$ia_tps" "$ibound") |
 | introspect, revoked token (bound: 1 verify) | $ir_tps | $ir_p50 | $ir_p99 | $ibound | $(ratio "$ir_tps" "$ibound") |
+| exchange for a reference-token resource (floor: 2 verify + insert) | $r_tps | $r_p50 | $r_p99 | $rfloor | $(ratio "$r_tps" "$rfloor") |
+| introspect, reference token (bound: a one-row read transaction) | $ri_tps | $ri_p50 | $ri_p99 | $sel_tps | $(ratio "$ri_tps" "$sel_tps") |
+
+One client, mean ms per call (1000 / tps) of each step run alone, and of the whole exchange:
+| step | ms |
+|---|---:|
+| verify one ES256 token (jwt_verify, cache off) | $(awk -v t="$v1_tps" 'BEGIN {printf "%.3f", 1000 / t}') |
+| the decision (tokex._decide, one kept generic plan, as the exchange runs it) | $(awk -v t="$d1_tps" 'BEGIN {printf "%.3f", 1000 / t}') |
+| sign one token (unaudited _sign) | $(awk -v t="$g1_tps" 'BEGIN {printf "%.3f", 1000 / t}') |
+| a durable one-row insert transaction | $(awk -v t="$i1_tps" 'BEGIN {printf "%.3f", 1000 / t}') |
+| the whole exchange | $(awk -v t="$one_tps" 'BEGIN {printf "%.3f", 1000 / t}') |
+| rest (the exchange - 2 verify - decide - sign - insert: audit hand-over, JSON, SPI, calls) | $(awk -v a="$one_tps" -v v="$v1_tps" -v d="$d1_tps" -v g="$g1_tps" -v i="$i1_tps" 'BEGIN {printf "%.3f", 1000/a - 2000/v - 1000/d - 1000/g - 1000/i}') |
 
 HTTP face overhead vs plain exchange: $(awk -v a="$x_tps" -v b="$h_tps" 'BEGIN {printf "%.1f%%", (a - b) / a * 100}') fewer exchanges/s
+TABLE
+[ -n "${BENCH_LARGE:-}" ] || exit 0
+
+echo "growing the graph and the history (BENCH_LARGE)"
+q >/dev/null <<SQL
+SET tokex.issuer = 'https://tokex.bench';
+INSERT INTO tokex.identity (id, kind) SELECT 'lp-' || g, 'human' FROM generate_series(1, 50000) g;
+INSERT INTO tokex.identity (id, kind) SELECT 'la-' || g, 'agent' FROM generate_series(1, 50000) g;
+INSERT INTO tokex.resource (audience, scopes) SELECT 'res-' || g, '{r}' FROM generate_series(1, 100) g;
+INSERT INTO tokex.delegation (principal, delegate, scopes)
+  SELECT 'lp-' || (g % 50000 + 1), 'la-' || ((g * 7) % 50000 + 1), '{r}' FROM generate_series(1, 420000) g;
+INSERT INTO tokex.policy (effect, subject, actor, audience)
+  SELECT 'allow', 'lp-' || g, 'la-' || g, 'res-' || (g % 100 + 1) FROM generate_series(1, 10000) g;
+INSERT INTO tokex.session (id, principal, agent, delegation_id, scopes, expires_at)
+  SELECT gen_random_uuid(), d.principal, d.delegate, d.id, '{r}', now() + interval '1 day'
+    FROM tokex.delegation d WHERE d.principal LIKE 'lp-%' LIMIT 100000;
+INSERT INTO tokex.revoked_token (issuer, jti, reason) SELECT 'https://idp.bench', 'jti-' || g, 'bench' FROM generate_series(1, 100000) g;
+INSERT INTO tokex.audit_event (exchange_id, at, decision, subject, actor, actor_chain, audience, scope, jti, expires_at,
+                               issued_token_type, operation)
+  SELECT u, now() - (g || ' seconds')::interval, 'granted', 'lp-' || (g % 50000 + 1), 'la-' || (g % 50000 + 1),
+         ARRAY['la-' || (g % 50000 + 1)], 'res-' || (g % 100 + 1), '{r}', u, now() - (g || ' seconds')::interval,
+         'urn:ietf:params:oauth:token-type:access_token', 'exchange'
+    FROM generate_series(1, 2000000) g, LATERAL (SELECT gen_random_uuid() AS u) x;
+ANALYZE;
+SQL
+read -r l_tps l_p50 l_p99 < <(run exchange_large exchange.pgbench "-c tokex.verified_token_cache=0"); check
+cat <<TABLE
+
+| graph | exchanges/s (distinct tokens, cache off) | p50 ms | p99 ms |
+|---|---:|---:|---:|
+| small ($pairs pairs) | $x_tps | $x_p50 | $x_p99 |
+| large (+100k identities, 420k delegations, 10k policies, 100k sessions, 100k revoked, 2M audit rows) | $l_tps | $l_p50 | $l_p99 |
+
+large / small: $(ratio "$l_tps" "$x_tps")
 TABLE

@@ -19,7 +19,8 @@
  * tokex.vault_key_file names (and, during a rotation, the previous one from
  * tokex.vault_previous_key_file) at each use: a few system calls, little
  * beside the exchange around it, and no cache that could outlive a replaced
- * or repaired file.  The file is checked as PostgreSQL checks ssl_key_file
+ * or repaired file.  Or it is printed by tokex.vault_key_command, run once
+ * at server start (run_key_command).  The file is checked as PostgreSQL checks ssl_key_file
  * (owned by the server's user or root, no group or world access).  Errors
  * name the setting; the path goes to the server log only, the key nowhere.
  *
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -61,9 +63,24 @@
 
 static char *vault_key_file = NULL;
 static char *vault_previous_key_file = NULL;
+static char *vault_key_command = NULL;
 
 #define CURRENT_SETTING		"tokex.vault_key_file"
 #define PREVIOUS_SETTING	"tokex.vault_previous_key_file"
+#define COMMAND_SETTING		"tokex.vault_key_command"
+
+typedef struct Kek
+{
+	uint8		key[KEK_LEN];
+	uint8		id[KEK_ID_LEN];
+} Kek;
+
+/* the key tokex.vault_key_command gave at server start, or why there is none */
+static Kek	command_key;
+static bool command_key_ok = false;
+static char command_problem[256] = "";
+
+static void run_key_command(void);
 
 void
 tokex_vault_init(void)
@@ -78,45 +95,56 @@ tokex_vault_init(void)
 							   "Credentials still wrapped under it are released until tokex.vault_rewrap() has "
 							   "wrapped them under the key of tokex.vault_key_file.",
 							   &vault_previous_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	/* read at server start only, so it exists only when tokex is preloaded */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable(COMMAND_SETTING,
+								   "Command that prints the credential vault's key-encryption key, run at server start.",
+								   "Instead of tokex.vault_key_file: its output is what a key file holds (64 hexadecimal "
+								   "characters); it runs once, as the server's user, when tokex is in shared_preload_libraries.",
+								   &vault_key_command, "", PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+		if (vault_key_command && vault_key_command[0])
+			run_key_command();
+	}
 }
 
 /* ---------------- the key-encryption key ---------------- */
 
-typedef struct Kek
-{
-	uint8		key[KEK_LEN];
-	uint8		id[KEK_ID_LEN];
-} Kek;
-
 static const char key_file_hint[] =
 	"Create the file with \"openssl rand -hex 32 > FILE\", owned by the server's operating system "
-	"user with mode 0600, name it in %s in postgresql.conf and reload the configuration.";
+	"user with mode 0600, name it in %s in postgresql.conf and reload the configuration "
+	"(or, with tokex in shared_preload_libraries, name a command that prints the key in "
+	"tokex.vault_key_command and restart).";
 
-/* 64 hexadecimal characters, then nothing, "\n" or "\r\n". */
+/*
+ * The key in buf (a key file's content or the key command's output): 64
+ * hexadecimal characters, then nothing, "\n" or "\r\n"; with its
+ * fingerprint.  false when buf holds no key.
+ */
 static bool
-parse_key(const char *buf, ssize_t n, uint8 *key)
+kek_parse(const char *buf, ssize_t n, Kek *k)
 {
+	static const char label[] = "tokex vault key-encryption key id";
+	char		hexkey[2 * KEK_LEN + 1];
+	size_t		len = 0;
+	bool		ok;
+	uint8		mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+
 	if (!(n == 2 * KEK_LEN || (n == 2 * KEK_LEN + 1 && buf[2 * KEK_LEN] == '\n') ||
 		  (n == 2 * KEK_LEN + 2 && buf[2 * KEK_LEN] == '\r' && buf[2 * KEK_LEN + 1] == '\n')))
 		return false;
-	for (int i = 0; i < 2 * KEK_LEN; i++)
-	{
-		char		c = buf[i];
-		int			v;
-
-		if (c >= '0' && c <= '9')
-			v = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v = c - 'A' + 10;
-		else
-			return false;
-		if (i % 2 == 0)
-			key[i / 2] = (uint8) (v << 4);
-		else
-			key[i / 2] |= (uint8) v;
-	}
+	memcpy(hexkey, buf, 2 * KEK_LEN);
+	hexkey[2 * KEK_LEN] = '\0';
+	ok = OPENSSL_hexstr2buf_ex(k->key, KEK_LEN, &len, hexkey, '\0') == 1 && len == KEK_LEN;
+	ERR_clear_error();
+	explicit_bzero(hexkey, sizeof(hexkey));
+	if (!ok)
+		return false;
+	if (HMAC(EVP_sha256(), k->key, KEK_LEN, (const uint8 *) label, sizeof(label) - 1, mac, &maclen) == NULL ||
+		maclen < KEK_ID_LEN)
+		return false;
+	memcpy(k->id, mac, KEK_ID_LEN);
 	return true;
 }
 
@@ -128,15 +156,12 @@ parse_key(const char *buf, ssize_t n, uint8 *key)
 static bool
 kek_load(const char *setting, const char *path, bool required, Kek *k)
 {
-	static const char label[] = "tokex vault key-encryption key id";
 	char		buf[2 * KEK_LEN + 3];
 	struct stat st;
 	int			fd;
 	ssize_t		n;
 	int			save_errno;
 	bool		ok;
-	uint8		mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
 
 	if (path == NULL || path[0] == '\0')
 	{
@@ -194,7 +219,7 @@ kek_load(const char *setting, const char *path, bool required, Kek *k)
 				 errmsg("could not read the key file named by %s: %m", setting),
 				 errdetail_log("The file is \"%s\".", path)));
 	}
-	ok = parse_key(buf, n, k->key);
+	ok = kek_parse(buf, n, k);
 	explicit_bzero(buf, sizeof(buf));
 	if (!ok)
 		ereport(ERROR,
@@ -203,12 +228,86 @@ kek_load(const char *setting, const char *path, bool required, Kek *k)
 				 errdetail("It must hold 32 random bytes as 64 hexadecimal characters "
 						   "(openssl rand -hex 32), optionally followed by a newline."),
 				 errdetail_log("The file is \"%s\".", path)));
-
-	if (HMAC(EVP_sha256(), k->key, KEK_LEN, (const uint8 *) label, sizeof(label) - 1, mac, &maclen) == NULL ||
-		maclen < KEK_ID_LEN)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("HMAC-SHA256 failed")));
-	memcpy(k->id, mac, KEK_ID_LEN);
 	return true;
+}
+
+/*
+ * tokex.vault_key_command: run once, when the server starts with tokex in
+ * shared_preload_libraries (like pgsodium's getkey script), so that a key
+ * fetched from a key manager need never lie in a file.  Its output is the
+ * key as a key file holds it; the server's processes inherit it.  A command
+ * that fails leaves the vault without a key (and says why in the log and
+ * at each use) rather than keeping the server from starting.
+ */
+static void
+run_key_command(void)
+{
+	char		buf[2 * KEK_LEN + 3];
+	char		rest[256];
+	size_t		n;
+	size_t		more = 0;
+	size_t		m;
+	int			rc;
+	FILE	   *f;
+
+	fflush(NULL);
+	f = popen(vault_key_command, "r");
+	if (f == NULL)
+	{
+		snprintf(command_problem, sizeof(command_problem), "It could not be run: %s.", strerror(errno));
+		return;
+	}
+	n = fread(buf, 1, sizeof(buf), f);
+	while ((m = fread(rest, 1, sizeof(rest), f)) > 0)	/* never leave it blocked on a full pipe */
+		more += m;
+	explicit_bzero(rest, sizeof(rest));
+	rc = pclose(f);
+	if (rc != 0)
+		snprintf(command_problem, sizeof(command_problem), "It failed: %s.", wait_result_to_str(rc));
+	else if (more > 0 || !kek_parse(buf, n, &command_key))
+		snprintf(command_problem, sizeof(command_problem),
+				 "Its output is not 64 hexadecimal characters (32 random bytes), optionally followed by a newline.");
+	else
+		command_key_ok = true;
+	explicit_bzero(buf, sizeof(buf));
+	if (!command_key_ok)
+		ereport(WARNING,
+				(errmsg("the credential vault has no key: %s gave none", COMMAND_SETTING),
+				 errdetail("%s", command_problem)));
+}
+
+/*
+ * The current key: tokex.vault_key_command's (read at server start) or the
+ * key file's.  Returns the setting it came from.
+ */
+static const char *
+kek_current(Kek *k)
+{
+	if (vault_key_command == NULL || vault_key_command[0] == '\0')
+	{
+		kek_load(CURRENT_SETTING, vault_key_file, true, k);
+		return CURRENT_SETTING;
+	}
+	if (vault_key_file && vault_key_file[0])
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("both %s and %s are set", CURRENT_SETTING, COMMAND_SETTING),
+				 errhint("The current key-encryption key comes from one of them: empty the other "
+						 "(during a rotation the old key is named by %s).", PREVIOUS_SETTING)));
+	if (!command_key_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the credential vault has no key: %s gave none at server start", COMMAND_SETTING),
+				 errdetail("%s", command_problem),
+				 errhint("Fix the command and restart the server.")));
+	*k = command_key;
+	return COMMAND_SETTING;
+}
+
+static bool
+kek_configured(void)
+{
+	return (vault_key_file && vault_key_file[0]) || (vault_key_command && vault_key_command[0]);
 }
 
 static bool
@@ -439,12 +538,13 @@ vault_release(const char *audience, const char *principal, int64 *id,
 	Kek			current;
 	Kek			previous;
 	const Kek  *kek;
+	const char *source;
 	uint8		dk[KEK_LEN];
 	uint8	   *plain;
 	int			len = 0;
 
 	/* without a key nothing is released, whether or not a row matches */
-	kek_load(CURRENT_SETTING, vault_key_file, true, &current);
+	source = kek_current(&current);
 
 	if (plan == NULL)
 	{
@@ -461,6 +561,7 @@ vault_release(const char *audience, const char *principal, int64 *id,
 	if (SPI_processed == 0)
 	{
 		explicit_bzero(&current, sizeof(current));
+		MemoryContextSwitchTo(caller);	/* SPI left us in its own */
 		return false;
 	}
 	read_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, &r);
@@ -474,14 +575,14 @@ vault_release(const char *audience, const char *principal, int64 *id,
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("credential " INT64_FORMAT " is encrypted under a key-encryption key the server does not have", r.id),
-				 errdetail("The credential names key %s; the key file of %s holds key %s%s.",
+				 errdetail("The credential names key %s; the key of %s is %s%s.",
 						   hex((uint8 *) VARDATA_ANY(r.kek_id), VARSIZE_ANY_EXHDR(r.kek_id)),
-						   CURRENT_SETTING, hex(current.id, KEK_ID_LEN),
+						   source, hex(current.id, KEK_ID_LEN),
 						   vault_previous_key_file && vault_previous_key_file[0]
-						   ? psprintf(", the key file of %s holds key %s", PREVIOUS_SETTING, hex(previous.id, KEK_ID_LEN))
+						   ? psprintf(", the key of %s is %s", PREVIOUS_SETTING, hex(previous.id, KEK_ID_LEN))
 						   : ", " PREVIOUS_SETTING " is not set"),
-				 errhint("The key file was replaced: name the key file the credential was stored under in %s again "
-						 "(or, during a rotation, in %s).  Nothing was lost.", CURRENT_SETTING, PREVIOUS_SETTING)));
+				 errhint("The key was replaced: configure the key the credential was stored under again, "
+						 "as the current key or, during a rotation, in %s.  Nothing was lost.", PREVIOUS_SETTING)));
 
 	if (!unwrap(&r, kek, dk))
 		damaged(&r);
@@ -497,6 +598,7 @@ vault_release(const char *audience, const char *principal, int64 *id,
 	explicit_bzero(plain, len);
 	*kind = MemoryContextStrdup(caller, r.kind);
 	*header = r.header ? MemoryContextStrdup(caller, r.header) : NULL;
+	MemoryContextSwitchTo(caller);
 	return true;
 }
 
@@ -678,7 +780,7 @@ store(FunctionCallInfo fcinfo)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("expires_at is in the past")));
 	warn_if_logged();
 	tokex_check_version();
-	kek_load(CURRENT_SETTING, vault_key_file, true, &kek);
+	kek_current(&kek);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
@@ -788,7 +890,7 @@ tokex_vault_rewrap(PG_FUNCTION_ARGS)
 	int64		bad = 0;
 
 	tokex_check_version();
-	kek_load(CURRENT_SETTING, vault_key_file, true, &current);
+	kek_current(&current);
 	have_previous = kek_load(PREVIOUS_SETTING, vault_previous_key_file, false, &previous);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "tokex: SPI_connect failed");
@@ -834,9 +936,9 @@ tokex_vault_rewrap(PG_FUNCTION_ARGS)
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
 				 errmsg("%lld credentials were not re-wrapped", (long long) (unknown + bad)),
-				 errdetail("%lld are under a key-encryption key that is neither %s's nor %s's; "
+				 errdetail("%lld are under a key-encryption key that is neither the current one nor %s's; "
 						   "%lld have a wrapped data key that does not authenticate.",
-						   (long long) unknown, CURRENT_SETTING, PREVIOUS_SETTING, (long long) bad),
+						   (long long) unknown, PREVIOUS_SETTING, (long long) bad),
 				 errhint("They cannot be released.  tokex.vault_status() lists the keys the credentials are under.")));
 	PG_RETURN_INT64(done);
 }
@@ -857,8 +959,9 @@ tokex_vault_key_ids(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "tokex: _vault_key_ids must return a record");
-	if (kek_load(CURRENT_SETTING, vault_key_file, false, &k))
+	if (kek_configured())
 	{
+		kek_current(&k);
 		values[0] = PointerGetDatum(to_bytea(k.id, KEK_ID_LEN));
 		nulls[0] = false;
 	}

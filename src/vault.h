@@ -26,8 +26,9 @@ extern void tokex_vault_init(void);
  * *id, *secret, *kind ('api_key', 'basic' or 'bearer') and *header (the
  * stored header name, or NULL for the kind's default; see
  * vault_presentation) are palloc'd in the memory context that is current
- * at the call (under SPI: SPI's, which SPI_finish frees, so switch to a
- * longer-lived context before the call if the results must outlive SPI).
+ * at the call, which is current again on return (under SPI that is
+ * usually SPI's, which SPI_finish frees: switch to a longer-lived context
+ * before the call if the results must outlive SPI).
  *
  * Raises (ereport ERROR) when the key-encryption key is not configured or
  * cannot be read (55000 / 58P01 / F0000, naming the setting), when the

@@ -143,9 +143,10 @@ SELECT is_empty(
            unnest(ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web', 'public']) r
      WHERE c.relnamespace = 'tokex'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
        AND (c.oid, a.attname) IN (('tokex.key'::regclass, 'private_key'), ('tokex.trusted_issuer'::regclass, 'jwks'),
-                                  ('tokex.client'::regclass, 'secret_hash'))
+                                  ('tokex.client'::regclass, 'secret_hash'), ('tokex.credential'::regclass, 'ciphertext'),
+                                  ('tokex.credential'::regclass, 'wrapped_key'))
        AND has_column_privilege(r, c.oid, a.attname, 'SELECT')$$,
-  'key.private_key, trusted_issuer.jwks and client.secret_hash are readable by no tokex role nor PUBLIC');
+  'key.private_key, trusted_issuer.jwks, client.secret_hash and credential.ciphertext/wrapped_key are readable by no tokex role nor PUBLIC');
 SELECT is_empty(
   $$SELECT c.oid::regclass::text FROM pg_class c
      WHERE c.relnamespace = 'tokex'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p', 'S')

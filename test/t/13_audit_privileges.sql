@@ -16,22 +16,7 @@ CREATE FUNCTION pg_temp.tok(sub text, extra jsonb DEFAULT '{}') RETURNS text LAN
                                            'exp', floor(extract(epoch FROM now()))::bigint + 7200) || extra)
 $$;
 
--- Run q as role r (SET ROLE for the statement only).  Returns the first
--- column of the first row as text, or 'ERROR <sqlstate>' when q fails.
-CREATE FUNCTION pg_temp.as_role(r text, q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  result text;
-BEGIN
-  PERFORM set_config('role', r, true);
-  BEGIN
-    EXECUTE q INTO result;
-  EXCEPTION WHEN OTHERS THEN
-    result := 'ERROR ' || SQLSTATE;
-  END;
-  PERFORM set_config('role', 'none', true);
-  RETURN result;
-END
-$$;
+\ir as_role.psql
 -- the SQLSTATE of q run as the current user, or 'ok'
 CREATE FUNCTION pg_temp.sqlstate_of(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN

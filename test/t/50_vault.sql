@@ -13,22 +13,7 @@ INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('bob', 'human'
 INSERT INTO tokex.resource (audience, scopes, token_format) VALUES
   ('crm', '{crm.read}', 'credential'), ('mail', '{mail.read}', 'credential'), ('wiki', '{}', 'credential');
 
--- Run q as role r (SET ROLE for the statement only): the first column of
--- the first row as text, or 'ERROR <sqlstate>' when q fails.
-CREATE FUNCTION pg_temp.as_role(r text, q text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-  result text;
-BEGIN
-  PERFORM set_config('role', r, true);
-  BEGIN
-    EXECUTE q INTO result;
-  EXCEPTION WHEN OTHERS THEN
-    result := 'ERROR ' || SQLSTATE;
-  END;
-  PERFORM set_config('role', 'none', true);
-  RETURN result;
-END
-$$;
+\ir as_role.psql
 -- What an error of q says of its own (SQLSTATE, message, detail, hint), or
 -- 'no error'.  (Its context quotes the calling statement, which the caller
 -- wrote; the server log leaves it out: test/vault/run.sh.)

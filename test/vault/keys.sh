@@ -4,8 +4,9 @@
 # long as the server runs on this machine, as every suite here assumes.
 vault_sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d postgres "$@"; }
 
-# Run a shell command as the server's user.
-vault_server_sh() { vault_sql -v cmd="$1" <<<"COPY (SELECT 1) TO PROGRAM :'cmd';"; }
+# Run a shell command as the server's user (no rows: the command reads no
+# input, and must not find a write to a pipe it has closed).
+vault_server_sh() { vault_sql -v cmd="$1" <<<"COPY (SELECT 1 WHERE false) TO PROGRAM :'cmd';"; }
 
 # A new directory that only the server's user can enter; prints its path.
 vault_mkdir() {

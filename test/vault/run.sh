@@ -2,7 +2,8 @@
 # The credential vault and its key file, as an operator meets them: no key
 # file, a missing, loose or malformed one, a replaced one (a clear error,
 # nothing lost, the right file makes it work again), rotation without
-# downtime (previous + current key, vault_rewrap, previous removed), and
+# downtime (previous + current key, vault_rewrap, previous removed), a key
+# command run at server start (a server of its own), and
 # that no secret reaches pg_dump's output or the server log, even through a
 # failed store (whose statement holds the secret).  The log check reads the
 # server's log file (pg_current_logfile(), else the server's stderr); where
@@ -22,6 +23,7 @@ dump=$(mktemp)
 saved=$(vault_saved_settings)
 dir=$(vault_mkdir)
 cleanup() {
+  [ -z "${cstarted:-}" ] || cstop || true
   dropdb --force --if-exists $db >/dev/null 2>&1 || true
   dropdb --force --if-exists $restored >/dev/null 2>&1 || true
   vault_restore "$saved" "$dir" || true
@@ -43,7 +45,7 @@ rnd() { openssl rand -hex 8; }
 
 # the secrets of this run: none may reach a dump or the log...
 S_SHARED="shared-$(rnd)" S_ALICE="alice:pw-$(rnd)" S_ROT="rotated-$(rnd)"
-S_ERR1="failed-$(rnd)" S_ERR2="failed-$(rnd)" S_ERR3="failed-$(rnd)"
+S_ERR1="failed-$(rnd)" S_ERR2="failed-$(rnd)" S_ERR3="failed-$(rnd)" S_CMD="command-$(rnd)"
 # ...but this one, stored with log_statement = all, is in the log (the check's own control)
 S_LOGGED="logged-$(rnd)"
 marker="tokex-vault-suite-$(rnd)"
@@ -97,7 +99,8 @@ is "$(err "SELECT * FROM tokex._vault_release('crm')")" \
    "F0000: the key file named by tokex.vault_key_file has group or world access" \
    "... readable by the group too"
 
-vault_server_sh "umask 077 && printf 'not a key\n' > '$dir/bad' && openssl rand -hex 31 > '$dir/short'"
+vault_server_sh "umask 077 && printf 'not a key\n' > '$dir/bad' && openssl rand -hex 31 > '$dir/short' &&
+                 printf '%sz\n' \$(openssl rand -hex 32 | cut -c2-) > '$dir/nonhex'"
 vault_set tokex.vault_key_file "$dir/bad"
 is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
    "F0000: the key file named by tokex.vault_key_file does not hold a key" \
@@ -105,6 +108,9 @@ is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
 vault_set tokex.vault_key_file "$dir/short"
 is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
    "F0000: the key file named by tokex.vault_key_file does not hold a key" "... a key of 31 bytes too"
+vault_set tokex.vault_key_file "$dir/nonhex"
+is "$(err "SELECT tokex.store_credential('crm', '$S_ERR1')")" \
+   "F0000: the key file named by tokex.vault_key_file does not hold a key" "... 64 characters, one of them not hexadecimal too"
 is "$(q -c "SELECT count(*) FROM tokex.credential")" "0" "nothing was stored by the refused calls"
 
 # ---------------------------------------------------------------- a key
@@ -196,7 +202,7 @@ if [ -z "$logfile" ]; then
 elif [ "$logging" == "t" ]; then
   why="this server logs every statement (log_statement or log_min_duration_statement), secrets included"
 else
-  log=$(vault_sql -v f="$logfile" -v o="$logstart" <<<"SELECT pg_read_file(:'f', :o, 1000000000);")
+  log=$(vault_sql -v f="$logfile" -v o="$logstart" <<<"SELECT pg_read_file(:'f', :o, 1000000000);") || log=
   grep -qF "$marker" <<<"$log" || why="the log file found ($logfile) does not show this suite's marker"
   grep -qF "$S_LOGGED" <<<"$log" || why="the log file found ($logfile) does not show the statement logged with log_statement = all"
 fi
@@ -209,5 +215,62 @@ else
   for s in "$S_SHARED" "$S_ALICE" "$S_ROT" "$S_ERR1" "$S_ERR2" "$S_ERR3" "$k1"; do
     is "$(grep -cF "$s" <<<"$log" || true)" "0" "the server log holds no secret or key ($s)"
   done
+fi
+# ---------------------------------------------------------------- a key command
+# tokex.vault_key_command runs once, at server start, so it needs a server
+# of its own: started here from the same installation ($PG_CONFIG) as the
+# server's user, listening only on a socket in the suite's directory.
+bindir=$("${PG_CONFIG:-pg_config}" --bindir)
+cdata=$dir/cluster clog=$dir/cluster.log cport=5499
+server_user=$(vault_sql <<<"CREATE TEMP TABLE u (n text); COPY u FROM PROGRAM 'id -un'; SELECT n FROM u;")
+as_server() {
+  if [ "$(id -un)" == "$server_user" ]; then "$@"; else runuser -u "$server_user" -- "$@"; fi
+}
+cstart() {  # cstart <key command>
+  as_server "$bindir/pg_ctl" -D "$cdata" -l "$clog" -w -o "-p $cport -k $dir -c listen_addresses='' \
+    -c shared_preload_libraries=tokex -c tokex.vault_key_command=$1" start >/dev/null && cstarted=1
+}
+cstop() { as_server "$bindir/pg_ctl" -D "$cdata" -m fast -w stop >/dev/null && cstarted=; }
+qc() { PGHOST=$dir PGPORT=$cport PGUSER=postgres "$@"; }   # run a command against that server
+if [ "$(id -un)" != "$server_user" ] && [ "$(id -u)" != 0 ]; then
+  for i in 1 2 3 4 5 6 7 8; do
+    n=$((n + 1)); echo "ok $n # skip a server of its own needs root or the server's user ($server_user)"
+  done
+else
+  kc=$(openssl rand -hex 32)
+  vault_server_sh "umask 077 && printf '#!/bin/sh\necho $kc\n' > '$dir/getkey' &&
+                   printf '#!/bin/sh\necho no key here >&2\nexit 3\n' > '$dir/nokey' &&
+                   chmod 700 '$dir/getkey' '$dir/nokey' && printf '%s\n' $kc > '$dir/kc'"
+  as_server "$bindir/initdb" -D "$cdata" -U postgres -A trust --no-sync >/dev/null
+  cstart "$dir/getkey"
+  qc q -d postgres >/dev/null <<'SQL'
+CREATE EXTENSION tokex;
+INSERT INTO tokex.resource (audience, scopes, token_format) VALUES ('crm', '{}', 'credential');
+SQL
+  qc q -d postgres -c "SELECT tokex.store_credential('crm', '$S_CMD')" >/dev/null
+  is "$(QDB=postgres qc released crm)" "$S_CMD" \
+     "with tokex.vault_key_command (run at server start): stored and released under the key it printed"
+  qc vault_set tokex.vault_key_file "$dir/kc"
+  is "$(QDB=postgres qc err "SELECT * FROM tokex._vault_release('crm')")" \
+     "55000: both tokex.vault_key_file and tokex.vault_key_command are set" \
+     "a key file set as well: refused, naming both settings"
+  cstop
+  cstart "''"
+  is "$(QDB=postgres qc released crm)" "$S_CMD" \
+     "restarted with that key in tokex.vault_key_file instead: the same key, the same credential"
+  qc vault_set tokex.vault_key_file ''
+  cstop
+  cstart "$dir/nokey"
+  ok $? "a key command that fails does not keep the server from starting"
+  is "$(QDB=postgres qc err "SELECT * FROM tokex._vault_release('crm')")" \
+     "55000: the credential vault has no key: tokex.vault_key_command gave none at server start" \
+     "... but the vault has no key, and says so"
+  ok "$(grep -q 'WARNING:  the credential vault has no key: tokex.vault_key_command gave none' "$clog"; echo $?)" \
+     "... as the server log did at start"
+  cstop
+  cstart "$dir/getkey"
+  is "$(QDB=postgres qc released crm)" "$S_CMD" "restarted with the right command: released again"
+  is "$(grep -cF -e "$kc" -e "$S_CMD" "$clog" || true)" "0" "that server's log holds neither the key nor the secret"
+  cstop
 fi
 finish

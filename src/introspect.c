@@ -67,6 +67,40 @@ inactive(void)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"active\":false}"));
 }
 
+/*
+ * The token (a JWT tokex or a trusted issuer signed, or a tokex reference
+ * token), if it verifies and is live: what introspection answers active for,
+ * and what a resource accepts (tokex.authenticate).  NULL otherwise.
+ */
+TokexToken *
+tokex_live_token(const char *s, size_t n)
+{
+	Issuance   *x = palloc0(sizeof(Issuance));
+	jose_error	err;
+	bool		active;
+
+	x->cxt = CurrentMemoryContext;
+	x->at = GetCurrentTimestamp();
+	/* a reference token's claims are its audit row's (src/translate.c) */
+	if (n > 7 && strncmp(s, "tkx_at_", 7) == 0)
+		x->subj = translate_reference(s, n);
+	else
+		x->subj = tokex_verify(s, n, NULL, &err);
+	if (x->subj == NULL)
+		return NULL;
+	build_chain(x);
+	if (!x->error)
+		note_presented(x, x->subj, "token");
+	if (x->error)
+		return NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	active = token_active(x);
+	SPI_finish();
+	return active ? x->subj : NULL;
+}
+
 PG_FUNCTION_INFO_V1(tokex_introspect);
 Datum
 tokex_introspect(PG_FUNCTION_ARGS)
@@ -75,35 +109,15 @@ tokex_introspect(PG_FUNCTION_ARGS)
 		"iss", "sub", "act", "may_act", "aud", "scope", "client_id",
 		"exp", "iat", "nbf", "jti", "sid", "cnf"
 	};
-	Issuance   *x = palloc0(sizeof(Issuance));
 	text	   *token;
-	jose_error	err;
-	bool		active;
+	TokexToken *t;
 	json_t	   *out;
 
-	x->cxt = CurrentMemoryContext;
-	x->at = GetCurrentTimestamp();
 	if (PG_ARGISNULL(0))
 		PG_RETURN_DATUM(inactive());
 	token = PG_GETARG_TEXT_PP(0);
-	/* a reference token's claims are its audit row's (src/translate.c) */
-	if (VARSIZE_ANY_EXHDR(token) > 7 && strncmp(VARDATA_ANY(token), "tkx_at_", 7) == 0)
-		x->subj = translate_reference(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token));
-	else
-		x->subj = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);
-	if (x->subj == NULL)
-		PG_RETURN_DATUM(inactive());
-	build_chain(x);
-	if (!x->error)
-		note_presented(x, x->subj, "token");
-	if (x->error)
-		PG_RETURN_DATUM(inactive());
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "tokex: SPI_connect failed");
-	active = token_active(x);
-	SPI_finish();
-	if (!active)
+	t = tokex_live_token(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token));
+	if (t == NULL)
 		PG_RETURN_DATUM(inactive());
 
 	/*
@@ -111,14 +125,14 @@ tokex_introspect(PG_FUNCTION_ARGS)
 	 * §6.2): a resource server must not take it for a bearer token.
 	 */
 	out = tokex_json_track(json_pack("{s:b,s:s}", "active", 1, "token_type",
-									 x->subj->typ && strcmp(x->subj->typ, "txntoken+jwt") == 0 ? "N_A" :
-									 json_object_get(json_object_get(x->subj->payload, "cnf"), "jkt")
+									 t->typ && strcmp(t->typ, "txntoken+jwt") == 0 ? "N_A" :
+									 json_object_get(json_object_get(t->payload, "cnf"), "jkt")
 									 ? "DPoP" : "Bearer"));
 	if (out == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	for (size_t i = 0; i < lengthof(members); i++)
 	{
-		json_t	   *v = json_object_get(x->subj->payload, members[i]);
+		json_t	   *v = json_object_get(t->payload, members[i]);
 
 		if (v)
 			json_object_set(out, members[i], v);

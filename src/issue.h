@@ -164,6 +164,9 @@ extern const char *dpop_check(const char *proof, size_t len, const char *htm, co
 extern bool dpop_remember(const DpopProof *p);
 extern const char *dpop_bound_jkt(const TokexToken *t, bool *other);
 
+/* introspect.c: a token that verifies and is live, or NULL */
+extern TokexToken *tokex_live_token(const char *s, size_t n);
+
 /* decide.c */
 extern void decide(Issuance *x);
 

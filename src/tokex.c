@@ -24,6 +24,7 @@ int			tokex_default_ttl = 300;
 int			tokex_max_ttl = 3600;
 int			tokex_token_cache_size = 4096;
 int			tokex_dpop_max_age = 60;
+char	   *tokex_resource_audience = NULL;
 int			tokex_max_chain_depth = 4;
 char	   *tokex_base_url = NULL;
 int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
@@ -94,6 +95,9 @@ _PG_init(void)
 							"How old a DPoP proof's iat may be (RFC 9449 §11.1); its jti is remembered that long.",
 							NULL, &tokex_dpop_max_age, 60, 1, 3600,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("tokex.resource_audience",
+							   "The audience this database serves as a resource (tokex.authenticate).",
+							   NULL, &tokex_resource_audience, "", PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.max_chain_depth",
 							"Most actors an act chain may hold.",
 							NULL, &tokex_max_chain_depth, 4, 1, 16,

@@ -35,6 +35,7 @@ extern int	tokex_max_ttl;
 extern int	tokex_max_chain_depth;
 extern int	tokex_token_cache_size;
 extern int	tokex_dpop_max_age;
+extern char *tokex_resource_audience;
 extern char *tokex_base_url;
 extern int	tokex_endpoint_style;
 

@@ -124,4 +124,57 @@ describe('DPoP-bound token exchange', () => {
                           proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
     assert.equal(ok.token_type, 'DPoP', JSON.stringify(ok));
   });
+
+  describe('at the resource: tokex.authenticate', () => {
+    const API = 'https://api.test/notes';
+    // one psql session: authenticate in a transaction, read the accessors
+    // inside it and after it
+    function authenticate(token, proof, method = 'GET', url = API) {
+      return psql(`BEGIN;
+        SET LOCAL tokex.resource_audience = 'd-cal';
+        SELECT tokex.authenticate(:'t', NULLIF(:'p', ''), :'m', :'u')->>'sub';
+        SELECT COALESCE(tokex.on_behalf_of(), '-') || ' ' || COALESCE(tokex.current_actor(), '-');
+        COMMIT;
+        SELECT COALESCE(tokex.on_behalf_of(), 'nothing after the transaction');`,
+        { t: token, p: proof ?? '', m: method, u: url });
+    }
+
+    test('a bound token with a proof for this request (htm, htu, ath): the claims, for this transaction only', async () => {
+      const bound = exchange({ subject: session, actor: agent, proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
+      const r = authenticate(bound.access_token, await DPoP.generateProof(keys, API, 'GET', undefined, bound.access_token));
+      assert.ok(r.ok, r.stderr);
+      assert.deepEqual(r.stdout.split('\n'), ['d-alice', 'd-alice d-agent', 'nothing after the transaction']);
+    });
+
+    test('a bound token without a proof, with a proof for another token (ath), by another key, or replayed: refused', async () => {
+      const bound = exchange({ subject: session, actor: agent, proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
+      const other1 = exchange({ subject: session, actor: agent, proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
+      let r = authenticate(bound.access_token, null);
+      assert.equal(r.sqlstate, '28000');
+      assert.match(r.detail, /needs its proof/);
+      r = authenticate(bound.access_token, await DPoP.generateProof(keys, API, 'GET', undefined, other1.access_token));
+      assert.equal(r.sqlstate, '28000');
+      assert.match(r.detail, /ath/);
+      r = authenticate(bound.access_token, await DPoP.generateProof(other, API, 'GET', undefined, bound.access_token));
+      assert.equal(r.sqlstate, '28000');
+      assert.match(r.detail, /another key/);
+      r = authenticate(bound.access_token, await DPoP.generateProof(keys, API, 'POST', undefined, bound.access_token));
+      assert.match(r.detail, /htm/);
+      const proof = await DPoP.generateProof(keys, API, 'GET', undefined, bound.access_token);
+      assert.ok(authenticate(bound.access_token, proof).ok);
+      r = authenticate(bound.access_token, proof);
+      assert.match(r.detail, /already used/);
+    });
+
+    test('a bearer token needs no proof; a token for another audience is refused', async () => {
+      const bearer = exchange({ subject: session, actor: agent });
+      assert.equal(bearer.token_type, 'Bearer');
+      assert.equal(authenticate(bearer.access_token, null).stdout.split('\n')[0], 'd-alice');
+      const bank = exchange({ subject: session, actor: agent, audience: 'd-bank',
+                              proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
+      const r = authenticate(bank.access_token, await DPoP.generateProof(keys, API, 'GET', undefined, bank.access_token));
+      assert.equal(r.sqlstate, '28000');
+      assert.match(r.detail, /not for this resource/);
+    });
+  });
 });

@@ -16,6 +16,10 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
 
 /* url without its query and fragment (RFC 9449 §4.3 step 9) */
@@ -178,4 +182,88 @@ dpop_bound_jkt(const TokexToken *t, bool *other)
 
 	*other = cnf != NULL && !json_is_string(jkt);
 	return json_is_string(jkt) ? json_string_value(jkt) : NULL;
+}
+
+
+/* ---------------------------------------------------------------------
+ * Server nonces (RFC 9449 §8), when tokex.dpop_nonce is on: a proof must
+ * carry a nonce tokex issued within tokex.dpop_nonce_lifetime.  A nonce is
+ * base64url(issue time, 8 bytes big-endian || the first 16 bytes of
+ * HMAC-SHA256(tokex.dpop_secret, the time)): nothing to store, and any
+ * backend checks any other's.
+ * ---------------------------------------------------------------------
+ */
+static SPIPlanPtr secret_plan = NULL;
+
+static void
+nonce_mac(int64 t, uint8 out[8 + 16])
+{
+	uint8		mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	bytea	   *secret;
+	bool		isnull;
+
+	for (int i = 0; i < 8; i++)
+		out[i] = (uint8) (((uint64) t) >> (56 - 8 * i));
+	tokex_keep_plan(&secret_plan, "SELECT secret FROM tokex.dpop_secret", 0, NULL);
+	if (execute_now(secret_plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tokex: no DPoP nonce secret (tokex.dpop_secret)");
+	secret = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (HMAC(EVP_sha256(), VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), out, 8, mac, &maclen) == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("HMAC failed")));
+	memcpy(out + 8, mac, 16);
+}
+
+/* A fresh nonce (inside SPI). */
+char *
+dpop_nonce_new(void)
+{
+	uint8		n[8 + 16];
+
+	nonce_mac(tokex_now(), n);
+	return tokex_adopt(jose_b64url_encode(n, sizeof(n), NULL));
+}
+
+/* Is nonce one tokex issued within tokex.dpop_nonce_lifetime? (inside SPI) */
+bool
+dpop_nonce_ok(const char *nonce)
+{
+	uint8	   *raw = NULL;
+	size_t		len = 0;
+	jose_error	err;
+	uint8		want[8 + 16];
+	int64		t = 0;
+	int64		now = tokex_now();
+	bool		ok;
+
+	if (nonce == NULL ||
+		jose_b64url_decode(nonce, strlen(nonce), 64, &raw, &len, &err) < 0 || len != sizeof(want))
+	{
+		free(raw);
+		return false;
+	}
+	for (int i = 0; i < 8; i++)
+		t = (int64) (((uint64) t << 8) | raw[i]);
+	nonce_mac(t, want);
+	ok = CRYPTO_memcmp(raw, want, sizeof(want)) == 0 &&
+		t <= now + tokex_clock_skew && t >= now - tokex_dpop_nonce_lifetime;
+	free(raw);
+	return ok;
+}
+
+/* tokex._random_bytes(n): n bytes from the operating system's CSPRNG. */
+PG_FUNCTION_INFO_V1(tokex_random_bytes);
+Datum
+tokex_random_bytes(PG_FUNCTION_ARGS)
+{
+	int32		n = PG_GETARG_INT32(0);
+	bytea	   *b;
+
+	if (n < 1 || n > 1024)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("between 1 and 1024 bytes")));
+	b = palloc(VARHDRSZ + n);
+	SET_VARSIZE(b, VARHDRSZ + n);
+	if (!pg_strong_random(VARDATA(b), n))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes")));
+	PG_RETURN_BYTEA_P(b);
 }

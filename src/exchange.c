@@ -221,6 +221,20 @@ check_dpop(Issuance *x)
 			deny(x, "invalid_dpop_proof", "%s", why);
 			return;
 		}
+		if (tokex_dpop_nonce)
+		{
+			/* a fresh nonce for every answer to a DPoP request (RFC 9449 §8.2) */
+			MemoryContext old = MemoryContextSwitchTo(x->cxt);
+
+			x->dpop_nonce = dpop_nonce_new();
+			MemoryContextSwitchTo(old);
+			if (!dpop_nonce_ok(x->dpop.nonce))
+			{
+				x->dpop.jkt[0] = '\0';
+				deny(x, "use_dpop_nonce", "the DPoP proof must carry the server's nonce (dpop_nonce, DPoP-Nonce)");
+				return;
+			}
+		}
 		if (!dpop_remember(&x->dpop))
 		{
 			x->dpop.jkt[0] = '\0';

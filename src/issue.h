@@ -116,6 +116,7 @@ typedef struct Issuance
 	bool		require_dpop;	/* the target resource's, from tokex.decide */
 	text	   *dpop_proof;		/* the DPoP proof presented, or NULL */
 	DpopProof	dpop;			/* ... once it holds: dpop.jkt[0] != 0 */
+	char	   *dpop_nonce;		/* a fresh server nonce for the response (tokex.dpop_nonce) */
 	TokenFormat format;
 	char	   *access_token;
 	bool		has_issued_hash;	/* a reference token: kept only as its SHA-256 */
@@ -163,6 +164,8 @@ extern const char *dpop_check(const char *proof, size_t len, const char *htm, co
 							  const char *access_token, size_t at_len, DpopProof *out);
 extern bool dpop_remember(const DpopProof *p);
 extern const char *dpop_bound_jkt(const TokexToken *t, bool *other);
+extern char *dpop_nonce_new(void);
+extern bool dpop_nonce_ok(const char *nonce);
 
 /* introspect.c: a token that verifies and is live, or NULL */
 extern TokexToken *tokex_live_token(const char *s, size_t n);

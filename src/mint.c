@@ -250,7 +250,13 @@ Datum
 respond(Issuance *x)
 {
 	if (x->error)
-		return json_to_jsonb(json_pack("{s:s,s:s}", "error", x->error, "error_description", x->reason));
+	{
+		json_t	   *r = json_pack("{s:s,s:s}", "error", x->error, "error_description", x->reason);
+
+		if (r && x->dpop_nonce)
+			json_object_set_new(r, "dpop_nonce", json_string(x->dpop_nonce));
+		return json_to_jsonb(r);
+	}
 	switch (x->op)
 	{
 		case OP_EXCHANGE:
@@ -266,6 +272,8 @@ respond(Issuance *x)
 
 				if (r && x->txn_token)
 					json_object_set_new(r, "txn_token", json_string(x->txn_token));
+				if (r && x->dpop_nonce)
+					json_object_set_new(r, "dpop_nonce", json_string(x->dpop_nonce));
 				if (r && x->credential)
 					json_object_update(r, x->credential);
 				return json_to_jsonb(r);

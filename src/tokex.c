@@ -25,6 +25,8 @@ int			tokex_max_ttl = 3600;
 int			tokex_token_cache_size = 4096;
 int			tokex_dpop_max_age = 60;
 char	   *tokex_resource_audience = NULL;
+bool		tokex_dpop_nonce = false;
+int			tokex_dpop_nonce_lifetime = 300;
 int			tokex_max_chain_depth = 4;
 char	   *tokex_base_url = NULL;
 int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
@@ -94,6 +96,15 @@ _PG_init(void)
 	DefineCustomIntVariable("tokex.dpop_max_age",
 							"How old a DPoP proof's iat may be (RFC 9449 §11.1); its jti is remembered that long.",
 							NULL, &tokex_dpop_max_age, 60, 1, 3600,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("tokex.dpop_nonce",
+							 "DPoP proofs at the token endpoint must carry a nonce tokex issued (RFC 9449 §8).",
+							 "A proof without one, or with a stale one, is refused with use_dpop_nonce and a fresh nonce "
+							 "(over HTTP, the DPoP-Nonce header).",
+							 &tokex_dpop_nonce, false, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.dpop_nonce_lifetime",
+							"How long a DPoP nonce tokex issued is accepted.",
+							NULL, &tokex_dpop_nonce_lifetime, 300, 10, 86400,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomStringVariable("tokex.resource_audience",
 							   "The audience this database serves as a resource (tokex.authenticate).",

@@ -36,6 +36,8 @@ extern int	tokex_max_chain_depth;
 extern int	tokex_token_cache_size;
 extern int	tokex_dpop_max_age;
 extern char *tokex_resource_audience;
+extern bool tokex_dpop_nonce;
+extern int	tokex_dpop_nonce_lifetime;
 extern char *tokex_base_url;
 extern int	tokex_endpoint_style;
 

@@ -729,6 +729,7 @@ DECLARE
   r jsonb;
   details jsonb;
   context jsonb;
+  nonce text;
   -- the audit rows of a client_credentials request say so, refused or not
   op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
                   THEN 'client_credentials' ELSE 'exchange' END;
@@ -778,7 +779,16 @@ BEGIN
                       token.audience, token.resource, token.scope, requested_token_type,
                       (a.client).client_id, details, context,
                       NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb->>'dpop');
-  RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+  nonce := r->>'dpop_nonce';
+  r := tokex._respond(r - 'dpop_nonce', CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+  IF nonce IS NOT NULL THEN
+    -- RFC 9449 §8: the server's nonce travels in the DPoP-Nonce header
+    PERFORM pg_catalog.set_config('response.headers',
+      (pg_catalog.current_setting('response.headers')::jsonb
+       OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('DPoP-Nonce', nonce)))::text,
+      true);
+  END IF;
+  RETURN r;
 END
 $$;
 
@@ -1078,7 +1088,30 @@ CREATE FUNCTION tokex.token_claims() RETURNS jsonb
 REVOKE ALL ON FUNCTION tokex.authenticate(text, text, text, text), tokex.on_behalf_of(), tokex.current_actor(),
   tokex.actor_chain(), tokex.has_scope(text), tokex.token_claims() FROM PUBLIC;
 
-GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text) TO tokex_app, tokex_admin;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'tokex_resource') THEN
+    CREATE ROLE tokex_resource NOLOGIN;
+  END IF;
+END
+$$;
 
-GRANT EXECUTE ON FUNCTION tokex.on_behalf_of(), tokex.current_actor(), tokex.actor_chain(),
-  tokex.has_scope(text), tokex.token_claims() TO PUBLIC;
+GRANT USAGE ON SCHEMA tokex TO tokex_resource;
+
+GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text), tokex.on_behalf_of(), tokex.current_actor(),
+  tokex.actor_chain(), tokex.has_scope(text), tokex.token_claims() TO tokex_resource, tokex_admin;
+
+-- DPoP nonces (tokex.dpop_nonce): their key, made at the update
+CREATE TABLE tokex.dpop_secret (
+  id     integer PRIMARY KEY CHECK (id = 1),
+  secret bytea NOT NULL CHECK (pg_catalog.length(secret) >= 32)
+);
+
+CREATE FUNCTION tokex._random_bytes(n integer) RETURNS bytea
+  LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_random_bytes';
+
+REVOKE ALL ON FUNCTION tokex._random_bytes(integer) FROM PUBLIC;
+
+INSERT INTO tokex.dpop_secret VALUES (1, tokex._random_bytes(32));
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.dpop_secret', '');

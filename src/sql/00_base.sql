@@ -12,10 +12,12 @@
 --   tokex_app      the application tier: exchange, verify, introspect
 --   tokex_auditor  SELECT on the audit views, nothing else
 --   tokex_web      the HTTP face: EXECUTE on tokex_api.* (grant it to PostgREST's anon role)
+--   tokex_resource a resource's API roles: tokex.authenticate and the accessors its
+--                  row-level security reads (on_behalf_of, current_actor, ...)
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web'] LOOP
+  FOREACH r IN ARRAY ARRAY['tokex_admin', 'tokex_app', 'tokex_auditor', 'tokex_web', 'tokex_resource'] LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
       EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
     END IF;
@@ -23,7 +25,7 @@ BEGIN
 END
 $$;
 
-GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor;
+GRANT USAGE ON SCHEMA tokex TO tokex_admin, tokex_app, tokex_auditor, tokex_resource;
 
 -- A tokex setting as the library holds it (issuer, base_url, clock_skew,
 -- default_ttl, max_ttl, endpoint_style, secret_hash_iterations).  Never current_setting('tokex.…'): before the

@@ -12,3 +12,17 @@ CREATE TABLE tokex.dpop_jti (
 );
 
 CREATE INDEX dpop_jti_expiry ON tokex.dpop_jti (expires_at);
+
+-- The key of tokex's DPoP nonces (tokex.dpop_nonce; src/dpop.c), made at
+-- install.  Owner only.
+CREATE TABLE tokex.dpop_secret (
+  id     integer PRIMARY KEY CHECK (id = 1),
+  secret bytea NOT NULL CHECK (pg_catalog.length(secret) >= 32)
+);
+
+CREATE FUNCTION tokex._random_bytes(n integer) RETURNS bytea
+  LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_random_bytes';
+
+INSERT INTO tokex.dpop_secret VALUES (1, tokex._random_bytes(32));
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.dpop_secret', '');

@@ -178,6 +178,7 @@ DECLARE
   r jsonb;
   details jsonb;
   context jsonb;
+  nonce text;
   -- the audit rows of a client_credentials request say so, refused or not
   op text := CASE WHEN grant_type OPERATOR(pg_catalog.=) 'client_credentials'
                   THEN 'client_credentials' ELSE 'exchange' END;
@@ -227,7 +228,16 @@ BEGIN
                       token.audience, token.resource, token.scope, requested_token_type,
                       (a.client).client_id, details, context,
                       NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb->>'dpop');
-  RETURN tokex._respond(r, CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+  nonce := r->>'dpop_nonce';
+  r := tokex._respond(r - 'dpop_nonce', CASE WHEN r ? 'error' THEN 400 ELSE 200 END);
+  IF nonce IS NOT NULL THEN
+    -- RFC 9449 §8: the server's nonce travels in the DPoP-Nonce header
+    PERFORM pg_catalog.set_config('response.headers',
+      (pg_catalog.current_setting('response.headers')::jsonb
+       OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('DPoP-Nonce', nonce)))::text,
+      true);
+  END IF;
+  RETURN r;
 END
 $$;
 

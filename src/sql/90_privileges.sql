@@ -73,10 +73,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.token_type TO tokex_admin;
 
 GRANT SELECT ON tokex.token_type TO tokex_auditor;
 
--- The resource side: the API's roles authenticate (grant them tokex_app);
--- the accessors read only this session's own authenticated claims, so any
--- role may call them (row-level security runs as the querying role).
-GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text) TO tokex_app, tokex_admin;
-
-GRANT EXECUTE ON FUNCTION tokex.on_behalf_of(), tokex.current_actor(), tokex.actor_chain(),
-  tokex.has_scope(text), tokex.token_claims() TO PUBLIC;
+-- The resource side: a resource API's roles (grant them tokex_resource)
+-- authenticate, and its row-level security reads the accessors, which
+-- return only this session's own authenticated claims.
+GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text), tokex.on_behalf_of(), tokex.current_actor(),
+  tokex.actor_chain(), tokex.has_scope(text), tokex.token_claims() TO tokex_resource, tokex_admin;

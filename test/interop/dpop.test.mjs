@@ -125,6 +125,20 @@ describe('DPoP-bound token exchange', () => {
     assert.equal(ok.token_type, 'DPoP', JSON.stringify(ok));
   });
 
+  test('tokex.dpop_nonce: a proof without the server\'s nonce gets use_dpop_nonce and one; with it, the token', async () => {
+    const withNonce = (proof) => sqlJson(`SET tokex.dpop_nonce = on;
+      SELECT tokex.exchange(:'st', :'jwt', :'at', :'jwt', audience => 'd-cal', dpop_proof => :'p')`,
+      { st: session, at: agent, jwt: JWT, p: proof });
+    const first = withNonce(await DPoP.generateProof(keys, TOKEN_URL, 'POST'));
+    assert.equal(first.error, 'use_dpop_nonce', JSON.stringify(first));
+    assert.match(first.dpop_nonce, /^[A-Za-z0-9_-]{32}$/);
+    const forged = withNonce(await DPoP.generateProof(keys, TOKEN_URL, 'POST', 'A'.repeat(32)));
+    assert.equal(forged.error, 'use_dpop_nonce');
+    const ok = withNonce(await DPoP.generateProof(keys, TOKEN_URL, 'POST', first.dpop_nonce));
+    assert.equal(ok.token_type, 'DPoP', JSON.stringify(ok));
+    assert.match(ok.dpop_nonce, /^[A-Za-z0-9_-]{32}$/, 'and a fresh nonce for the next request');
+  });
+
   describe('at the resource: tokex.authenticate', () => {
     const API = 'https://api.test/notes';
     // one psql session: authenticate in a transaction, read the accessors

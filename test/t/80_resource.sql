@@ -25,7 +25,7 @@ INSERT INTO app.notes VALUES ('alice', 'alice 1'), ('alice', 'alice 2'), ('bob',
 ALTER TABLE app.notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY read_own ON app.notes FOR SELECT
   USING (owner = tokex.on_behalf_of() AND tokex.has_scope('notes.read'));
-CREATE ROLE app_api NOLOGIN IN ROLE tokex_app;
+CREATE ROLE app_api NOLOGIN IN ROLE tokex_resource;
 GRANT USAGE ON SCHEMA app TO app_api;
 GRANT SELECT ON app.notes TO app_api;
 
@@ -97,7 +97,8 @@ SELECT is(format('%s|%s|%s', tokex.on_behalf_of(), tokex.current_actor(), tokex.
           'alice|agent-b|{agent-a,agent-b}', '... the chain from the first actor to the current one');
 RESET ROLE;
 
-SELECT ok(NOT has_function_privilege('tokex_auditor', 'tokex.authenticate(text, text, text, text)', 'EXECUTE'),
-          'auditors do not authenticate');
+SELECT ok(NOT has_function_privilege('tokex_auditor', 'tokex.authenticate(text, text, text, text)', 'EXECUTE')
+          AND NOT has_function_privilege('tokex_web', 'tokex.on_behalf_of()', 'EXECUTE'),
+          'auditors do not authenticate, the HTTP face reads no claims');
 SELECT * FROM finish();
 ROLLBACK;

@@ -83,7 +83,8 @@ tokex_introspect(PG_FUNCTION_ARGS)
 
 	x->cxt = CurrentMemoryContext;
 	x->at = GetCurrentTimestamp();
-	if (PG_ARGISNULL(0))
+	/* a standby that fell behind cannot tell a live token from a revoked one */
+	if (PG_ARGISNULL(0) || tokex_replica_behind())
 		PG_RETURN_DATUM(inactive());
 	token = PG_GETARG_TEXT_PP(0);
 	x->subj = tokex_verify(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), NULL, &err);

@@ -56,3 +56,7 @@ GRANT USAGE ON SCHEMA tokex_api TO tokex_web;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tokex_api TO tokex_web;
 
 GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.heartbeat() TO tokex_admin;
+
+GRANT SELECT ON tokex.heartbeat TO tokex_admin, tokex_auditor;

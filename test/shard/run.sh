@@ -11,48 +11,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . test/tap.sh
-N=4
-shards=(); for i in $(seq 0 $((N - 1))); do shards+=("tokex_shard$i"); done
-router=tokex_router
-q() { local db=$1; shift; psql -X -At -q -v ON_ERROR_STOP=1 -d "$db" "$@"; }
-cleanup() {
-  for db in "$router" "${shards[@]}"; do
-    psql -X -q -d postgres -c "ALTER DATABASE $db WITH ALLOW_CONNECTIONS true" >/dev/null 2>&1
-    dropdb --if-exists --force "$db" >/dev/null 2>&1
-  done
-}
-trap cleanup EXIT
-cleanup
-
-for i in $(seq 0 $((N - 1))); do
-  db=${shards[$i]}
-  createdb "$db" || exit 1
-  q "$db" >/dev/null <<SQL || exit 1
-CREATE EXTENSION tokex;
-ALTER DATABASE $db SET tokex.issuer = 'https://tokex.shard.test';
-ALTER DATABASE $db SET tokex_shard.id = '$i';
-SQL
-  q "$db" -f contrib/shard/shard.sql >/dev/null || exit 1
-  # global rows (resources, policy) the way the router would write them: on every shard
-  q "$db" >/dev/null <<'SQL' || exit 1
-SELECT tokex.create_key('ES256');
-INSERT INTO tokex.resource (audience, scopes) VALUES ('calendar', '{calendar.read}');
-INSERT INTO tokex.policy (effect, subject_kind, actor_kind) VALUES ('allow', 'human', 'agent');
-SQL
-done
-createdb "$router" || exit 1
-conn() {  # libpq conninfo of a shard, from the PG* environment
-  printf "dbname=%s%s%s%s%s" "$1" "${PGHOST:+ host=$PGHOST}" "${PGPORT:+ port=$PGPORT}" \
-         "${PGUSER:+ user=$PGUSER}" "${PGPASSWORD:+ password=$PGPASSWORD}"
-}
-{
-  echo "CREATE EXTENSION plproxy;"
-  printf "CREATE SERVER tokex_shards FOREIGN DATA WRAPPER plproxy OPTIONS ("
-  for i in $(seq 0 $((N - 1))); do printf "%sp%d '%s'" "$([ "$i" -gt 0 ] && echo ', ')" "$i" "$(conn "${shards[$i]}")"; done
-  echo ");"
-  echo "CREATE USER MAPPING FOR PUBLIC SERVER tokex_shards;"
-} | q "$router" >/dev/null || exit 1
-q "$router" -f contrib/shard/router.sql >/dev/null || exit 1
+. test/shard/setup.sh
+shard_setup || exit 1
 
 # -- people on their shards, agents everywhere ---------------------------------
 people=(); for i in $(seq -w 1 16); do people+=("p$i"); done

@@ -84,6 +84,7 @@ for s in 1 2; do
      "s$s: ... and inactive for a revoked one"
   is "$(pq $s -c "SELECT tokex.jwt_verify('$tok', 'calendar')->>'sub'")" alice "s$s: tokex.jwt_verify verifies"
   is "$(pq $s -c "SELECT tokex.jwks()")" "$jwks0" "s$s: tokex.jwks() is the primary's"
+  is "$(pq $s -c "SET role anon" -c "SELECT tokex_api.jwks()")" "$jwks0" "s$s: ... and so is GET /rpc/jwks (tokex_api.jwks)"
   is "$(http_introspect $s "$tok" "Basic $basic")" "true|200" \
      "s$s: POST /rpc/introspect (PostgREST replay, client_secret_basic) answers active"
   is "$(http_introspect $s "$tok" "Basic $(printf 'gateway:wrong' | base64 -w0)")" \

@@ -25,6 +25,7 @@
 #include "issue.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -498,6 +499,12 @@ tokex_audit_write(json_t *row, bool granted)
 	char	   *s;
 
 	complete_row(row);
+	/* a hot standby writes nothing: see tokex_audit_standby (standby.c) */
+	if (RecoveryInProgress())
+	{
+		tokex_audit_standby(row, granted);
+		return;
+	}
 	if (granted)
 		tokex_audit_require_durable();
 	s = row_text(row);

@@ -81,6 +81,9 @@ tokex_live_token(const char *s, size_t n)
 
 	x->cxt = CurrentMemoryContext;
 	x->at = GetCurrentTimestamp();
+	/* a standby that fell behind cannot tell a live token from a revoked one */
+	if (tokex_replica_behind())
+		return NULL;
 	/* a reference token's claims are its audit row's (src/translate.c) */
 	if (n > 7 && strncmp(s, "tkx_at_", 7) == 0)
 		x->subj = translate_reference(s, n);

@@ -356,6 +356,7 @@ tokex_jwt_verify(PG_FUNCTION_ARGS)
 	jose_error	err;
 	TokexToken *t;
 
+	tokex_replica_check();		/* a standby that fell behind says so */
 	if (PG_ARGISNULL(0))
 	{
 		jose_seterr(&err, JOSE_E_FORMAT, "token is NULL");

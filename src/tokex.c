@@ -129,6 +129,7 @@ _PG_init(void)
 							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	tokex_vault_init();
+	tokex_standby_init();
 	if (process_shared_preload_libraries_in_progress)
 		tokex_audit_init();
 #if PG_VERSION_NUM >= 150000

@@ -188,4 +188,10 @@ extern bool tokex_audit_durable(void);
 extern void tokex_audit_require_durable(void);
 extern void tokex_audit_write(json_t *row, bool granted);
 
+/* standby.c: hot standbys (heartbeat, max_replica_lag, revocation_sync) */
+extern void tokex_standby_init(void);
+extern bool tokex_replica_behind(void);
+extern void tokex_replica_check(void);
+extern void tokex_audit_standby(json_t *row, bool granted);
+
 #endif							/* TOKEX_H */

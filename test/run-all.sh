@@ -6,7 +6,9 @@
 # vault against its key file, interop with npm
 # jose, the HTTP face replayed as PostgREST calls it, a real OAuth client
 # library through the nginx recipe, revocation racing concurrent exchanges,
-# a cluster without tokex preloaded (its own pg_virtualenv), and the Debian
+# a cluster without tokex preloaded (its own pg_virtualenv), a primary with
+# two hot standbys (its own clusters), the PL/Proxy sharding prototype, and
+# the Debian
 # package built, inspected and smoke-tested.  Exits non-zero if any suite
 # fails.
 set -uo pipefail
@@ -42,6 +44,8 @@ suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
+suite "hot standbys (own primary and two standbys)" bash test/standby/run.sh
+suite "sharding prototype (PL/Proxy router, four shards)" bash test/shard/run.sh
 # last: with CI=true it installs the .deb into the system PostgreSQL, then
 # purges it and puts the tree's build back
 suite "Debian package (postgresql-15-tokex)" bash test/package/run.sh

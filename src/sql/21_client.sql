@@ -170,6 +170,10 @@ BEGIN
     IF (claims->>'exp')::numeric > extract(epoch FROM pg_catalog.now()) + 3600 THEN
       client := NULL; why := 'client_assertion expires more than an hour from now'; RETURN;
     END IF;
+    -- replay protection writes the jti: a standby cannot, so it accepts no assertion
+    IF pg_catalog.pg_is_in_recovery() THEN
+      client := NULL; why := 'private_key_jwt is accepted only by the primary'; RETURN;
+    END IF;
     DELETE FROM tokex.client_assertion_jti WHERE expires_at < pg_catalog.now();
     INSERT INTO tokex.client_assertion_jti (client_id, jti, expires_at)
     VALUES (id, claims->>'jti',

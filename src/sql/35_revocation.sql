@@ -199,6 +199,8 @@ BEGIN
       k := 'credential'; t := NEW.id::text; r := NEW.revoke_reason;
   END CASE;
   INSERT INTO tokex.revocation (kind, target, reason) VALUES (k, t, r) RETURNING * INTO rev;
+  -- tokex.revocation_sync: the commit waits until the synchronous standbys applied it
+  PERFORM tokex._revocation_sync();
   PERFORM pg_catalog.pg_notify('tokex_revocation', pg_catalog.jsonb_build_object(
     'kind', k, 'target', t, 'reason', r, 'at', rev.at)::text);
   RETURN NULL;

@@ -78,3 +78,7 @@ GRANT SELECT ON tokex.token_type TO tokex_auditor;
 -- return only this session's own authenticated claims.
 GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text), tokex.on_behalf_of(), tokex.current_actor(),
   tokex.actor_chain(), tokex.has_scope(text), tokex.token_claims() TO tokex_resource, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.heartbeat() TO tokex_admin;
+
+GRANT SELECT ON tokex.heartbeat TO tokex_admin, tokex_auditor;

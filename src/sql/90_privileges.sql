@@ -56,3 +56,13 @@ GRANT USAGE ON SCHEMA tokex_api TO tokex_web;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tokex_api TO tokex_web;
 
 GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
+
+-- Shared Signals (75_ssf.sql): admins manage streams and read events; a
+-- receiver inside the database polls as a role mapped to its client.
+GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.ssf_stream TO tokex_admin;
+
+GRANT SELECT ON tokex.ssf_event, tokex.ssf_token TO tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.ssf_poll(uuid, int, uuid[], jsonb) TO tokex_app, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.ssf_prune(uuid) TO tokex_admin;

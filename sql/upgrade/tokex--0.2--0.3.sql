@@ -22,11 +22,8 @@ ALTER TABLE tokex.resource DROP CONSTRAINT resource_token_format_check,
 
 ------------------------------------------------------------------------
 -- Shared Signals (SSF/CAEP): streams, live tokens of receivers, events,
--- poll delivery (src/sql/75_ssf.sql); policy changes are revocations
+-- poll delivery (src/sql/75_ssf.sql)
 ------------------------------------------------------------------------
-ALTER TABLE tokex.revocation DROP CONSTRAINT revocation_kind_check,
-  ADD CONSTRAINT revocation_kind_check
-      CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'policy'));
 -- A receiver: the resource (audience) whose tokens it validates.
 CREATE TABLE tokex.ssf_stream (
   stream_id        uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
@@ -87,7 +84,7 @@ CREATE TABLE tokex.ssf_event (
   id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   jti           uuid NOT NULL UNIQUE DEFAULT pg_catalog.gen_random_uuid(),
   stream_id     uuid NOT NULL REFERENCES tokex.ssf_stream (stream_id) ON DELETE CASCADE,
-  revocation_id bigint NOT NULL,
+  revocation_id bigint,         -- NULL: a policy change
   created_at    timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
   claims        jsonb NOT NULL,
   -- the latest exp of the tokens it names: after it, there is nothing to drop
@@ -304,11 +301,13 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
               ELSE pg_catalog.to_jsonb(s.aud) END
 $$;
 
--- After every revocation (tokex.revocation row), in its transaction: the
--- tokens it kills leave ssf_token, and each stream that held some (and is
--- not disabled, and asked for session-revoked) gets one event naming them.
-CREATE FUNCTION tokex._ssf_on_revocation() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+-- A revocation, in its transaction: the tokens it kills leave ssf_token,
+-- and each stream that held some (and is not disabled, and asked for
+-- session-revoked) gets one event naming them.  rev is a tokex.revocation
+-- row, or for a policy change one made up (no id: policy changes are not
+-- logged in tokex.revocation).
+CREATE FUNCTION tokex._ssf_emit(rev tokex.revocation) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   iss text := tokex._setting('issuer');
   session_revoked constant text := 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
@@ -316,23 +315,24 @@ DECLARE
 BEGIN
   DELETE FROM tokex.ssf_token WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
   WITH hit AS (
-    DELETE FROM tokex.ssf_token t WHERE t.jti IN (SELECT a.jti FROM tokex._ssf_affected(NEW) a)
+    DELETE FROM tokex.ssf_token t WHERE t.jti IN (SELECT a.jti FROM tokex._ssf_affected(rev) a)
     RETURNING t.*
   )
   INSERT INTO tokex.ssf_event (stream_id, revocation_id, claims, expires_at)
-  SELECT s.stream_id, NEW.id,
+  SELECT s.stream_id, rev.id,
          pg_catalog.jsonb_build_object(
            'iat', pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint,
            'aud', tokex._ssf_aud(s),
-           'txn', NEW.id::text,
-           'sub_id', tokex._ssf_subject(NEW, iss),
+           'txn', COALESCE(rev.id::text, pg_catalog.format('policy %s, transaction %s', rev.target,
+                                                              pg_catalog.txid_current())),
+           'sub_id', tokex._ssf_subject(rev, iss),
            'events', pg_catalog.jsonb_build_object(session_revoked, pg_catalog.jsonb_strip_nulls(
              pg_catalog.jsonb_build_object(
-               'event_timestamp', pg_catalog.floor(extract(epoch FROM NEW.at))::bigint,
-               'initiating_entity', CASE NEW.kind WHEN 'policy' THEN 'policy' ELSE 'admin' END,
-               'reason_admin', CASE WHEN NEW.reason IS NOT NULL
-                                    THEN pg_catalog.jsonb_build_object('en', NEW.reason) END,
-               'tokex_revocation', pg_catalog.jsonb_build_object('kind', NEW.kind, 'target', NEW.target),
+               'event_timestamp', pg_catalog.floor(extract(epoch FROM rev.at))::bigint,
+               'initiating_entity', CASE rev.kind WHEN 'policy' THEN 'policy' ELSE 'admin' END,
+               'reason_admin', CASE WHEN rev.reason IS NOT NULL
+                                    THEN pg_catalog.jsonb_build_object('en', rev.reason) END,
+               'tokex_revocation', pg_catalog.jsonb_build_object('kind', rev.kind, 'target', rev.target),
                'tokens', pg_catalog.jsonb_agg(
                            pg_catalog.jsonb_build_object('format', 'jwt_id', 'iss', iss, 'jti', h.jti)
                            ORDER BY h.issued_at, h.jti))))),
@@ -348,6 +348,13 @@ BEGIN
       DETAIL = 'This revocation produces Security Event Tokens, which carry the issuer.',
       HINT = 'Set it with ALTER DATABASE ... SET tokex.issuer = ''https://...''.';
   END IF;
+END
+$$;
+
+CREATE FUNCTION tokex._ssf_on_revocation() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  PERFORM tokex._ssf_emit(NEW);
   RETURN NULL;
 END
 $$;
@@ -355,11 +362,11 @@ $$;
 CREATE TRIGGER revocation_ssf AFTER INSERT ON tokex.revocation
   FOR EACH ROW EXECUTE FUNCTION tokex._ssf_on_revocation();
 
--- A policy change that can remove access is a revocation (kind 'policy',
--- target the row's id), logged and announced like the others: a deny row
--- inserted, a deny row changed, an allow row deleted or changed.  Which
--- tokens it kills is tokex._ssf_affected's rule.
-CREATE FUNCTION tokex._policy_revocation() RETURNS trigger
+-- A policy change that can remove access: a deny row inserted, or changed
+-- and in force after the change; an allow row deleted or changed.  Which
+-- tokens it kills is tokex._ssf_affected's rule.  It is no row of
+-- tokex.revocation (policy is not revoked, it is changed).
+CREATE FUNCTION tokex._ssf_on_policy() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   p tokex.policy := CASE WHEN TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN OLD ELSE NEW END;
@@ -370,24 +377,29 @@ BEGIN
   ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' AND OLD.effect OPERATOR(pg_catalog.<>) 'allow' THEN
     RETURN NULL;
   ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE'
-        AND ((OLD.effect OPERATOR(pg_catalog.=) 'deny' AND NEW.effect OPERATOR(pg_catalog.=) 'allow')
-             OR (OLD.effect, OLD.subject, OLD.subject_kind, OLD.actor, OLD.actor_kind, OLD.audience, OLD.client_id,
-                 OLD.scopes, OLD.max_depth, OLD.valid)
-                IS NOT DISTINCT FROM
-                (NEW.effect, NEW.subject, NEW.subject_kind, NEW.actor, NEW.actor_kind, NEW.audience, NEW.client_id,
-                 NEW.scopes, NEW.max_depth, NEW.valid)) THEN
+        AND (OLD.effect, OLD.subject, OLD.subject_kind, OLD.actor, OLD.actor_kind, OLD.audience, OLD.client_id,
+             OLD.scopes, OLD.max_depth, OLD.valid)
+            IS NOT DISTINCT FROM
+            (NEW.effect, NEW.subject, NEW.subject_kind, NEW.actor, NEW.actor_kind, NEW.audience, NEW.client_id,
+             NEW.scopes, NEW.max_depth, NEW.valid) THEN
+    RETURN NULL;
+  ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND OLD.effect OPERATOR(pg_catalog.=) 'deny'
+        AND NOT (NEW.effect OPERATOR(pg_catalog.=) 'deny'
+                 AND (NEW.valid IS NULL OR NEW.valid OPERATOR(pg_catalog.@>) pg_catalog.now())) THEN
     RETURN NULL;
   END IF;
-  INSERT INTO tokex.revocation (kind, target, reason)
-  VALUES ('policy', p.id::text, p.description) RETURNING * INTO rev;
-  PERFORM pg_catalog.pg_notify('tokex_revocation', pg_catalog.jsonb_build_object(
-    'kind', rev.kind, 'target', rev.target, 'reason', rev.reason, 'at', rev.at)::text);
+  rev.at := pg_catalog.clock_timestamp();
+  rev.kind := 'policy';
+  rev.target := p.id::text;
+  rev.reason := p.description;
+  rev.by_user := SESSION_USER;
+  PERFORM tokex._ssf_emit(rev);
   RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER policy_revocation AFTER INSERT OR UPDATE OR DELETE ON tokex.policy
-  FOR EACH ROW EXECUTE FUNCTION tokex._policy_revocation();
+CREATE TRIGGER policy_ssf AFTER INSERT OR UPDATE OR DELETE ON tokex.policy
+  FOR EACH ROW EXECUTE FUNCTION tokex._ssf_on_policy();
 
 -- Acknowledged events older than tokex.ssf_retention, pending ones whose
 -- tokens have all expired, and tokens no longer live.  Poll runs it for
@@ -669,7 +681,7 @@ DECLARE
 BEGIN
   FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
             WHERE n.nspname IN ('tokex', 'tokex_api')
-              AND (p.proname LIKE 'ssf\_%' OR p.proname LIKE '\_ssf\_%' OR p.proname = '_policy_revocation') LOOP
+              AND (p.proname LIKE 'ssf\_%' OR p.proname LIKE '\_ssf\_%') LOOP
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
   END LOOP;
 END

@@ -35,7 +35,7 @@ CREATE TRIGGER revoked_token_key BEFORE INSERT OR UPDATE ON tokex.revoked_token
 CREATE TABLE tokex.revocation (
   id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key', 'policy')),
+  kind    text NOT NULL CHECK (kind IN ('identity', 'delegation', 'session', 'token', 'key')),
   target  text NOT NULL,
   reason  text,
   by_user text NOT NULL DEFAULT SESSION_USER

@@ -120,7 +120,7 @@ BEGIN
          a.scope, a.subject_sid, a.delegation_ids, a.policy_ids
     FROM tokex.audit_event a
    WHERE a.audience OPERATOR(pg_catalog.=) NEW.audience AND a.decision OPERATOR(pg_catalog.=) 'granted'
-     AND a.jti IS NOT NULL AND a.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+     AND a.jti IS NOT NULL AND a.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
   ON CONFLICT (jti) DO NOTHING;
   RETURN NULL;
 END
@@ -142,7 +142,7 @@ BEGIN
          n.scope, n.subject_sid, n.delegation_ids, n.policy_ids
     FROM ssf_new_rows n JOIN tokex.ssf_stream s ON s.audience OPERATOR(pg_catalog.=) n.audience
    WHERE n.decision OPERATOR(pg_catalog.=) 'granted' AND n.jti IS NOT NULL
-     AND n.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+     AND n.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
   ON CONFLICT (jti) DO NOTHING;
   RETURN NULL;
 END
@@ -170,7 +170,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) t.client_id)
      AND (p.max_depth IS NULL
           OR COALESCE(pg_catalog.cardinality(t.actor_chain), 0) OPERATOR(pg_catalog.<=) p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.now())
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.clock_timestamp())
 $$;
 
 -- The live tokens of every stream that revocation rev kills.  One branch
@@ -218,22 +218,22 @@ BEGIN
            AND t.issued_at OPERATOR(pg_catalog.<=)
                (COALESCE(k.retired_at, k.revoked_at, pg_catalog.now()) OPERATOR(pg_catalog.+) interval '1 second');
     WHEN 'policy' THEN
-      -- what tokex.exchange would now refuse: a deny row (inserted, or
-      -- changed) matches the token's exchange (one with scopes: the token
-      -- carries one of them); or the exchange was allowed by this row and no
-      -- allow row matches it any more (the row deleted, narrowed or turned
-      -- to deny)
+      -- what tokex.exchange would now refuse, of the tokens policy decided
+      -- (an exchange's: its audit row names the policy rows that matched):
+      -- this row is a deny that matches the token's exchange (a deny with
+      -- scopes: and the token carries one of them), or no allow row matches
+      -- it any more (an allow deleted, narrowed or turned to deny)
       RETURN QUERY
         SELECT t.* FROM tokex.ssf_token t
-         WHERE EXISTS (SELECT 1 FROM tokex.policy p
-                        WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint
-                          AND p.effect OPERATOR(pg_catalog.=) 'deny'
-                          AND (p.scopes IS NULL OR t.scope OPERATOR(pg_catalog.&&) p.scopes)
-                          AND tokex._ssf_policy_matches(p, t))
-            OR (t.policy_ids OPERATOR(pg_catalog.@>) ARRAY[rev.target::bigint]
-                AND NOT EXISTS (SELECT 1 FROM tokex.policy a
-                                 WHERE a.effect OPERATOR(pg_catalog.=) 'allow'
-                                   AND tokex._ssf_policy_matches(a, t)));
+         WHERE pg_catalog.cardinality(t.policy_ids) OPERATOR(pg_catalog.>) 0
+           AND (EXISTS (SELECT 1 FROM tokex.policy p
+                         WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint
+                           AND p.effect OPERATOR(pg_catalog.=) 'deny'
+                           AND (p.scopes IS NULL OR t.scope OPERATOR(pg_catalog.&&) p.scopes)
+                           AND tokex._ssf_policy_matches(p, t))
+                OR NOT EXISTS (SELECT 1 FROM tokex.policy a
+                                WHERE a.effect OPERATOR(pg_catalog.=) 'allow'
+                                  AND tokex._ssf_policy_matches(a, t)));
     ELSE
       RETURN;
   END CASE;
@@ -303,8 +303,9 @@ DECLARE
   iss text := tokex._setting('issuer');
   session_revoked constant text := 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
   n bigint;
+  t0 timestamptz := pg_catalog.clock_timestamp();   -- as of the call, like the exchange
 BEGIN
-  DELETE FROM tokex.ssf_token WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
+  DELETE FROM tokex.ssf_token WHERE expires_at OPERATOR(pg_catalog.<=) t0;
   WITH hit AS (
     DELETE FROM tokex.ssf_token t WHERE t.jti IN (SELECT a.jti FROM tokex._ssf_affected(rev) a)
     RETURNING t.*
@@ -376,7 +377,7 @@ BEGIN
     RETURN NULL;
   ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' AND OLD.effect OPERATOR(pg_catalog.=) 'deny'
         AND NOT (NEW.effect OPERATOR(pg_catalog.=) 'deny'
-                 AND (NEW.valid IS NULL OR NEW.valid OPERATOR(pg_catalog.@>) pg_catalog.now())) THEN
+                 AND (NEW.valid IS NULL OR NEW.valid OPERATOR(pg_catalog.@>) pg_catalog.clock_timestamp())) THEN
     RETURN NULL;
   END IF;
   rev.at := pg_catalog.clock_timestamp();
@@ -399,14 +400,15 @@ CREATE FUNCTION tokex.ssf_prune(stream_id uuid DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   n bigint;
+  t0 timestamptz := pg_catalog.clock_timestamp();
 BEGIN
   DELETE FROM tokex.ssf_event e
    WHERE (ssf_prune.stream_id IS NULL OR e.stream_id OPERATOR(pg_catalog.=) ssf_prune.stream_id)
      AND ((e.acked_at IS NOT NULL AND e.acked_at OPERATOR(pg_catalog.<)
-             (pg_catalog.now() OPERATOR(pg_catalog.-) tokex._setting('ssf_retention')::interval))
-          OR (e.acked_at IS NULL AND e.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now()));
+             (t0 OPERATOR(pg_catalog.-) tokex._setting('ssf_retention')::interval))
+          OR (e.acked_at IS NULL AND e.expires_at OPERATOR(pg_catalog.<=) t0));
   GET DIAGNOSTICS n = ROW_COUNT;
-  DELETE FROM tokex.ssf_token WHERE expires_at OPERATOR(pg_catalog.<=) pg_catalog.now();
+  DELETE FROM tokex.ssf_token WHERE expires_at OPERATOR(pg_catalog.<=) t0;
   RETURN n;
 END
 $$;
@@ -475,6 +477,7 @@ DECLARE
   iss text := tokex._issuer();
   sets json;
   more boolean;
+  t0 timestamptz := pg_catalog.clock_timestamp();
 BEGIN
   IF max_events OPERATOR(pg_catalog.<) 0 THEN
     RAISE EXCEPTION 'maxEvents must not be negative' USING ERRCODE = 'invalid_parameter_value';
@@ -502,7 +505,7 @@ BEGIN
   WITH next AS (
     SELECT e.id, e.jti, e.claims FROM tokex.ssf_event e
      WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id AND e.acked_at IS NULL
-       AND e.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+       AND e.expires_at OPERATOR(pg_catalog.>) t0
      ORDER BY e.id LIMIT lim
   ), sent AS (
     UPDATE tokex.ssf_event e SET delivered_at = COALESCE(e.delivered_at, pg_catalog.now())
@@ -514,7 +517,7 @@ BEGIN
     INTO sets FROM next n;
   SELECT EXISTS (SELECT 1 FROM tokex.ssf_event e
                   WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id AND e.acked_at IS NULL
-                    AND e.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
+                    AND e.expires_at OPERATOR(pg_catalog.>) t0
                   OFFSET lim)
     INTO more;
   RETURN pg_catalog.json_build_object('sets', COALESCE(sets, '{}'::json),
@@ -595,16 +598,17 @@ BEGIN
     RETURN c.refusal;
   END IF;
   s := c.stream;
-  IF events_requested IS NOT NULL OR ssf_stream.description IS NOT NULL THEN
+  IF ssf_stream.events_requested IS NOT NULL OR ssf_stream.description IS NOT NULL THEN
     IF tokex._not_post() THEN
       RETURN tokex._respond('{"err": "invalid_request", "description": "updates take POST"}', 405);
     END IF;
-    IF events_requested IS NOT NULL AND (pg_catalog.jsonb_typeof(events_requested) OPERATOR(pg_catalog.<>) 'array'
-         OR pg_catalog.jsonb_path_exists(events_requested, '$[*] ? (@.type() != "string")')) THEN
+    IF ssf_stream.events_requested IS NOT NULL
+       AND (pg_catalog.jsonb_typeof(ssf_stream.events_requested) OPERATOR(pg_catalog.<>) 'array'
+            OR pg_catalog.jsonb_path_exists(ssf_stream.events_requested, '$[*] ? (@.type() != "string")')) THEN
       RETURN tokex._respond('{"err": "invalid_request", "description": "events_requested must be an array of event type URIs"}', 400);
     END IF;
     UPDATE tokex.ssf_stream x
-       SET events_requested = COALESCE(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(events_requested)),
+       SET events_requested = COALESCE(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(ssf_stream.events_requested)),
                                         x.events_requested),
            description = COALESCE(ssf_stream.description, x.description)
      WHERE x.stream_id OPERATOR(pg_catalog.=) s.stream_id

@@ -40,6 +40,7 @@ suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
+suite "SSF events survive kill -9 (own cluster)" bash test/ssf/run.sh
 # last: with CI=true it installs the .deb into the system PostgreSQL, then
 # purges it and puts the tree's build back
 suite "Debian package (postgresql-15-tokex)" bash test/package/run.sh

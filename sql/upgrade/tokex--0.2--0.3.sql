@@ -74,12 +74,12 @@ CREATE INDEX ssf_token_sid ON tokex.ssf_token (sid) WHERE sid IS NOT NULL;
 
 CREATE INDEX ssf_token_delegations ON tokex.ssf_token USING gin (delegation_ids);
 
-CREATE INDEX ssf_token_policies ON tokex.ssf_token USING gin (policy_ids);
-
 CREATE INDEX ssf_token_expiry ON tokex.ssf_token (expires_at);
 
 -- One SET per (receiver, revocation), in the order made (id).  claims are
--- the SET's claims but iss, which is added when it is signed at delivery.
+-- the SET's claims but iss, jti and the event's list of tokens (jtis), which
+-- are added when it is signed at delivery (tokex._ssf_set_claims): a
+-- revocation of 10 000 tokens stores an array, not 10 000 JSON objects.
 CREATE TABLE tokex.ssf_event (
   id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   jti           uuid NOT NULL UNIQUE DEFAULT pg_catalog.gen_random_uuid(),
@@ -87,6 +87,7 @@ CREATE TABLE tokex.ssf_event (
   revocation_id bigint,         -- NULL: a policy change
   created_at    timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
   claims        jsonb NOT NULL,
+  jtis          uuid[] NOT NULL,  -- the tokens it names, in the order issued
   -- the latest exp of the tokens it names: after it, there is nothing to drop
   expires_at    timestamptz NOT NULL,
   delivered_at  timestamptz,
@@ -161,21 +162,19 @@ CREATE TRIGGER audit_event_ssf AFTER INSERT ON tokex.audit_event
   REFERENCING NEW TABLE AS ssf_new_rows
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._ssf_track();
 
--- Does policy row p match the exchange that minted token t?  The matching
--- of tokex._decide's policy_here/policy, on what the audit row recorded.
-CREATE FUNCTION tokex._ssf_policy_matches(p tokex.policy, t tokex.ssf_token) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+-- Does policy row p match the exchange that minted token t (for audience,
+-- its subject and actor being of these kinds)?  The matching of
+-- tokex._decide's policy_here/policy, on what the audit row recorded.  No
+-- SET search_path and no subquery (every name is qualified), so that the
+-- planner inlines it into the scan of the live tokens a policy change makes.
+CREATE FUNCTION tokex._ssf_policy_matches(p tokex.policy, t tokex.ssf_token, audience text,
+                                          subject_kind text, actor_kind text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
   SELECT (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) t.subject)
-     AND (p.subject_kind IS NULL
-          OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT i.kind FROM tokex.identity i
-                                                      WHERE i.id OPERATOR(pg_catalog.=) t.subject))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) subject_kind)
      AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) t.actor)
-     AND (p.actor_kind IS NULL
-          OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT i.kind FROM tokex.identity i
-                                                    WHERE i.id OPERATOR(pg_catalog.=) t.actor))
-     AND (p.audience IS NULL
-          OR p.audience OPERATOR(pg_catalog.=) (SELECT s.audience FROM tokex.ssf_stream s
-                                                  WHERE s.stream_id OPERATOR(pg_catalog.=) t.stream_id))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) actor_kind)
+     AND (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) audience)
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) t.client_id)
      AND (p.max_depth IS NULL
           OR COALESCE(pg_catalog.cardinality(t.actor_chain), 0) OPERATOR(pg_catalog.<=) p.max_depth)
@@ -234,15 +233,18 @@ BEGIN
       -- it any more (an allow deleted, narrowed or turned to deny)
       RETURN QUERY
         SELECT t.* FROM tokex.ssf_token t
+          JOIN tokex.ssf_stream s ON s.stream_id OPERATOR(pg_catalog.=) t.stream_id
+          LEFT JOIN tokex.identity si ON si.id OPERATOR(pg_catalog.=) t.subject
+          LEFT JOIN tokex.identity ai ON ai.id OPERATOR(pg_catalog.=) t.actor
          WHERE pg_catalog.cardinality(t.policy_ids) OPERATOR(pg_catalog.>) 0
            AND (EXISTS (SELECT 1 FROM tokex.policy p
                          WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint
                            AND p.effect OPERATOR(pg_catalog.=) 'deny'
                            AND (p.scopes IS NULL OR t.scope OPERATOR(pg_catalog.&&) p.scopes)
-                           AND tokex._ssf_policy_matches(p, t))
+                           AND tokex._ssf_policy_matches(p, t, s.audience, si.kind, ai.kind))
                 OR NOT EXISTS (SELECT 1 FROM tokex.policy a
                                 WHERE a.effect OPERATOR(pg_catalog.=) 'allow'
-                                  AND tokex._ssf_policy_matches(a, t)));
+                                  AND tokex._ssf_policy_matches(a, t, s.audience, si.kind, ai.kind)));
     ELSE
       RETURN;
   END CASE;
@@ -319,7 +321,7 @@ BEGIN
     DELETE FROM tokex.ssf_token t WHERE t.jti IN (SELECT a.jti FROM tokex._ssf_affected(rev) a)
     RETURNING t.*
   )
-  INSERT INTO tokex.ssf_event (stream_id, revocation_id, claims, expires_at)
+  INSERT INTO tokex.ssf_event (stream_id, revocation_id, claims, jtis, expires_at)
   SELECT s.stream_id, rev.id,
          pg_catalog.jsonb_build_object(
            'iat', pg_catalog.floor(extract(epoch FROM pg_catalog.clock_timestamp()))::bigint,
@@ -333,10 +335,8 @@ BEGIN
                'initiating_entity', CASE rev.kind WHEN 'policy' THEN 'policy' ELSE 'admin' END,
                'reason_admin', CASE WHEN rev.reason IS NOT NULL
                                     THEN pg_catalog.jsonb_build_object('en', rev.reason) END,
-               'tokex_revocation', pg_catalog.jsonb_build_object('kind', rev.kind, 'target', rev.target),
-               'tokens', pg_catalog.jsonb_agg(
-                           pg_catalog.jsonb_build_object('format', 'jwt_id', 'iss', iss, 'jti', h.jti)
-                           ORDER BY h.issued_at, h.jti))))),
+               'tokex_revocation', pg_catalog.jsonb_build_object('kind', rev.kind, 'target', rev.target))))),
+         pg_catalog.array_agg(h.jti ORDER BY h.issued_at, h.jti),
          pg_catalog.max(h.expires_at)
     FROM hit h JOIN tokex.ssf_stream s ON s.stream_id OPERATOR(pg_catalog.=) h.stream_id
    WHERE s.status OPERATOR(pg_catalog.<>) 'disabled'
@@ -475,6 +475,18 @@ BEGIN
 END
 $$;
 
+-- The claims of event e's SET as it is signed: iss, jti, and the tokens it
+-- names as RFC 9493-style jwt_id subject identifiers in its event.
+CREATE FUNCTION tokex._ssf_set_claims(e tokex.ssf_event, iss text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT pg_catalog.jsonb_build_object('iss', iss, 'jti', e.jti)
+         OPERATOR(pg_catalog.||) pg_catalog.jsonb_set(e.claims,
+           ARRAY['events', 'https://schemas.openid.net/secevent/caep/event-type/session-revoked', 'tokens'],
+           (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('format', 'jwt_id', 'iss', iss, 'jti', j)
+                                        ORDER BY o)
+              FROM pg_catalog.unnest(e.jtis) WITH ORDINALITY AS x(j, o)))
+$$;
+
 -- Poll (RFC 8936 §2.4) for one stream: acknowledge ack, record setErrs, then
 -- up to max_events pending events in order, each signed now; returns
 -- {"sets": {jti: SET, ...}, "moreAvailable": bool} (json: the order kept).
@@ -512,17 +524,16 @@ BEGIN
     lim := 0;                 -- paused: held; disabled: nothing to deliver
   END IF;
   WITH next AS (
-    SELECT e.id, e.jti, e.claims FROM tokex.ssf_event e
+    SELECT e FROM tokex.ssf_event e
      WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id AND e.acked_at IS NULL
        AND e.expires_at OPERATOR(pg_catalog.>) t0
      ORDER BY e.id LIMIT lim
   ), sent AS (
     UPDATE tokex.ssf_event e SET delivered_at = COALESCE(e.delivered_at, pg_catalog.now())
-      FROM next WHERE e.id OPERATOR(pg_catalog.=) next.id
+      FROM next WHERE e.id OPERATOR(pg_catalog.=) (next.e).id
   )
-  SELECT pg_catalog.json_object_agg(n.jti, tokex._sign(
-           pg_catalog.jsonb_build_object('iss', iss, 'jti', n.jti) OPERATOR(pg_catalog.||) n.claims,
-           'secevent+jwt') ORDER BY n.id)
+  SELECT pg_catalog.json_object_agg((n.e).jti, tokex._sign(tokex._ssf_set_claims(n.e, iss), 'secevent+jwt')
+                                    ORDER BY (n.e).id)
     INTO sets FROM next n;
   SELECT EXISTS (SELECT 1 FROM tokex.ssf_event e
                   WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id AND e.acked_at IS NULL

@@ -60,7 +60,7 @@ $$;
 CREATE FUNCTION pg_temp.events(since bigint)
 RETURNS TABLE (audience text, jtis text[], sub_id jsonb) LANGUAGE sql AS $$
   SELECT s.audience,
-         ARRAY(SELECT t->>'jti' FROM jsonb_array_elements(pg_temp.ev(e.claims)->'tokens') t ORDER BY 1),
+         ARRAY(SELECT t::text FROM unnest(e.jtis) t ORDER BY 1),
          e.claims->'sub_id'
     FROM tokex.ssf_event e JOIN tokex.ssf_stream s USING (stream_id)
    WHERE e.id > since ORDER BY s.audience
@@ -108,7 +108,7 @@ SELECT is((SELECT DISTINCT sub_id FROM pg_temp.events(:since)),
           'the subject is the person, iss_sub');
 SELECT is((SELECT count(*)::int FROM tokex.ssf_token WHERE jti::text = pg_temp.jti(:'b_cal')), 1,
           'bob''s token with the same agent is untouched');
-SELECT is((SELECT pg_temp.ev(claims) - 'tokens'::text - 'event_timestamp'::text
+SELECT is((SELECT pg_temp.ev(claims) - 'event_timestamp'::text
              FROM tokex.ssf_event WHERE id > :since LIMIT 1),
           '{"initiating_entity": "admin", "reason_admin": {"en": "left the company"},
             "tokex_revocation": {"kind": "identity", "target": "alice"}}'::jsonb,
@@ -256,8 +256,14 @@ SELECT is((tokex.jwt_decode(:'p1'::json->'sets'->>(pg_temp.set_jtis(:'p1'))[1]))
           'a SET: typ secevent+jwt, signed by the active key');
 SELECT is((tokex.jwt_decode(:'p1'::json->'sets'->>(pg_temp.set_jtis(:'p1'))[1]))->'payload',
           (SELECT claims || jsonb_build_object('iss', 'https://tokex.test', 'jti', jti)
+                  || jsonb_build_object('events', jsonb_build_object(
+                       'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
+                       pg_temp.ev(claims) || jsonb_build_object('tokens',
+                         (SELECT jsonb_agg(jsonb_build_object('format', 'jwt_id', 'iss', 'https://tokex.test',
+                                                              'jti', j) ORDER BY o)
+                            FROM unnest(jtis) WITH ORDINALITY x(j, o)))))
              FROM tokex.ssf_event WHERE jti::text = (pg_temp.set_jtis(:'p1'))[1]),
-          'its claims: the event''s, with iss and jti');
+          'its claims: the event''s, with iss, jti and the tokens as jwt_id subjects');
 SELECT ok((SELECT bool_and(delivered_at IS NOT NULL) FROM tokex.ssf_event WHERE stream_id = :'cal'), 'delivered_at set');
 SELECT (pg_temp.set_jtis(:'p1'))[1] AS e1, (pg_temp.set_jtis(:'p1'))[2] AS e2, (pg_temp.set_jtis(:'p1'))[3] AS e3 \gset
 SELECT pg_temp.poll('cal-rs', :'cal_secret', 1, jsonb_build_array(:'e1'), :'cal') AS p2 \gset

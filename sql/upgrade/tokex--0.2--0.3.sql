@@ -163,12 +163,13 @@ CREATE TRIGGER audit_event_ssf AFTER INSERT ON tokex.audit_event
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._ssf_track();
 
 -- Does policy row p match the exchange that minted token t (for audience,
--- its subject and actor being of these kinds)?  The matching of
+-- its subject and actor being of these kinds), at time at?  The matching of
 -- tokex._decide's policy_here/policy, on what the audit row recorded.  No
--- SET search_path and no subquery (every name is qualified), so that the
--- planner inlines it into the scan of the live tokens a policy change makes.
+-- SET search_path, no subquery, nothing volatile (every name is qualified),
+-- so that the planner inlines it into the scan of the live tokens that a
+-- policy change makes.
 CREATE FUNCTION tokex._ssf_policy_matches(p tokex.policy, t tokex.ssf_token, audience text,
-                                          subject_kind text, actor_kind text) RETURNS boolean
+                                          subject_kind text, actor_kind text, at timestamptz) RETURNS boolean
 LANGUAGE sql STABLE AS $$
   SELECT (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) t.subject)
      AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) subject_kind)
@@ -178,7 +179,7 @@ LANGUAGE sql STABLE AS $$
      AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) t.client_id)
      AND (p.max_depth IS NULL
           OR COALESCE(pg_catalog.cardinality(t.actor_chain), 0) OPERATOR(pg_catalog.<=) p.max_depth)
-     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) pg_catalog.clock_timestamp())
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) at)
 $$;
 
 -- The live tokens of every stream that revocation rev kills.  One branch
@@ -187,6 +188,8 @@ $$;
 -- tokex._ssf_subject, and a trigger that logs it in tokex.revocation.
 CREATE FUNCTION tokex._ssf_affected(rev tokex.revocation) RETURNS SETOF tokex.ssf_token
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  t0 timestamptz := pg_catalog.clock_timestamp();
 BEGIN
   CASE rev.kind
     WHEN 'identity' THEN
@@ -241,10 +244,10 @@ BEGIN
                          WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint
                            AND p.effect OPERATOR(pg_catalog.=) 'deny'
                            AND (p.scopes IS NULL OR t.scope OPERATOR(pg_catalog.&&) p.scopes)
-                           AND tokex._ssf_policy_matches(p, t, s.audience, si.kind, ai.kind))
+                           AND tokex._ssf_policy_matches(p, t, s.audience, si.kind, ai.kind, t0))
                 OR NOT EXISTS (SELECT 1 FROM tokex.policy a
                                 WHERE a.effect OPERATOR(pg_catalog.=) 'allow'
-                                  AND tokex._ssf_policy_matches(a, t, s.audience, si.kind, ai.kind)));
+                                  AND tokex._ssf_policy_matches(a, t, s.audience, si.kind, ai.kind, t0)));
     ELSE
       RETURN;
   END CASE;

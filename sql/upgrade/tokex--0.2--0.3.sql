@@ -602,77 +602,83 @@ BEGIN
 END
 $$;
 
--- POST /rpc/ssf_stream (SSF 1.0 §8.1.1 configuration endpoint, read and
--- update): the stream's configuration; with events_requested or
--- description, those are changed first (what a receiver may change).
+-- The stream management endpoints (SSF 1.0 §8.1), for a client of the
+-- stream.  what 'stream' (the configuration endpoint): the stream's
+-- configuration; change may set events_requested and description, what a
+-- receiver may change.  what 'status' (the status endpoint): its status;
+-- change may set status (enabled, paused, disabled) and reason.  A change
+-- takes POST.
+CREATE FUNCTION tokex._ssf_manage(what text, stream_id text, change jsonb, client_id text, client_secret text,
+                                  client_assertion text, client_assertion_type text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  c record;
+  s tokex.ssf_stream;
+  ev jsonb := change->'events_requested';
+BEGIN
+  SELECT * INTO c FROM tokex._ssf_client_stream('/rpc/ssf_' OPERATOR(pg_catalog.||) what, stream_id, client_id,
+                                                client_secret, client_assertion, client_assertion_type);
+  IF c.refusal IS NOT NULL THEN
+    RETURN c.refusal;
+  END IF;
+  s := c.stream;
+  IF change OPERATOR(pg_catalog.<>) '{}' AND tokex._not_post() THEN
+    RETURN tokex._respond('{"err": "invalid_request", "description": "changes take POST"}', 405);
+  END IF;
+  IF what OPERATOR(pg_catalog.=) 'stream' THEN
+    IF ev IS NOT NULL AND (pg_catalog.jsonb_typeof(ev) OPERATOR(pg_catalog.<>) 'array'
+                           OR pg_catalog.jsonb_path_exists(ev, '$[*] ? (@.type() != "string")')) THEN
+      RETURN tokex._respond('{"err": "invalid_request", "description": "events_requested must be an array of event type URIs"}', 400);
+    END IF;
+    UPDATE tokex.ssf_stream x
+       SET events_requested = COALESCE(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(ev)), x.events_requested),
+           description = COALESCE(change->>'description', x.description)
+     WHERE x.stream_id OPERATOR(pg_catalog.=) s.stream_id AND change OPERATOR(pg_catalog.<>) '{}'
+    RETURNING * INTO s;
+    IF NOT FOUND THEN
+      s := c.stream;
+    END IF;
+    RETURN tokex._respond(tokex._ssf_config(s));
+  END IF;
+  IF change ? 'status' AND NOT (change->>'status' IN ('enabled', 'paused', 'disabled')) THEN
+    RETURN tokex._respond('{"err": "invalid_request", "description": "status must be enabled, paused or disabled"}', 400);
+  END IF;
+  UPDATE tokex.ssf_stream x SET status = change->>'status', status_reason = change->>'reason'
+   WHERE x.stream_id OPERATOR(pg_catalog.=) s.stream_id AND change ? 'status'
+  RETURNING * INTO s;
+  IF NOT FOUND THEN
+    s := c.stream;
+  END IF;
+  RETURN tokex._respond(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+    'stream_id', s.stream_id, 'status', s.status, 'reason', s.status_reason)));
+END
+$$;
+
+-- POST /rpc/ssf_stream: the configuration endpoint (read; update)
 CREATE FUNCTION tokex_api.ssf_stream(
   stream_id text DEFAULT NULL, events_requested jsonb DEFAULT NULL, description text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  c record;
-  s tokex.ssf_stream;
-BEGIN
-  SELECT * INTO c FROM tokex._ssf_client_stream('/rpc/ssf_stream', stream_id, client_id, client_secret,
-                                                client_assertion, client_assertion_type);
-  IF c.refusal IS NOT NULL THEN
-    RETURN c.refusal;
-  END IF;
-  s := c.stream;
-  IF ssf_stream.events_requested IS NOT NULL OR ssf_stream.description IS NOT NULL THEN
-    IF tokex._not_post() THEN
-      RETURN tokex._respond('{"err": "invalid_request", "description": "updates take POST"}', 405);
-    END IF;
-    IF ssf_stream.events_requested IS NOT NULL
-       AND (pg_catalog.jsonb_typeof(ssf_stream.events_requested) OPERATOR(pg_catalog.<>) 'array'
-            OR pg_catalog.jsonb_path_exists(ssf_stream.events_requested, '$[*] ? (@.type() != "string")')) THEN
-      RETURN tokex._respond('{"err": "invalid_request", "description": "events_requested must be an array of event type URIs"}', 400);
-    END IF;
-    UPDATE tokex.ssf_stream x
-       SET events_requested = COALESCE(ARRAY(SELECT pg_catalog.jsonb_array_elements_text(ssf_stream.events_requested)),
-                                        x.events_requested),
-           description = COALESCE(ssf_stream.description, x.description)
-     WHERE x.stream_id OPERATOR(pg_catalog.=) s.stream_id
-    RETURNING * INTO s;
-  END IF;
-  RETURN tokex._respond(tokex._ssf_config(s));
-END
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT tokex._ssf_manage('stream', stream_id,
+           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('events_requested', events_requested,
+                                                                      'description', description)),
+           client_id, client_secret, client_assertion, client_assertion_type)
 $$;
 
--- POST /rpc/ssf_status (SSF 1.0 §8.1.2): the stream's status; with status
--- (enabled, paused, disabled) and an optional reason, it is changed first.
+-- POST /rpc/ssf_status: the status endpoint (read; update)
 CREATE FUNCTION tokex_api.ssf_status(
   stream_id text DEFAULT NULL, status text DEFAULT NULL, reason text DEFAULT NULL,
   client_id text DEFAULT NULL, client_secret text DEFAULT NULL,
   client_assertion text DEFAULT NULL, client_assertion_type text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
-DECLARE
-  c record;
-  s tokex.ssf_stream;
-BEGIN
-  SELECT * INTO c FROM tokex._ssf_client_stream('/rpc/ssf_status', stream_id, client_id, client_secret,
-                                                client_assertion, client_assertion_type);
-  IF c.refusal IS NOT NULL THEN
-    RETURN c.refusal;
-  END IF;
-  s := c.stream;
-  IF ssf_status.status IS NOT NULL THEN
-    IF tokex._not_post() THEN
-      RETURN tokex._respond('{"err": "invalid_request", "description": "updates take POST"}', 405);
-    END IF;
-    IF ssf_status.status NOT IN ('enabled', 'paused', 'disabled') THEN
-      RETURN tokex._respond('{"err": "invalid_request", "description": "status must be enabled, paused or disabled"}', 400);
-    END IF;
-    UPDATE tokex.ssf_stream x SET status = ssf_status.status, status_reason = reason
-     WHERE x.stream_id OPERATOR(pg_catalog.=) s.stream_id
-    RETURNING * INTO s;
-  END IF;
-  RETURN tokex._respond(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-    'stream_id', s.stream_id, 'status', s.status, 'reason', s.status_reason)));
-END
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT tokex._ssf_manage('status', stream_id,
+           CASE WHEN status IS NULL THEN '{}'::jsonb
+                ELSE pg_catalog.jsonb_build_object('status', status, 'reason', reason) END,
+           client_id, client_secret, client_assertion, client_assertion_type)
 $$;
 
 -- GET /rpc/ssf_configuration: SSF transmitter metadata, what

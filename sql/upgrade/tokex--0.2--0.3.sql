@@ -100,9 +100,9 @@ CREATE INDEX ssf_event_pending ON tokex.ssf_event (stream_id, id) WHERE acked_at
 
 CREATE INDEX ssf_event_acked ON tokex.ssf_event (acked_at) WHERE acked_at IS NOT NULL;
 
+-- ssf_token is not dumped: it is derived from the audit, and a restored
+-- stream rebuilds it (tokex._ssf_stream_backfill)
 SELECT pg_catalog.pg_extension_config_dump('tokex.ssf_stream', '');
-
-SELECT pg_catalog.pg_extension_config_dump('tokex.ssf_token', '');
 
 SELECT pg_catalog.pg_extension_config_dump('tokex.ssf_event', '');
 
@@ -138,6 +138,20 @@ $$;
 
 CREATE TRIGGER ssf_stream_backfill AFTER INSERT ON tokex.ssf_stream
   FOR EACH ROW EXECUTE FUNCTION tokex._ssf_stream_backfill();
+
+-- An event inserted from outside a revocation (pg_restore, which loads a
+-- stream, and so its backfill, before its events): the tokens it names
+-- are no longer live for it.
+CREATE FUNCTION tokex._ssf_event_named() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  DELETE FROM tokex.ssf_token t WHERE t.jti OPERATOR(pg_catalog.=) ANY (NEW.jtis);
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ssf_event_named AFTER INSERT ON tokex.ssf_event
+  FOR EACH ROW WHEN (pg_catalog.pg_trigger_depth() = 0) EXECUTE FUNCTION tokex._ssf_event_named();
 
 -- Runs in the audit writer's transaction, once per batch of rows: what it
 -- adds to issuing a token is one join against ssf_stream per batch, and an

@@ -61,7 +61,8 @@ CREATE TABLE tokex.ssf_token (
   scope          text[],
   sid            text,
   delegation_ids bigint[],
-  policy_ids     bigint[]
+  policy_ids     bigint[],
+  kid            text          -- the key active when the audit writer committed it
 );
 
 CREATE INDEX ssf_token_stream ON tokex.ssf_token (stream_id);
@@ -161,9 +162,10 @@ CREATE FUNCTION tokex._ssf_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
   INSERT INTO tokex.ssf_token (jti, stream_id, issued_at, expires_at, subject, actor, actor_chain, client_id,
-                               scope, sid, delegation_ids, policy_ids)
+                               scope, sid, delegation_ids, policy_ids, kid)
   SELECT n.jti, s.stream_id, n.at, n.expires_at, n.subject, n.actor, n.actor_chain, n.client_id,
-         n.scope, n.subject_sid, n.delegation_ids, n.policy_ids
+         n.scope, n.subject_sid, n.delegation_ids, n.policy_ids,
+         (SELECT k.kid FROM tokex.key k WHERE k.status OPERATOR(pg_catalog.=) 'active')
     FROM ssf_new_rows n JOIN tokex.ssf_stream s ON s.audience OPERATOR(pg_catalog.=) n.audience
    WHERE n.decision OPERATOR(pg_catalog.=) 'granted' AND n.jti IS NOT NULL
      AND n.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
@@ -233,15 +235,17 @@ BEGIN
            AND EXISTS (SELECT 1 FROM tokex.revoked_token r
                         WHERE r.key OPERATOR(pg_catalog.=) tokex._jti_key(tokex._setting('issuer'), rev.target));
     WHEN 'key' THEN
-      -- the audit does not record which key signed a token: the tokens
-      -- issued while it was the active key (one second either side, for
-      -- backends that had not yet seen the rotation)
+      -- the audit does not record which key signed a token: the key active
+      -- when the audit writer committed it, or a token issued while the key
+      -- was active (one second either side, for a backend that had not yet
+      -- seen a rotation)
       RETURN QUERY
         SELECT t.* FROM tokex.ssf_token t, tokex.key k
-         WHERE k.kid OPERATOR(pg_catalog.=) rev.target AND k.activated_at IS NOT NULL
-           AND t.issued_at OPERATOR(pg_catalog.>=) (k.activated_at OPERATOR(pg_catalog.-) interval '1 second')
-           AND t.issued_at OPERATOR(pg_catalog.<=)
-               (COALESCE(k.retired_at, k.revoked_at, pg_catalog.now()) OPERATOR(pg_catalog.+) interval '1 second');
+         WHERE k.kid OPERATOR(pg_catalog.=) rev.target
+           AND (t.kid OPERATOR(pg_catalog.=) rev.target
+                OR (t.issued_at OPERATOR(pg_catalog.>=) (k.activated_at OPERATOR(pg_catalog.-) interval '1 second')
+                    AND t.issued_at OPERATOR(pg_catalog.<=)
+                        (COALESCE(k.retired_at, k.revoked_at, t0) OPERATOR(pg_catalog.+) interval '1 second')));
     WHEN 'policy' THEN
       -- what tokex.exchange would now refuse, of the tokens policy decided
       -- (an exchange's: its audit row names the policy rows that matched):

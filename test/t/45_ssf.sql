@@ -6,7 +6,7 @@
 -- The streams are committed first (the audit writer, which records live
 -- tokens, sees only committed streams); the database is dropped after the file.
 \ir preamble.psql
-SELECT plan(69);
+SELECT plan(73);
 
 SET LOCAL tokex.secret_hash_iterations = 100000;
 SELECT tokex.create_key() AS k1 \gset
@@ -138,6 +138,20 @@ SELECT results_eq(format('SELECT audience, jtis, sub_id FROM pg_temp.events(%s)'
                    ('docs', ARRAY[%L], '{"format": "iss_sub", "iss": "https://tokex.test", "sub": "agent-g"}')$q$,
          pg_temp.jti(:'g_cal'), pg_temp.jti(:'g_docs')),
   'an agent suspended by plain UPDATE: its receivers get events naming its tokens');
+
+-- tokens_valid_after moved later on an active identity: only the tokens issued before it
+SELECT pg_temp.mint('frank', 'agent-f', 'cal') AS fv1 \gset
+SELECT pg_sleep(1.1);
+SELECT pg_temp.mint('frank', 'agent-f', 'cal') AS fv2 \gset
+SELECT pg_temp.last() AS since \gset
+UPDATE tokex.identity
+   SET tokens_valid_after = (SELECT issued_at FROM tokex.ssf_token WHERE jti::text = pg_temp.jti(:'fv2'))
+                            - interval '0.5 seconds'
+ WHERE id = 'frank';
+SELECT results_eq(format('SELECT audience, jtis FROM pg_temp.events(%s)', :since),
+  format($q$VALUES ('cal'::text, ARRAY[%L])$q$, pg_temp.jti(:'fv1')),
+  'tokens_valid_after set on an active person: the tokens issued before it, not after');
+SELECT pg_sleep(1.1);         -- frank's next credentials are issued after tokens_valid_after
 
 ------------------------------------------------------------------------
 -- A delegation revoked: the pair, as a complex subject
@@ -339,6 +353,27 @@ SELECT is(tokex_api.ssf_configuration(),
             "status_endpoint": "https://tokex.test/rpc/ssf_status",
             "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6749"}], "default_subjects": "ALL"}',
           'transmitter metadata');
+
+------------------------------------------------------------------------
+-- A signing key revoked: the live tokens issued while it was active
+------------------------------------------------------------------------
+-- the rotation is committed, as in production: the audit writer sees it
+SELECT pg_temp.mint('dave', 'agent-d', 'cal') AS kold \gset
+COMMIT;
+SELECT tokex.create_key() AS k2 \gset
+SELECT tokex.activate_key(:'k2');
+BEGIN;
+SET LOCAL tokex.issuer = 'https://tokex.test';
+SELECT pg_sleep(1.1);
+SELECT pg_temp.mint('dave', 'agent-d', 'cal') AS knew \gset
+SELECT is((tokex.jwt_decode(:'knew'))->'header'->>'kid', :'k2', '(the new token is signed by the new key)');
+SELECT pg_temp.last() AS since \gset
+SELECT tokex.revoke_key(:'k1');
+SELECT ok((SELECT pg_temp.jti(:'kold') = ANY (jtis) AND NOT pg_temp.jti(:'knew') = ANY (jtis)
+             FROM pg_temp.events(:since) WHERE audience = 'cal'),
+          'revoke_key: the receiver''s tokens signed by the old key are named, the new key''s are not');
+SELECT is((SELECT DISTINCT sub_id FROM pg_temp.events(:since)), jsonb_build_object('format', 'opaque', 'id', :'k1'),
+          'the subject: the kid');
 
 ------------------------------------------------------------------------
 -- A stream created later starts with the live tokens; in-database poll; retention

@@ -5,7 +5,7 @@
 -- kills; receivers poll for them (RFC 8936) through PostgREST.
 --
 --   audit_event --(statement trigger)--> ssf_token   live tokens of receivers
---   revocation  --(row trigger)--------> ssf_event   one row per (receiver, revocation)
+--   revocation, policy --(row triggers)-> ssf_event   one row per (receiver, revocation)
 --   tokex_api.ssf_poll                   signs pending events, takes acks
 --
 -- Events are stored as claims and signed when delivered: a revocation costs

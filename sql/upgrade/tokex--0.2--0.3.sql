@@ -157,19 +157,30 @@ CREATE TRIGGER ssf_event_named AFTER INSERT ON tokex.ssf_event
 -- Runs in the audit writer's transaction, once per batch of rows: what it
 -- adds to issuing a token is one join against ssf_stream per batch, and an
 -- insert only for tokens of a stream's audience.  It must not fail (a
--- failure would refuse the batch's tokens): ON CONFLICT, no casts.
+-- failure would refuse the batch's tokens): ON CONFLICT, no casts, and a
+-- stream deleted while the batch was being written is just not tracked
+-- (the second attempt no longer sees it).
 CREATE FUNCTION tokex._ssf_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
-  INSERT INTO tokex.ssf_token (jti, stream_id, issued_at, expires_at, subject, actor, actor_chain, client_id,
-                               scope, sid, delegation_ids, policy_ids, kid)
-  SELECT n.jti, s.stream_id, n.at, n.expires_at, n.subject, n.actor, n.actor_chain, n.client_id,
-         n.scope, n.subject_sid, n.delegation_ids, n.policy_ids,
-         (SELECT k.kid FROM tokex.key k WHERE k.status OPERATOR(pg_catalog.=) 'active')
-    FROM ssf_new_rows n JOIN tokex.ssf_stream s ON s.audience OPERATOR(pg_catalog.=) n.audience
-   WHERE n.decision OPERATOR(pg_catalog.=) 'granted' AND n.jti IS NOT NULL
-     AND n.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
-  ON CONFLICT (jti) DO NOTHING;
+  FOR attempt IN 1..2 LOOP
+    BEGIN
+      INSERT INTO tokex.ssf_token (jti, stream_id, issued_at, expires_at, subject, actor, actor_chain, client_id,
+                                   scope, sid, delegation_ids, policy_ids, kid)
+      SELECT n.jti, s.stream_id, n.at, n.expires_at, n.subject, n.actor, n.actor_chain, n.client_id,
+             n.scope, n.subject_sid, n.delegation_ids, n.policy_ids,
+             (SELECT k.kid FROM tokex.key k WHERE k.status OPERATOR(pg_catalog.=) 'active')
+        FROM ssf_new_rows n JOIN tokex.ssf_stream s ON s.audience OPERATOR(pg_catalog.=) n.audience
+       WHERE n.decision OPERATOR(pg_catalog.=) 'granted' AND n.jti IS NOT NULL
+         AND n.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()
+      ON CONFLICT (jti) DO NOTHING;
+      RETURN NULL;
+    EXCEPTION WHEN foreign_key_violation THEN
+      IF attempt OPERATOR(pg_catalog.=) 2 THEN
+        RAISE WARNING 'tokex: tokens of a stream deleted meanwhile are not tracked';
+      END IF;
+    END;
+  END LOOP;
   RETURN NULL;
 END
 $$;

@@ -283,8 +283,9 @@ tokex_sign(json_t *payload, const char *typ, const char *kid)
  * and write no audit row.  Every token tokex hands out leaves through the
  * issuance pipeline instead; this exists for the extension owner's tests,
  * which need a token of tokex's that was never issued (one without its
- * audit row, which the exchange and introspection must refuse).  Granted
- * to no one.
+ * audit row, which the exchange and introspection must refuse), and for
+ * the Security Event Tokens of src/sql/75_ssf.sql (typ secevent+jwt: no
+ * access token, so no audit row).  Granted to no one.
  */
 PG_FUNCTION_INFO_V1(tokex_sign_internal);
 Datum

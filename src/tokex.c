@@ -28,6 +28,7 @@ char	   *tokex_resource_audience = NULL;
 bool		tokex_dpop_nonce = false;
 int			tokex_dpop_nonce_lifetime = 300;
 int			tokex_max_chain_depth = 4;
+static int	tokex_ssf_retention = 7 * 86400;
 char	   *tokex_base_url = NULL;
 int			tokex_endpoint_style = TOKEX_ENDPOINTS_RPC;
 
@@ -128,6 +129,11 @@ _PG_init(void)
 							"PBKDF2-HMAC-SHA256 iterations for newly hashed client secrets.",
 							NULL, &tokex_secret_iterations, 600000, 100000, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.ssf_retention",
+							"How long acknowledged Security Event Tokens are kept.",
+							"tokex.ssf_prune() and every poll delete them after this.",
+							&tokex_ssf_retention, 7 * 86400, 0, 366 * 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	tokex_vault_init();
 	tokex_standby_init();
 	if (process_shared_preload_libraries_in_progress)
@@ -344,6 +350,8 @@ tokex_setting(PG_FUNCTION_ARGS)
 		secs = tokex_default_ttl;
 	else if (strcmp(name, "max_ttl") == 0)
 		secs = tokex_max_ttl;
+	else if (strcmp(name, "ssf_retention") == 0)
+		secs = tokex_ssf_retention;
 	else if (strcmp(name, "endpoint_style") == 0)
 		s = tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "plain" : "rpc";
 	else if (strcmp(name, "secret_hash_iterations") == 0)

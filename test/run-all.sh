@@ -46,6 +46,7 @@ suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 suite "hot standbys (own primary and two standbys)" bash test/standby/run.sh
 suite "sharding prototype (PL/Proxy router, four shards)" bash test/shard/run.sh
+suite "SSF events survive kill -9 (own cluster)" bash test/ssf/run.sh
 # last: with CI=true it installs the .deb into the system PostgreSQL, then
 # purges it and puts the tree's build back
 suite "Debian package (postgresql-15-tokex)" bash test/package/run.sh

@@ -82,3 +82,13 @@ GRANT EXECUTE ON FUNCTION tokex.authenticate(text, text, text, text), tokex.on_b
 GRANT EXECUTE ON FUNCTION tokex.heartbeat() TO tokex_admin;
 
 GRANT SELECT ON tokex.heartbeat TO tokex_admin, tokex_auditor;
+
+-- Shared Signals (75_ssf.sql): admins manage streams and read events; a
+-- receiver inside the database polls as a role mapped to its client.
+GRANT SELECT, INSERT, UPDATE, DELETE ON tokex.ssf_stream TO tokex_admin;
+
+GRANT SELECT ON tokex.ssf_event, tokex.ssf_token TO tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.ssf_poll(uuid, int, uuid[], jsonb) TO tokex_app, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.ssf_prune(uuid) TO tokex_admin;

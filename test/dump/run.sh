@@ -11,13 +11,28 @@ trap 'dropdb --if-exists $src >/dev/null 2>&1; dropdb --if-exists $dst >/dev/nul
 . test/tap.sh
 q() { local d=$1; shift; psql -X -q -At -v ON_ERROR_STOP=1 -d "$d" "$@"; }
 
-echo "1..4"
+echo "1..5"
 for d in $src $dst; do dropdb --if-exists "$d" 2>/dev/null; done
 createdb $src
 q $src -c 'CREATE EXTENSION tokex' -c "ALTER DATABASE $src SET tokex.issuer = 'https://tokex.test'"
 tok=$(q $src -c "SELECT tokex.create_key()" -c "SELECT tokex.jwt_sign('{\"sub\": \"alice\", \"exp\": 4102444800}')" | tail -1)
 q $src -v t="$tok" <<<"SELECT tokex.revoke_token(:'t', 'leaked');" >/dev/null
+# Shared Signals: a stream, alice's revoked tokens named in its event, bob's live
+q $src >/dev/null <<'SQL'
+INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('bob', 'human'), ('agent-1', 'agent');
+INSERT INTO tokex.resource (audience, scopes) VALUES ('cal', '{r}');
+INSERT INTO tokex.delegation (principal, delegate, scopes) VALUES ('alice', 'agent-1', '{r}'), ('bob', 'agent-1', '{r}');
+INSERT INTO tokex.policy (effect) VALUES ('allow');
+INSERT INTO tokex.ssf_stream (audience) VALUES ('cal');
+SELECT tokex.exchange(tokex.start_session(p, 'agent-1')->>'session_token', 'urn:ietf:params:oauth:token-type:jwt',
+                      tokex.identity_token('agent-1'), 'urn:ietf:params:oauth:token-type:jwt', audience => 'cal')
+  FROM unnest('{alice,bob}'::text[]) p;
+SELECT tokex.revoke_identity('alice', 'left');
+SQL
 before=$(q $src -c "SELECT (SELECT count(*) FROM tokex.revoked_token) || '/' || (SELECT count(*) FROM tokex.revocation)")
+ssf="SELECT (SELECT string_agg(jti || claims::text || jtis::text, ',') FROM tokex.ssf_event) || '/' ||
+               (SELECT string_agg(jti::text, ',') FROM tokex.ssf_token)"
+ssf_before=$(q $src -c "$ssf")
 
 pg_dump -Fc -f "$dump" $src
 createdb $dst
@@ -29,5 +44,7 @@ is "$(q $dst -c "SELECT (SELECT count(*) FROM tokex.revoked_token) || '/' || (SE
 is "$(q $dst -v t="$tok" <<<"SELECT tokex.introspect(:'t');")" '{"active": false}' \
    "the revoked token is still revoked in the restored database"
 is "$(q $dst -c "SELECT count(*) FROM tokex.audit WHERE operation = 'jwt_sign'")" "1" "its audit row is restored"
+is "$(q $dst -c "$ssf")" "$ssf_before" \
+   "SSF: events restored as they were, live tokens rebuilt from the audit, those already named left out"
 echo "# $((n - failed)) passed, $failed failed"
 [ $failed -eq 0 ]

@@ -52,7 +52,8 @@ describe('the anon role', () => {
     const fns = rows.split('\n').map((l) => l.split('\x1f'));
     assert.deepEqual(fns.map(([f]) => f.replace(/\(.*/, '')).sort(),
                      ['tokex_api.introspect', 'tokex_api.jwks', 'tokex_api.oauth_authorization_server',
-                      'tokex_api.revoke', 'tokex_api.token']);
+                      'tokex_api.revoke', 'tokex_api.ssf_configuration', 'tokex_api.ssf_poll',
+                      'tokex_api.ssf_status', 'tokex_api.ssf_stream', 'tokex_api.token']);
     for (const [f, ok] of fns) assert.equal(ok, 't', f);
     assert.equal(sql(`SELECT has_schema_privilege('anon', 'tokex_api', 'USAGE')`), 't');
   });

@@ -16,4 +16,4 @@ trap 'PGOPTIONS="-c client_min_messages=warning" dropdb --if-exists "$db" || tru
 psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c 'CREATE EXTENSION tokex'
 
 PGDATABASE=$db node --test --test-reporter=spec --test-concurrency=1 \
-  tokex-signs.test.mjs jose-signs.test.mjs exchange.test.mjs translation.test.mjs dpop.test.mjs
+  tokex-signs.test.mjs jose-signs.test.mjs exchange.test.mjs translation.test.mjs dpop.test.mjs ssf.test.mjs

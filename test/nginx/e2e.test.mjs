@@ -240,3 +240,52 @@ describe('what the proxy lets through', () => {
     assert.equal(r.body.code, 'PGRST202');
   });
 });
+
+describe('Shared Signals through the proxy', () => {
+  const SESSION_REVOKED = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
+  const poll = (body) => post('/ssf_poll', JSON.stringify(body), { 'content-type': 'application/json' });
+
+  before(() => {
+    sql(`INSERT INTO tokex.ssf_stream (audience, clients) VALUES ('calendar-api', ARRAY[:'c'])
+         ON CONFLICT (audience) DO UPDATE SET clients = EXCLUDED.clients`, { c: fx().secretClient.id });
+  });
+
+  test('/.well-known/ssf-configuration names the proxied endpoints', async () => {
+    const r = await fetch(`${ISSUER}/.well-known/ssf-configuration`);
+    assert.equal(r.status, 200);
+    const m = await r.json();
+    assert.equal(m.issuer, ISSUER);
+    assert.equal(m.jwks_uri, `${ISSUER}/jwks`);
+    assert.equal(m.configuration_endpoint, `${ISSUER}/ssf_stream`);
+    assert.equal(m.status_endpoint, `${ISSUER}/ssf_status`);
+  });
+
+  test('a revoked token reaches the receiver: POST /ssf_poll (JSON), the SET verifies against jwks_uri, ack', async () => {
+    const t = tokens();
+    const r = JSON.parse(sql(`SELECT tokex.exchange(:'s', :'jt', :'a', :'jt', audience => 'calendar-api')`,
+                             { s: t.subject, a: t.actor, jt: JWT_TYPE }));
+    const jti = JSON.parse(Buffer.from(r.access_token.split('.')[1], 'base64url')).jti;
+    sql(`SELECT tokex.revoke_token(:'j', 'e2e')`, { j: jti });
+    const cfg = await post('/ssf_stream', '{}', { 'content-type': 'application/json' });
+    assert.equal(cfg.status, 200, JSON.stringify(cfg.body));
+    assert.equal(cfg.body.delivery.endpoint_url, `${ISSUER}/ssf_poll`);
+    const got = await poll({ maxEvents: 100, returnImmediately: true });
+    assert.equal(got.status, 200, JSON.stringify(got.body));
+    const jwks = createRemoteJWKSet(new URL(`${ISSUER}/jwks`));
+    const named = [];
+    for (const set of Object.values(got.body.sets)) {
+      const { payload } = await jwtVerify(set, jwks, { issuer: ISSUER, audience: 'calendar-api', typ: 'secevent+jwt' });
+      named.push(...payload.events[SESSION_REVOKED].tokens.map((x) => x.jti));
+    }
+    assert.ok(named.includes(jti), 'the revoked token is named');
+    const acked = await poll({ ack: Object.keys(got.body.sets), maxEvents: 100 });
+    assert.deepEqual(acked.body, { sets: {}, moreAvailable: false });
+  });
+
+  test('only POST, and JSON or a form', async () => {
+    assert.equal((await fetch(`${ISSUER}/ssf_poll`)).status, 405);
+    const r = await post('/ssf_poll', 'x', { 'content-type': 'text/plain' });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.err, 'invalid_request');
+  });
+});

@@ -54,11 +54,12 @@ async function handle(req, res, body) {
     // nothing in tokex's face sends one, so a stray one is an error here
     if (url.search) return pgrstError(res, 400, 'PGRST100', `failed to parse filter (${url.search.slice(1)})`);
     const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (body.length > 0 && ct !== 'application/x-www-form-urlencoded') {
-      return pgrstError(res, 415, 'PGRST107', `The stand-in replays form bodies only, not ${ct}`);
+    if (body.length > 0 && ct !== 'application/x-www-form-urlencoded' && ct !== 'application/json') {
+      return pgrstError(res, 415, 'PGRST107', `The stand-in replays form and JSON bodies only, not ${ct}`);
     }
     try {
-      pairs = parseForm(body);
+      // a JSON object's members are the arguments, as PostgREST takes them
+      pairs = ct === 'application/json' ? Object.entries(JSON.parse(body.toString('utf8'))) : parseForm(body);
     } catch {
       return pgrstError(res, 400, 'PGRST102', 'Invalid form body');
     }

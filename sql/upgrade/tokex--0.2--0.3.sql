@@ -473,6 +473,14 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                                             WHERE a.jti OPERATOR(pg_catalog.=) j
                                               AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
              'a presented token has no audit row'
+           -- a token obtained with an API key revoked since dies with the key
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
+                          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) j
+                          JOIN tokex.api_key k
+                            ON k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                               a.subject_token_sha256])
+                         WHERE k.revoked_at IS NOT NULL) THEN
+             'a presented token was obtained with an API key that has been revoked'
            WHEN _decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
@@ -1558,6 +1566,15 @@ BEGIN
                 OR (t.issued_at OPERATOR(pg_catalog.>=) (k.activated_at OPERATOR(pg_catalog.-) interval '1 second')
                     AND t.issued_at OPERATOR(pg_catalog.<=)
                         (COALESCE(k.retired_at, k.revoked_at, t0) OPERATOR(pg_catalog.+) interval '1 second')));
+    WHEN 'api_key' THEN
+      -- the tokens obtained with the key, as the actor's or the subject's
+      -- credential (the audit row keeps its SHA-256): a revoked key kills them
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) t.jti
+          JOIN tokex.api_key k ON k.id OPERATOR(pg_catalog.=) rev.target::bigint
+         WHERE k.key_sha256 OPERATOR(pg_catalog.=) a.actor_token_sha256
+            OR k.key_sha256 OPERATOR(pg_catalog.=) a.subject_token_sha256;
     WHEN 'policy' THEN
       -- what tokex.exchange would now refuse, of the tokens policy decided
       -- (an exchange's: its audit row names the policy rows that matched):
@@ -1614,6 +1631,10 @@ BEGIN
       s := pg_catalog.jsonb_build_object('format', 'opaque', 'id', rev.target);
     WHEN 'token' THEN
       RETURN pg_catalog.jsonb_build_object('format', 'jwt_id', 'iss', iss, 'jti', rev.target);
+    WHEN 'api_key' THEN
+      -- the agent or service whose key it was
+      SELECT k.identity INTO a FROM tokex.api_key k WHERE k.id OPERATOR(pg_catalog.=) rev.target::bigint;
+      RETURN tokex._ssf_iss_sub(iss, a);
     WHEN 'policy' THEN
       SELECT p.subject, p.actor INTO u, a FROM tokex.policy p WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint;
       IF u IS NULL AND a IS NULL THEN
@@ -2053,3 +2074,47 @@ GRANT SELECT ON tokex.ssf_event, tokex.ssf_token TO tokex_admin;
 GRANT EXECUTE ON FUNCTION tokex.ssf_poll(uuid, int, uuid[], jsonb) TO tokex_app, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.ssf_prune(uuid) TO tokex_admin;
+
+------------------------------------------------------------------------
+-- A token obtained with an API key dies with the key (introspection here,
+-- re-exchange in tokex._decide above, SSF events in _ssf_affected)
+------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
+                                    own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
+                                    sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
+LANGUAGE sql STABLE AS $$
+  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
+     AND (NOT own OR EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
+              AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])
+              -- not obtained with an API key revoked since
+              AND NOT EXISTS (SELECT 1 FROM tokex.api_key k
+                               WHERE k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                                   a.subject_token_sha256])
+                                 AND k.revoked_at IS NOT NULL)))
+     -- one pass over the chain: a position that is unknown (for our own
+     -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
+     AND NOT EXISTS (SELECT 1 FROM (
+                       SELECT r.*, pg_catalog.count(*) OVER (PARTITION BY COALESCE(r.id, r.sub)) AS seen
+                         FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r) c
+                      WHERE (c.id IS NULL AND own)
+                         OR c.status OPERATOR(pg_catalog.<>) 'active'
+                         OR (c.tokens_valid_after IS NOT NULL AND iat OPERATOR(pg_catalog.<) c.tokens_valid_after)
+                         OR c.seen OPERATOR(pg_catalog.>) 1)
+     AND (sid IS NULL OR EXISTS (
+           SELECT 1 FROM tokex.session s
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+             JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
+            WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
+              AND s.expires_at OPERATOR(pg_catalog.>) _token_active.at
+              AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
+              AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
+              AND ag.status OPERATOR(pg_catalog.=) 'active'))
+     AND NOT EXISTS (
+           SELECT 1 FROM tokex.audit_event a
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
+            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
+              AND (d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
+$$;

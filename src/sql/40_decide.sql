@@ -81,6 +81,14 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                                             WHERE a.jti OPERATOR(pg_catalog.=) j
                                               AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
              'a presented token has no audit row'
+           -- a token obtained with an API key revoked since dies with the key
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
+                          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) j
+                          JOIN tokex.api_key k
+                            ON k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                               a.subject_token_sha256])
+                         WHERE k.revoked_at IS NOT NULL) THEN
+             'a presented token was obtained with an API key that has been revoked'
            WHEN _decide.sid IS NOT NULL THEN
              (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
                           WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'

@@ -24,7 +24,12 @@ LANGUAGE sql STABLE AS $$
      AND (NOT own OR EXISTS (
            SELECT 1 FROM tokex.audit_event a
             WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
-              AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])))
+              AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])
+              -- not obtained with an API key revoked since
+              AND NOT EXISTS (SELECT 1 FROM tokex.api_key k
+                               WHERE k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                                   a.subject_token_sha256])
+                                 AND k.revoked_at IS NOT NULL)))
      -- one pass over the chain: a position that is unknown (for our own
      -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
      AND NOT EXISTS (SELECT 1 FROM (

@@ -248,6 +248,15 @@ BEGIN
                 OR (t.issued_at OPERATOR(pg_catalog.>=) (k.activated_at OPERATOR(pg_catalog.-) interval '1 second')
                     AND t.issued_at OPERATOR(pg_catalog.<=)
                         (COALESCE(k.retired_at, k.revoked_at, t0) OPERATOR(pg_catalog.+) interval '1 second')));
+    WHEN 'api_key' THEN
+      -- the tokens obtained with the key, as the actor's or the subject's
+      -- credential (the audit row keeps its SHA-256): a revoked key kills them
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) t.jti
+          JOIN tokex.api_key k ON k.id OPERATOR(pg_catalog.=) rev.target::bigint
+         WHERE k.key_sha256 OPERATOR(pg_catalog.=) a.actor_token_sha256
+            OR k.key_sha256 OPERATOR(pg_catalog.=) a.subject_token_sha256;
     WHEN 'policy' THEN
       -- what tokex.exchange would now refuse, of the tokens policy decided
       -- (an exchange's: its audit row names the policy rows that matched):
@@ -304,6 +313,10 @@ BEGIN
       s := pg_catalog.jsonb_build_object('format', 'opaque', 'id', rev.target);
     WHEN 'token' THEN
       RETURN pg_catalog.jsonb_build_object('format', 'jwt_id', 'iss', iss, 'jti', rev.target);
+    WHEN 'api_key' THEN
+      -- the agent or service whose key it was
+      SELECT k.identity INTO a FROM tokex.api_key k WHERE k.id OPERATOR(pg_catalog.=) rev.target::bigint;
+      RETURN tokex._ssf_iss_sub(iss, a);
     WHEN 'policy' THEN
       SELECT p.subject, p.actor INTO u, a FROM tokex.policy p WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint;
       IF u IS NULL AND a IS NULL THEN

@@ -6,7 +6,7 @@
 -- The streams are committed first (the audit writer, which records live
 -- tokens, sees only committed streams); the database is dropped after the file.
 \ir preamble.psql
-SELECT plan(73);
+SELECT plan(76);
 
 SET LOCAL tokex.secret_hash_iterations = 100000;
 SELECT tokex.create_key() AS k1 \gset
@@ -397,6 +397,23 @@ SET LOCAL tokex.ssf_retention = 0;
 SELECT is(tokex.ssf_prune() >= 3, true, 'ssf_prune: acknowledged events past tokex.ssf_retention are deleted');
 SELECT is((SELECT count(*)::int FROM tokex.ssf_event WHERE acked_at IS NOT NULL), 0, '... all of them');
 SELECT ok((SELECT count(*) FROM tokex.ssf_event WHERE acked_at IS NULL) > 0, 'pending events stay');
+
+-- an API key revoked: the tokens obtained with it die, and their receivers hear of it
+INSERT INTO tokex.identity (id, kind) VALUES ('ivy', 'human'), ('agent-i', 'agent');
+INSERT INTO tokex.delegation (principal, delegate, scopes) VALUES ('ivy', 'agent-i', '{cal.read,cal.write}');
+SELECT tokex.create_api_key('agent-i') AS hkey \gset
+SELECT (tokex.exchange(tokex.start_session('ivy', 'agent-i')->>'session_token', 'urn:ietf:params:oauth:token-type:jwt',
+                       :'hkey', 'urn:tokex:token-type:api_key', audience => 'cal'))->>'access_token' AS t_key,
+       pg_temp.mint('ivy', 'agent-i', 'cal') AS t_nokey \gset
+SELECT pg_temp.last() AS since \gset
+SELECT tokex.revoke_api_key(:'hkey', 'leaked');
+SELECT is((SELECT jtis FROM pg_temp.events(:since) WHERE audience = 'cal'), ARRAY[pg_temp.jti(:'t_key')],
+          'revoke_api_key: one event to the cal stream naming the token obtained with the key, not the other');
+SELECT is((SELECT sub_id FROM pg_temp.events(:since)),
+          jsonb_build_object('format', 'iss_sub', 'iss', 'https://tokex.test', 'sub', 'agent-i'),
+          '... its subject is the agent whose key it was');
+SELECT is(format('%s|%s', tokex.introspect(:'t_key')->>'active', tokex.introspect(:'t_nokey')->>'active'), 'false|true',
+          '... and that token is dead, the one obtained with a JWT is not');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -2,7 +2,7 @@
 -- verifier, each deciding through the same graph, may_act, policy and audit
 -- row as a JWT; the verifier runs as the role that registered it.
 \ir preamble.psql
-SELECT plan(71);
+SELECT plan(74);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind, issuer, subject) VALUES
@@ -88,12 +88,19 @@ SELECT pg_temp.x(:'st_any', :'JWT', :'key_b', :'AK') AS r \gset
 SELECT is((:'r'::jsonb)->>'error_description', 'actor_token: the API key has expired', 'an expired key is refused');
 
 SELECT tokex.create_api_key('agent-b') AS key_b2 \gset
-SELECT is((pg_temp.x(:'st_any', :'JWT', :'key_b2', :'AK'))->>'error', NULL, 'agent-b''s new key works');
+SELECT pg_temp.x(:'st_any', :'JWT', :'key_b2', :'AK') AS r_b2 \gset
+SELECT is((:'r_b2'::jsonb)->>'error', NULL, 'agent-b''s new key works');
+SELECT is(tokex.introspect((:'r_b2'::jsonb)->>'access_token')->>'active', 'true', '... its token is active');
 SELECT lives_ok(format('SELECT tokex.revoke_api_key(%L, %L)', :'key_b2', 'leaked in a prompt'), 'revoke_api_key(key)');
 SELECT is((pg_temp.x(:'st_any', :'JWT', :'key_b2', :'AK'))->>'error_description',
           'actor_token: the API key has been revoked', '... and the key is refused at the next exchange');
 SELECT is((SELECT format('%s|%s', kind, reason) FROM tokex.revocation ORDER BY id DESC LIMIT 1),
           'api_key|leaked in a prompt', '... recorded in tokex.revocation');
+SELECT is(tokex.introspect((:'r_b2'::jsonb)->>'access_token')->>'active', 'false',
+          '... and the token obtained with it dies with it');
+SELECT is(tokex.exchange((:'r_b2'::jsonb)->>'access_token', 'urn:ietf:params:oauth:token-type:access_token',
+                         audience => 'calendar')->>'error_description',
+          'a presented token was obtained with an API key that has been revoked', '... and is not exchanged again');
 SELECT throws_ok(format('SELECT tokex.revoke_api_key(%L, %L)', :'key_b2', 'again'), 'P0002', 'no live API key matches',
                  'revoking it again: no live key');
 SELECT tokex.create_api_key('agent-b') AS key_b3 \gset

@@ -7,6 +7,8 @@
 #   - tokex.introspect of active and of revoked tokens;
 #   - tokex_api.token as PostgREST calls it (BEGIN; set_config x4; call;
 #     read response.*; COMMIT), against plain tokex.exchange;
+#   - a DPoP-bound exchange (a fresh proof per call, made beforehand by
+#     dpop-proofs.mjs: the floor adds one verify for the proof);
 #   - the translation formats: an exchange for a reference-token resource
 #     (nothing signed: its floor is 2 verifies + the insert) and the
 #     introspection of those reference tokens (no crypto: bound by a
@@ -85,6 +87,12 @@ cat > "$work/exchange.pgbench" <<'P'
 \set i random(1, :pairs)
 SELECT tokex.exchange(st, :jwt, at, :jwt,
                       audience => 'calendar', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
+P
+cat > "$work/dpop.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.exchange(t.st, :jwt, t.at, :jwt, audience => 'calendar', scope => 'calendar.read',
+                      dpop_proof => (SELECT proof FROM bench_proofs WHERE id = (SELECT nextval('bench_proof_seq'))))->>'error'
+  FROM bench_tokens t WHERE t.id = :i;
 P
 cat > "$work/reused.pgbench" <<'P'
 \set i :client_id + 1
@@ -181,6 +189,13 @@ if [ "${BENCH_ONLY:-}" != exchange ]; then
   read -r ia_tps ia_p50 ia_p99 < <(run introspect_active introspect_active.pgbench)
   read -r ir_tps ir_p50 ir_p99 < <(run introspect_revoked introspect_revoked.pgbench)
   read -r r_tps r_p50 r_p99 < <(run reference reference.pgbench); check
+  # one proof per call, all made now (iat within tokex.dpop_max_age, set long for the run)
+  nproofs=$(( secs * 4000 + 10000 ))
+  q -c "ALTER DATABASE \"$db\" SET tokex.dpop_max_age = 3600" \
+    -c "CREATE TABLE IF NOT EXISTS bench_proofs (id int PRIMARY KEY, proof text); TRUNCATE bench_proofs" \
+    -c "DROP SEQUENCE IF EXISTS bench_proof_seq; CREATE SEQUENCE bench_proof_seq" >/dev/null
+  node dpop-proofs.mjs "$nproofs" https://tokex.bench/rpc/token | q -c "COPY bench_proofs FROM STDIN"
+  read -r dp_tps dp_p50 dp_p99 < <(run dpop dpop.pgbench "-c tokex.verified_token_cache=0"); check
   read -r ri_tps ri_p50 ri_p99 < <(run introspect_reference introspect_reference.pgbench)
   read -r sel_tps sel_p50 sel_p99 < <(run select select.pgbench)
   # one client, step by step (cache off: each verify is a signature check)
@@ -203,6 +218,8 @@ ibound=$(awk -v v="$verify" 'BEGIN {printf "%.0f", v}')
 floor=$(awk -v x="$xbound" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (1 / x + 1 / f)}')
 # tokens already verified by this backend: 1 sign + the insert
 rfloor_reused=$(awk -v s="$sign" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (1 / s + 1 / f)}')
+# a DPoP-bound exchange verifies the proof too: 3 verifies + 1 sign + the insert
+dfloor=$(awk -v s="$sign" -v v="$verify" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (3 / v + 1 / s + 1 / f)}')
 # a reference token is not signed: 2 verifies + the insert
 rfloor=$(awk -v v="$verify" -v f="$f_tps" 'BEGIN {printf "%.0f", 1 / (2 / v + 1 / f)}')
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -223,6 +240,7 @@ cat <<TABLE
 | tokex_api.token via the PostgREST statement sequence | $h_tps | $h_p50 | $h_p99 | $floor | $(ratio "$h_tps" "$floor") |
 | introspect, active token (bound: 1 verify) | $ia_tps | $ia_p50 | $ia_p99 | $ibound | $(ratio "$ia_tps" "$ibound") |
 | introspect, revoked token (bound: 1 verify) | $ir_tps | $ir_p50 | $ir_p99 | $ibound | $(ratio "$ir_tps" "$ibound") |
+| exchange, DPoP-bound (a fresh proof each; floor: 3 verify + sign + insert; cache off) | $dp_tps | $dp_p50 | $dp_p99 | $dfloor | $(ratio "$dp_tps" "$dfloor") |
 | exchange for a reference-token resource (floor: 2 verify + insert) | $r_tps | $r_p50 | $r_p99 | $rfloor | $(ratio "$r_tps" "$rfloor") |
 | introspect, reference token (bound: a one-row read transaction) | $ri_tps | $ri_p50 | $ri_p99 | $sel_tps | $(ratio "$ri_tps" "$sel_tps") |
 

@@ -1122,7 +1122,6 @@ REVOKE ALL ON FUNCTION tokex._random_bytes(integer) FROM PUBLIC;
 
 INSERT INTO tokex.dpop_secret VALUES (1, tokex._random_bytes(32));
 
-SELECT pg_catalog.pg_extension_config_dump('tokex.dpop_secret', '');
 
 
 ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ CREATE TABLE tokex.dpop_jti (
 CREATE INDEX dpop_jti_expiry ON tokex.dpop_jti (expires_at);
 
 -- The key of tokex's DPoP nonces (tokex.dpop_nonce; src/dpop.c), made at
--- install.  Owner only.
+-- install.  Owner only.  Not dumped: a restored database makes its own (a
+-- nonce lives minutes; clients take the new one from use_dpop_nonce).
 CREATE TABLE tokex.dpop_secret (
   id     integer PRIMARY KEY CHECK (id = 1),
   secret bytea NOT NULL CHECK (pg_catalog.length(secret) >= 32)
@@ -25,4 +26,3 @@ CREATE FUNCTION tokex._random_bytes(n integer) RETURNS bytea
 
 INSERT INTO tokex.dpop_secret VALUES (1, tokex._random_bytes(32));
 
-SELECT pg_catalog.pg_extension_config_dump('tokex.dpop_secret', '');

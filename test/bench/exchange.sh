@@ -9,7 +9,10 @@
 #     read response.*; COMMIT), against plain tokex.exchange;
 #   - a DPoP-bound exchange (a fresh proof per call, made beforehand by
 #     dpop-proofs.mjs: the floor adds one verify for the proof);
-#   - the translation formats: an exchange for a reference-token resource
+#   - the translation formats: an exchange for a reference-token resource,
+#     one for a credential resource (a vaulted API key released, with a
+#     transaction token beside it: 2 verifies + 1 sign + the insert, plus
+#     the vault's decryption; a throwaway vault key when the server has none),
 #     (nothing signed: its floor is 2 verifies + the insert) and the
 #     introspection of those reference tokens (no crypto: bound by a
 #     one-row primary-key read transaction);
@@ -53,6 +56,7 @@ INSERT INTO tokex.identity (id, kind) SELECT 'person-' || g, 'human' FROM genera
 INSERT INTO tokex.identity (id, kind) SELECT 'agent-' || g, 'agent' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.resource (audience, scopes, token_ttl) VALUES ('calendar', '{calendar.read,calendar.write}', '5 minutes');
 INSERT INTO tokex.resource (audience, scopes, token_ttl, token_format) VALUES ('mcp', '{calendar.read}', '5 minutes', 'reference');
+INSERT INTO tokex.resource (audience, scopes, token_ttl, token_format) VALUES ('vaulted', '{calendar.read}', '5 minutes', 'credential');
 INSERT INTO tokex.delegation (principal, delegate, scopes)
   SELECT 'person-' || g, 'agent-' || g, '{calendar.read,calendar.write}' FROM generate_series(1, $pairs) g;
 INSERT INTO tokex.policy (effect, subject_kind, actor_kind) VALUES ('allow', 'human', 'agent');
@@ -77,6 +81,14 @@ GRANT tokex_web TO tokex_bench_anon;
 GRANT SELECT ON bench_tokens TO tokex_bench_anon;
 SQL
 secret=$(q -c "SET tokex.issuer = 'https://tokex.bench'; SELECT tokex.register_client('bench-app')" | tail -1)
+# the credential vault needs a key: a throwaway one when the server has none
+. ../vault/keys.sh
+if [ -z "$(vault_sql -c 'SHOW tokex.vault_key_file')" ]; then
+  vault_saved=$(vault_saved_settings); vault_dir=$(vault_mkdir)
+  trap 'vault_restore "$vault_saved" "$vault_dir"; dropdb --if-exists "$db" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  vault_write_key "$vault_dir/key" && vault_set tokex.vault_key_file "$vault_dir/key"
+fi
+q -c "SELECT tokex.store_credential('vaulted', 'bench-api-key-0123456789', kind => 'api_key')" >/dev/null
 [ "$(q -c "SELECT count(*) FROM bench_tokens WHERE access IS NULL")" = 0 ] || { echo "fixture exchange failed" >&2; exit 1; }
 
 # URNs travel as variables: pgbench would read ':ietf' inside a literal as one
@@ -93,6 +105,11 @@ cat > "$work/dpop.pgbench" <<'P'
 SELECT tokex.exchange(t.st, :jwt, t.at, :jwt, audience => 'calendar', scope => 'calendar.read',
                       dpop_proof => (SELECT proof FROM bench_proofs WHERE id = (SELECT nextval('bench_proof_seq'))))->>'error'
   FROM bench_tokens t WHERE t.id = :i;
+P
+cat > "$work/credential.pgbench" <<'P'
+\set i random(1, :pairs)
+SELECT tokex.exchange(st, :jwt, at, :jwt,
+                      audience => 'vaulted', scope => 'calendar.read')->>'error' FROM bench_tokens WHERE id = :i;
 P
 cat > "$work/reused.pgbench" <<'P'
 \set i :client_id + 1
@@ -188,7 +205,8 @@ if [ "${BENCH_ONLY:-}" != exchange ]; then
   read -r h_tps h_p50 h_p99 < <(run http http.pgbench); check
   read -r ia_tps ia_p50 ia_p99 < <(run introspect_active introspect_active.pgbench)
   read -r ir_tps ir_p50 ir_p99 < <(run introspect_revoked introspect_revoked.pgbench)
-  read -r r_tps r_p50 r_p99 < <(run reference reference.pgbench); check
+  read -r r_tps r_p50 r_p99 < <(run reference reference.pgbench "-c tokex.verified_token_cache=0"); check
+  read -r c_tps c_p50 c_p99 < <(run credential credential.pgbench "-c tokex.verified_token_cache=0"); check
   # one proof per call, all made now (iat within tokex.dpop_max_age, set long for the run)
   nproofs=$(( secs * 4000 + 10000 ))
   q -c "ALTER DATABASE \"$db\" SET tokex.dpop_max_age = 3600" \
@@ -241,6 +259,7 @@ cat <<TABLE
 | introspect, active token (bound: 1 verify) | $ia_tps | $ia_p50 | $ia_p99 | $ibound | $(ratio "$ia_tps" "$ibound") |
 | introspect, revoked token (bound: 1 verify) | $ir_tps | $ir_p50 | $ir_p99 | $ibound | $(ratio "$ir_tps" "$ibound") |
 | exchange, DPoP-bound (a fresh proof each; floor: 3 verify + sign + insert; cache off) | $dp_tps | $dp_p50 | $dp_p99 | $dfloor | $(ratio "$dp_tps" "$dfloor") |
+| exchange for a credential resource (vault release + txn token; floor: 2 verify + sign + insert) | $c_tps | $c_p50 | $c_p99 | $floor | $(ratio "$c_tps" "$floor") |
 | exchange for a reference-token resource (floor: 2 verify + insert) | $r_tps | $r_p50 | $r_p99 | $rfloor | $(ratio "$r_tps" "$rfloor") |
 | introspect, reference token (bound: a one-row read transaction) | $ri_tps | $ri_p50 | $ri_p99 | $sel_tps | $(ratio "$ri_tps" "$sel_tps") |
 

@@ -14,6 +14,10 @@
 #include "issue.h"
 
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 
 #include <openssl/crypto.h>
@@ -125,7 +129,8 @@ dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
 	if (!json_is_string(v) || strcmp(json_string_value(v), htm) != 0)
 		return psprintf("the proof's htm is not %s", htm);
 	v = json_object_get(claims, "htu");
-	if (!json_is_string(v) || strcmp(without_query(json_string_value(v)), without_query(htu)) != 0)
+	if (!json_is_string(v) || strstr(json_string_value(v), "://") == NULL ||
+		strcmp(without_query(json_string_value(v)), without_query(htu)) != 0)
 		return psprintf("the proof's htu is not %s", without_query(htu));
 	v = json_object_get(claims, "iat");
 	if (!json_is_number(v))
@@ -148,9 +153,116 @@ dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
 }
 
 /*
+ * The proofs seen: a table in shared memory (tokex preloaded), so that
+ * remembering a proof neither writes to the database nor goes away with
+ * the caller's transaction: it works in a READ ONLY transaction (PostgREST
+ * runs every GET that way), on a hot standby, and a proof whose request
+ * was rolled back stays spent.  Open addressing over the first 8 bytes of
+ * SHA-256(jkt, NUL, jti); an entry is free again once the proof it records
+ * expired.  A server restart forgets (a proof lives tokex.dpop_max_age).
+ * Without the preload, the jti goes in tokex.dpop_jti, in the caller's
+ * transaction.
+ */
+#define REPLAY_SLOTS 65536		/* a power of two */
+#define REPLAY_PROBES 64
+
+typedef struct ReplayEntry
+{
+	uint8		key[16];
+	int64		expires;		/* 0: never used */
+} ReplayEntry;
+
+typedef struct ReplayShmem
+{
+	LWLock	   *lock;
+	ReplayEntry slots[REPLAY_SLOTS];
+} ReplayShmem;
+
+static ReplayShmem *replay = NULL;
+static shmem_request_hook_type prev_request_hook = NULL;
+static shmem_startup_hook_type prev_startup_hook = NULL;
+
+static void
+replay_request(void)
+{
+	if (prev_request_hook)
+		prev_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(ReplayShmem)));
+	RequestNamedLWLockTranche("tokex_dpop", 1);
+}
+
+static void
+replay_startup(void)
+{
+	bool		found;
+
+	if (prev_startup_hook)
+		prev_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	replay = ShmemInitStruct("tokex dpop proofs", sizeof(ReplayShmem), &found);
+	if (!found)
+	{
+		memset(replay, 0, sizeof(ReplayShmem));
+		replay->lock = &(GetNamedLWLockTranche("tokex_dpop"))->lock;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* _PG_init, when preloaded */
+void
+tokex_dpop_init(void)
+{
+	prev_request_hook = shmem_request_hook;
+	shmem_request_hook = replay_request;
+	prev_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = replay_startup;
+}
+
+/* false: seen before.  Raises when every slot it may use holds a live proof (fail closed). */
+static bool
+replay_remember(const DpopProof *p)
+{
+	uint8		h[32];
+	char	   *k = psprintf("%s%c%s", p->jkt, '\0', p->jti);
+	uint64		start;
+	int64		now = tokex_now();
+	int			free_slot = -1;
+	bool		fresh = true;
+
+	tokex_sha256(k, strlen(p->jkt) + 1 + strlen(p->jti), h);
+	memcpy(&start, h, sizeof(start));
+	LWLockAcquire(replay->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REPLAY_PROBES; i++)
+	{
+		ReplayEntry *e = &replay->slots[(start + i) & (REPLAY_SLOTS - 1)];
+		bool		live = e->expires > now;
+
+		if (live && memcmp(e->key, h + 16, 16) == 0)
+		{
+			fresh = false;
+			break;
+		}
+		if (!live && free_slot < 0)
+			free_slot = (int) ((start + i) & (REPLAY_SLOTS - 1));
+	}
+	if (fresh && free_slot >= 0)
+	{
+		memcpy(replay->slots[free_slot].key, h + 16, 16);
+		replay->slots[free_slot].expires = p->expires;
+	}
+	LWLockRelease(replay->lock);
+	if (fresh && free_slot < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many DPoP proofs within tokex.dpop_max_age to remember another"),
+				 errhint("Lower tokex.dpop_max_age.")));
+	return fresh;
+}
+
+/*
  * Remember the proof's jti for as long as the proof could be accepted; false
- * when it was seen before (a replay).  Inside SPI, in the caller's
- * transaction, as client assertions' jtis are.
+ * when it was seen before (a replay).  Inside SPI (used only without the
+ * preload).
  */
 static SPIPlanPtr remember_plan = NULL;
 
@@ -160,6 +272,8 @@ dpop_remember(const DpopProof *p)
 	Datum		v[3];
 	int			rc;
 
+	if (replay)
+		return replay_remember(p);
 	tokex_keep_plan(&remember_plan,
 					"WITH gone AS (DELETE FROM tokex.dpop_jti WHERE expires_at OPERATOR(pg_catalog.<) pg_catalog.now()) "
 					"INSERT INTO tokex.dpop_jti (jkt, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

@@ -163,6 +163,7 @@ extern char *dpop_token_endpoint(void);
 extern const char *dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
 							  const char *access_token, size_t at_len, DpopProof *out);
 extern bool dpop_remember(const DpopProof *p);
+extern void tokex_dpop_init(void);
 extern const char *dpop_bound_jkt(const TokexToken *t, bool *other);
 extern char *dpop_nonce_new(void);
 extern bool dpop_nonce_ok(const char *nonce);

@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 
 static json_t *authenticated = NULL;	/* the claims, or NULL */
+static SubTransactionId authenticated_in = InvalidSubTransactionId;
 static bool callback_registered = false;
 
 static void
@@ -48,6 +49,22 @@ at_xact_end(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * What was authenticated in a subtransaction that is rolled back is gone
+ * (ROLLBACK TO SAVEPOINT, a caught error); committed into its parent, it
+ * belongs to the parent.
+ */
+static void
+at_subxact_end(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (authenticated == NULL || mySubid != authenticated_in)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget();
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		authenticated_in = parentSubid;
+}
+
 static void
 refuse(const char *detail) pg_attribute_noreturn();
 
@@ -59,6 +76,31 @@ refuse(const char *detail)
 			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 			 errmsg("invalid token"),
 			 errdetail("%s", detail)));
+}
+
+/* Does this database's resource take only DPoP-bound tokens? */
+static SPIPlanPtr require_dpop_plan = NULL;
+
+static bool
+requires_dpop(void)
+{
+	Datum		v[1] = {CStringGetTextDatum(tokex_resource_audience)};
+	bool		result = false;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	tokex_keep_plan(&require_dpop_plan,
+					"SELECT require_dpop FROM tokex.resource WHERE audience OPERATOR(pg_catalog.=) $1",
+					1, (Oid[]) {TEXTOID});
+	if (execute_now(require_dpop_plan, v, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		result = !isnull && DatumGetBool(d);
+	}
+	SPI_finish();
+	return result;
 }
 
 static char *
@@ -89,6 +131,7 @@ tokex_authenticate(PG_FUNCTION_ARGS)
 	if (!callback_registered)
 	{
 		RegisterXactCallback(at_xact_end, NULL);
+		RegisterSubXactCallback(at_subxact_end, NULL);
 		callback_registered = true;
 	}
 	if (tokex_resource_audience == NULL || tokex_resource_audience[0] == '\0')
@@ -102,9 +145,14 @@ tokex_authenticate(PG_FUNCTION_ARGS)
 	t = tokex_live_token(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token));
 	if (t == NULL)
 		refuse("the token does not verify, or is expired, revoked or no longer backed by its delegation");
-	/* an access token for a resource: not a session credential, an identity token, a txn token */
-	if (t->own && (t->typ == NULL || strcmp(t->typ, "at+jwt") != 0))
-		refuse("not an access token");
+	/*
+	 * An access token tokex minted for a resource (an exchange's: its chain
+	 * and person were decided by tokex): not a session credential, an
+	 * identity token or a transaction token, and not another issuer's token,
+	 * whose sub and act tokex never checked (exchange it at tokex first).
+	 */
+	if (!t->own || t->typ == NULL || strcmp(t->typ, "at+jwt") != 0)
+		refuse("not an access token tokex minted (another issuer's token is exchanged at tokex first)");
 	aud = json_object_get(t->payload, "aud");
 	if (json_is_string(aud))
 		for_us = strcmp(json_string_value(aud), tokex_resource_audience) == 0;
@@ -117,6 +165,8 @@ tokex_authenticate(PG_FUNCTION_ARGS)
 	jkt = dpop_bound_jkt(t, &other);
 	if (other)
 		refuse("the token is bound by a confirmation method tokex does not verify");
+	if (jkt == NULL && requires_dpop())
+		refuse("this resource takes only DPoP-bound tokens (tokex.resource.require_dpop)");
 	if (jkt)
 	{
 		char	   *method = arg_text(fcinfo, 2);
@@ -142,6 +192,7 @@ tokex_authenticate(PG_FUNCTION_ARGS)
 		SPI_finish();
 	}
 	authenticated = json_deep_copy(t->payload);
+	authenticated_in = GetCurrentSubTransactionId();
 	if (authenticated == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	PG_RETURN_DATUM(tokex_jsonb_in(t->payload_text ? t->payload_text

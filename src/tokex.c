@@ -4,6 +4,7 @@
  * tokex.h: tokex_track, tokex_adopt).
  */
 #include "tokex.h"
+#include "issue.h"
 #include "vault.h"
 
 #include "fmgr.h"
@@ -137,7 +138,10 @@ _PG_init(void)
 	tokex_vault_init();
 	tokex_standby_init();
 	if (process_shared_preload_libraries_in_progress)
+	{
 		tokex_audit_init();
+		tokex_dpop_init();
+	}
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("tokex");
 #else

@@ -180,6 +180,24 @@ describe('DPoP-bound token exchange', () => {
       assert.match(r.detail, /already used/);
     });
 
+    test('a proof spent in a rolled-back transaction stays spent; a READ ONLY transaction (PostgREST GET) works', async () => {
+      const bound = exchange({ subject: session, actor: agent, proof: await DPoP.generateProof(keys, TOKEN_URL, 'POST') });
+      const proof = await DPoP.generateProof(keys, API, 'GET', undefined, bound.access_token);
+      const ro = psql(`BEGIN READ ONLY; SET LOCAL tokex.resource_audience = 'd-cal';
+        SELECT tokex.authenticate(:'t', :'p', 'GET', :'u')->>'sub'; ROLLBACK;`, { t: bound.access_token, p: proof, u: API });
+      assert.ok(ro.ok, ro.stderr);
+      assert.equal(ro.stdout, 'd-alice');
+      const again = authenticate(bound.access_token, proof);
+      assert.equal(again.sqlstate, '28000');
+      assert.match(again.detail, /already used/);
+      const tproof = await DPoP.generateProof(keys, TOKEN_URL, 'POST');
+      const rolled = psql(`BEGIN; SELECT tokex.exchange(:'st', :'jwt', :'at', :'jwt', audience => 'd-cal', dpop_proof => :'p')->>'token_type'; ROLLBACK;`,
+                          { st: session, at: agent, jwt: JWT, p: tproof });
+      assert.equal(rolled.stdout, 'DPoP', rolled.stderr);
+      assert.equal(exchange({ subject: session, actor: agent, proof: tproof }).error_description,
+                   "the proof's jti was already used", 'a rolled-back exchange spent its proof');
+    });
+
     test('a bearer token needs no proof; a token for another audience is refused', async () => {
       const bearer = exchange({ subject: session, actor: agent });
       assert.equal(bearer.token_type, 'Bearer');

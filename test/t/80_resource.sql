@@ -6,7 +6,7 @@
 -- grants nothing.  (Per-transaction scope and DPoP proofs with ath:
 -- test/interop/dpop.test.mjs.)
 \ir preamble.psql
-SELECT plan(21);
+SELECT plan(27);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('bob', 'human'), ('agent-a', 'agent'),
@@ -95,6 +95,43 @@ SET LOCAL ROLE app_api;
 SELECT lives_ok(format('SELECT tokex.authenticate(%L)', :'t_two'), 'a two-hop token');
 SELECT is(format('%s|%s|%s', tokex.on_behalf_of(), tokex.current_actor(), tokex.actor_chain()),
           'alice|agent-b|{agent-a,agent-b}', '... the chain from the first actor to the current one');
+RESET ROLE;
+
+-- a savepoint rolled back takes what was authenticated in it
+SET LOCAL ROLE app_api;
+SAVEPOINT s1;
+SELECT lives_ok(format('SELECT tokex.authenticate(%L)', :'t_bob'), 'authenticated inside a savepoint');
+ROLLBACK TO SAVEPOINT s1;
+SELECT is(tokex.on_behalf_of(), NULL, '... and forgotten when the savepoint is rolled back');
+SAVEPOINT s2;
+SELECT tokex.authenticate(:'t_bob') IS NOT NULL AS ok \gset
+RELEASE SAVEPOINT s2;
+SELECT is(tokex.on_behalf_of(), 'bob', '... kept when it is released into the transaction');
+RESET ROLE;
+
+-- only tokens tokex minted: an IdP's token, whose sub and act tokex never checked, is exchanged first
+SELECT tokex.trust_issuer('https://idp.test', jsonb_build_object('keys', jsonb_build_array(jsonb_build_object(
+         'kty', 'oct', 'alg', 'HS256', 'kid', 'h1',
+         'k', translate(encode(convert_to('idp-secret-0123456789abcdef0123456789', 'UTF8'), 'base64'), E'+/=\n', '-_')))));
+SELECT (SELECT si || '.' || translate(encode(hmac(convert_to(si, 'UTF8'), convert_to('idp-secret-0123456789abcdef0123456789', 'UTF8'),
+                                                'sha256'), 'base64'), E'+/=\n', '-_')
+          FROM (SELECT translate(encode(convert_to('{"alg":"HS256","kid":"h1","typ":"at+jwt"}', 'UTF8'), 'base64'), E'+/=\n', '-_')
+                       || '.' ||
+                       translate(encode(convert_to(jsonb_build_object('iss', 'https://idp.test', 'sub', 'alice',
+                                   'aud', 'notes-api', 'scope', 'notes.read', 'act', jsonb_build_object('sub', 'agent-a'),
+                                   'exp', floor(extract(epoch FROM now()))::bigint + 600)::text, 'UTF8'), 'base64'),
+                                 E'+/=\n', '-_') AS si) q) AS t_idp \gset
+SET LOCAL ROLE app_api;
+SELECT throws_ok(format('SELECT tokex.authenticate(%L)', :'t_idp'), '28000', 'invalid token',
+                 'an IdP''s token naming "alice" is not taken as tokex''s alice');
+SELECT is(pg_temp.seen(), '', '... and reads nothing');
+RESET ROLE;
+
+-- a resource that takes only DPoP-bound tokens refuses a bearer one here too
+UPDATE tokex.resource SET require_dpop = true WHERE audience = 'notes-api';
+SET LOCAL ROLE app_api;
+SELECT throws_ok(format('SELECT tokex.authenticate(%L)', :'t_bob'), '28000', 'invalid token',
+                 'require_dpop: a bearer token is refused by authenticate');
 RESET ROLE;
 
 SELECT ok(NOT has_function_privilege('tokex_auditor', 'tokex.authenticate(text, text, text, text)', 'EXECUTE')

@@ -856,7 +856,7 @@ $$;
 GRANT EXECUTE ON FUNCTION tokex.create_api_key(text, timestamptz, text), tokex.revoke_api_key(text, text)
   TO tokex_admin;
 
-GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason), DELETE ON tokex.api_key TO tokex_admin;
+GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason) ON tokex.api_key TO tokex_admin;
 
 GRANT SELECT ON tokex.api_key TO tokex_auditor;
 
@@ -1161,8 +1161,14 @@ BEGIN
       END IF;
       k := 'identity'; t := NEW.id; r := NEW.status_reason;
     WHEN 'delegation' THEN
-      IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
-      k := 'delegation'; t := NEW.id::text; r := NEW.revoke_reason;
+      IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        -- a live delegation deleted (or taken by its identity's deletion) is revoked
+        IF OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+        k := 'delegation'; t := OLD.id::text; r := 'deleted';
+      ELSE
+        IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+        k := 'delegation'; t := NEW.id::text; r := NEW.revoke_reason;
+      END IF;
     WHEN 'session' THEN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'session'; t := NEW.id::text; r := NEW.revoke_reason;
@@ -2111,9 +2117,19 @@ LANGUAGE sql STABLE AS $$
               AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
               AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
               AND ag.status OPERATOR(pg_catalog.=) 'active'))
+     -- every delegation that minted it still stands (a deleted one does not)
      AND NOT EXISTS (
            SELECT 1 FROM tokex.audit_event a
-             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
+             CROSS JOIN LATERAL pg_catalog.unnest(a.delegation_ids) did
+             LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
             WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
-              AND (d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
+              AND (d.id IS NULL OR d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
 $$;
+
+------------------------------------------------------------------------
+-- A deleted delegation is a revoked one (its tokens die, its receivers hear)
+------------------------------------------------------------------------
+DROP TRIGGER delegation_revocation ON tokex.delegation;
+
+CREATE TRIGGER delegation_revocation AFTER UPDATE OR DELETE ON tokex.delegation
+  FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();

@@ -175,8 +175,14 @@ BEGIN
       END IF;
       k := 'identity'; t := NEW.id; r := NEW.status_reason;
     WHEN 'delegation' THEN
-      IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
-      k := 'delegation'; t := NEW.id::text; r := NEW.revoke_reason;
+      IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        -- a live delegation deleted (or taken by its identity's deletion) is revoked
+        IF OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+        k := 'delegation'; t := OLD.id::text; r := 'deleted';
+      ELSE
+        IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
+        k := 'delegation'; t := NEW.id::text; r := NEW.revoke_reason;
+      END IF;
     WHEN 'session' THEN
       IF NEW.revoked_at IS NULL OR OLD.revoked_at IS NOT NULL THEN RETURN NULL; END IF;
       k := 'session'; t := NEW.id::text; r := NEW.revoke_reason;
@@ -210,7 +216,7 @@ $$;
 CREATE TRIGGER identity_revocation AFTER UPDATE ON tokex.identity
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
-CREATE TRIGGER delegation_revocation AFTER UPDATE ON tokex.delegation
+CREATE TRIGGER delegation_revocation AFTER UPDATE OR DELETE ON tokex.delegation
   FOR EACH ROW EXECUTE FUNCTION tokex._on_revocation();
 
 CREATE TRIGGER session_revocation AFTER UPDATE ON tokex.session

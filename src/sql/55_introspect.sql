@@ -48,9 +48,11 @@ LANGUAGE sql STABLE AS $$
               AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
               AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
               AND ag.status OPERATOR(pg_catalog.=) 'active'))
+     -- every delegation that minted it still stands (a deleted one does not)
      AND NOT EXISTS (
            SELECT 1 FROM tokex.audit_event a
-             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) ANY (a.delegation_ids)
+             CROSS JOIN LATERAL pg_catalog.unnest(a.delegation_ids) did
+             LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
             WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
-              AND (d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
+              AND (d.id IS NULL OR d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
 $$;

@@ -62,7 +62,8 @@ GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
 GRANT EXECUTE ON FUNCTION tokex.create_api_key(text, timestamptz, text), tokex.revoke_api_key(text, text)
   TO tokex_admin;
 
-GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason), DELETE ON tokex.api_key TO tokex_admin;
+-- (no DELETE: a revoked key's row is what keeps the tokens obtained with it dead)
+GRANT SELECT, UPDATE (label, expires_at, revoked_at, revoke_reason) ON tokex.api_key TO tokex_admin;
 
 GRANT SELECT ON tokex.api_key TO tokex_auditor;
 

@@ -6,7 +6,7 @@
 -- The streams are committed first (the audit writer, which records live
 -- tokens, sees only committed streams); the database is dropped after the file.
 \ir preamble.psql
-SELECT plan(76);
+SELECT plan(79);
 
 SET LOCAL tokex.secret_hash_iterations = 100000;
 SELECT tokex.create_key() AS k1 \gset
@@ -414,6 +414,20 @@ SELECT is((SELECT sub_id FROM pg_temp.events(:since)),
           '... its subject is the agent whose key it was');
 SELECT is(format('%s|%s', tokex.introspect(:'t_key')->>'active', tokex.introspect(:'t_nokey')->>'active'), 'false|true',
           '... and that token is dead, the one obtained with a JWT is not');
+
+-- a live delegation deleted is a revoked one: its tokens die, their receivers hear of it
+SELECT pg_temp.mint('ivy', 'agent-i', 'cal',
+                    tokex.jwt_sign(jsonb_build_object('sub', 'ivy', 'exp', floor(extract(epoch FROM now()))::bigint + 600)))
+       AS t_del \gset
+DELETE FROM tokex.session WHERE principal = 'ivy';
+SELECT pg_temp.last() AS since \gset
+DELETE FROM tokex.delegation WHERE principal = 'ivy';
+SELECT is((SELECT jtis FROM pg_temp.events(:since) WHERE audience = 'cal'),
+          pg_temp.sorted(pg_temp.jti(:'t_del'), pg_temp.jti(:'t_nokey')),
+          'DELETE of a delegation: one event naming its live tokens (the one from its deleted session too)');
+SELECT is(tokex.introspect(:'t_del')->>'active', 'false', '... which is inactive (a deleted delegation does not stand)');
+SELECT is((SELECT format('%s|%s', kind, reason) FROM tokex.revocation ORDER BY id DESC LIMIT 1), 'delegation|deleted',
+          '... and the deletion is in tokex.revocation');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -99,6 +99,7 @@ _PG_init(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	if (process_shared_preload_libraries_in_progress)
 		tokex_audit_init();
+	tokex_seal_init();
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("tokex");
 #else

@@ -177,4 +177,7 @@ extern bool tokex_audit_durable(void);
 extern void tokex_audit_require_durable(void);
 extern void tokex_audit_write(json_t *row, bool granted);
 
+/* seal.c: row hashes, sealed blocks, the background sealer */
+extern void tokex_seal_init(void);
+
 #endif							/* TOKEX_H */

@@ -19,3 +19,446 @@
 ALTER TABLE tokex.resource DROP CONSTRAINT resource_token_format_check,
   ADD CONSTRAINT resource_token_format_check
       CHECK (token_format IN ('jwt', 'reference', 'txn_token', 'credential'));
+
+------------------------------------------------------------------------
+-- Audit proof (issue 11): hashed rows, sealed blocks.  The
+-- new columns are added empty, every existing row gets its place (seq, in
+-- the order of its time) and its hash, then the columns become NOT NULL.
+------------------------------------------------------------------------
+ALTER TABLE tokex.audit_event ADD COLUMN seq bigint, ADD COLUMN row_hash bytea;
+
+ALTER TABLE tokex.token_use ADD COLUMN seq bigint, ADD COLUMN row_hash bytea;
+
+
+-- Every audit_event and token_use row takes its place (seq) from here, in
+-- the trigger below, after its transaction's xid (see src/seal.c).
+CREATE SEQUENCE tokex.audit_seq;
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.audit_seq', '');
+
+CREATE FUNCTION tokex._audit_row() RETURNS trigger
+  LANGUAGE C AS 'MODULE_PATHNAME', 'tokex_audit_row_trigger';
+
+CREATE TRIGGER audit_event_row BEFORE INSERT ON tokex.audit_event
+  FOR EACH ROW EXECUTE FUNCTION tokex._audit_row();
+
+ALTER TABLE tokex.audit_event ENABLE ALWAYS TRIGGER audit_event_row;
+
+CREATE TRIGGER token_use_row BEFORE INSERT ON tokex.token_use
+  FOR EACH ROW EXECUTE FUNCTION tokex._audit_row();
+
+ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_row;
+
+CREATE INDEX audit_event_seq ON tokex.audit_event (seq);
+
+CREATE INDEX token_use_seq ON tokex.token_use (seq);
+
+-- The canonical text of a row, and its RFC 9162 leaf hash recomputed.
+CREATE FUNCTION tokex._audit_canonical(r record) RETURNS text
+  LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_canonical';
+
+CREATE FUNCTION tokex._audit_row_hash(r record) RETURNS bytea
+  LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_row_hash';
+
+CREATE FUNCTION tokex._merkle_root(leaves bytea[]) RETURNS bytea
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_merkle_root';
+
+CREATE FUNCTION tokex._audit_safe_seq() RETURNS bigint
+  LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'tokex_audit_safe_seq';
+
+-- The audit signing key: not a token key, so no token can pass for a block
+-- and rotating token keys leaves the chain alone.  private_key is readable
+-- only by the extension owner.
+CREATE TABLE tokex.audit_key (
+  kid         text PRIMARY KEY,
+  alg         text NOT NULL,
+  status      text NOT NULL CHECK (status IN ('active', 'retired')),
+  public_jwk  jsonb NOT NULL,
+  private_key bytea NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  retired_at  timestamptz
+);
+
+CREATE UNIQUE INDEX audit_key_one_active ON tokex.audit_key ((true)) WHERE status = 'active';
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.audit_key', '');
+
+REVOKE ALL ON tokex.audit_key FROM PUBLIC;
+
+CREATE FUNCTION tokex._audit_sign(kid text, header text) RETURNS text
+  LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_sign';
+
+CREATE FUNCTION tokex._audit_jws_payload(jws text, public_jwk jsonb) RETURNS text
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_jws_payload';
+
+CREATE FUNCTION tokex._audit_jws_parts(jws text, OUT header jsonb, OUT payload text)
+  LANGUAGE C IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_jws_parts';
+
+-- One sealed block: the rows with from_seq < seq <= to_seq of audit_event
+-- and token_use together, in seq order, under an RFC 9162 Merkle root; hash
+-- is the SHA-256 of the block's header (tokex._audit_header) and prev the
+-- hash of the block before it; jws is the header signed with the audit key.
+-- pruned_before: rows older than this were dropped by the retention (their
+-- blocks keep only the header's proof).
+CREATE TABLE tokex.audit_block (
+  block         bigint PRIMARY KEY,
+  from_seq      bigint NOT NULL,
+  to_seq        bigint NOT NULL,
+  row_count     bigint NOT NULL,
+  root          bytea NOT NULL,
+  first_at      timestamptz,
+  last_at       timestamptz,
+  prev          bytea NOT NULL,
+  pruned_before timestamptz,
+  sealed_at     timestamptz NOT NULL,
+  kid           text NOT NULL,
+  hash          bytea NOT NULL,
+  jws           text NOT NULL
+);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.audit_block', '');
+
+CREATE TRIGGER audit_block_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.audit_block
+  FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
+
+ALTER TABLE tokex.audit_block ENABLE ALWAYS TRIGGER audit_block_append_only;
+
+CREATE FUNCTION tokex._audit_ts(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT pg_catalog.to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+-- A block's header: JSON with its keys sorted and every value a string
+-- (RFC 8785 form), the payload its JWS signs.
+CREATE FUNCTION tokex._audit_header(b tokex.audit_block) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT pg_catalog.concat(
+    '{"block":"', b.block, '","count":"', b.row_count, '"',
+    ',"first_at":"' OPERATOR(pg_catalog.||) tokex._audit_ts(b.first_at) OPERATOR(pg_catalog.||) '"',
+    ',"from_seq":"', b.from_seq, '","kid":', pg_catalog.to_json(b.kid),
+    ',"last_at":"' OPERATOR(pg_catalog.||) tokex._audit_ts(b.last_at) OPERATOR(pg_catalog.||) '"',
+    ',"prev":"', pg_catalog.encode(b.prev, 'hex'), '"',
+    ',"pruned_before":"' OPERATOR(pg_catalog.||) tokex._audit_ts(b.pruned_before) OPERATOR(pg_catalog.||) '"',
+    ',"root":"', pg_catalog.encode(b.root, 'hex'), '","sealed_at":"', tokex._audit_ts(b.sealed_at),
+    '","to_seq":"', b.to_seq, '","v":"1"}')
+$$;
+
+-- The rows of a seq range, both tables, with what a block needs of them.
+CREATE FUNCTION tokex._audit_rows(lo bigint, hi bigint)
+RETURNS TABLE (seq bigint, row_hash bytea, at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT e.seq, e.row_hash, e.at FROM tokex.audit_event e
+   WHERE e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) hi
+  UNION ALL
+  SELECT u.seq, u.row_hash, u.at FROM tokex.token_use u
+   WHERE u.seq OPERATOR(pg_catalog.>) lo AND u.seq OPERATOR(pg_catalog.<=) hi
+$$;
+
+-- The active audit key's kid, made (ES256) when there is none yet.
+CREATE FUNCTION tokex._audit_active_kid() RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  k record;
+  v_kid text;
+BEGIN
+  SELECT a.kid INTO v_kid FROM tokex.audit_key a WHERE a.status OPERATOR(pg_catalog.=) 'active';
+  IF v_kid IS NULL THEN
+    SELECT * INTO k FROM tokex._generate_key('ES256');
+    INSERT INTO tokex.audit_key (kid, alg, status, public_jwk, private_key)
+    VALUES (k.kid, 'ES256', 'active', k.public_jwk, k.private_key);
+    v_kid := k.kid;
+  END IF;
+  RETURN v_kid;
+END
+$$;
+
+CREATE FUNCTION tokex._seal_audit(new_pruned_before timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  hi bigint;
+  p tokex.audit_block;
+  b tokex.audit_block;
+  h text;
+BEGIN
+  -- one sealer at a time; readers (and verifiers) go on
+  LOCK TABLE tokex.audit_block IN EXCLUSIVE MODE;
+  hi := tokex._audit_safe_seq();
+  SELECT * INTO p FROM tokex.audit_block ORDER BY block DESC LIMIT 1;
+  b.from_seq := COALESCE(p.to_seq, 0);
+  b.to_seq := GREATEST(COALESCE(hi, 0), b.from_seq);
+  SELECT pg_catalog.count(*), tokex._merkle_root(COALESCE(pg_catalog.array_agg(r.row_hash ORDER BY r.seq), '{}')),
+         pg_catalog.min(r.at), pg_catalog.max(r.at)
+    INTO b.row_count, b.root, b.first_at, b.last_at
+    FROM tokex._audit_rows(b.from_seq, b.to_seq) r;
+  b.pruned_before := GREATEST(p.pruned_before, new_pruned_before);
+  IF b.row_count OPERATOR(pg_catalog.=) 0
+     AND b.pruned_before IS NOT DISTINCT FROM p.pruned_before THEN
+    RETURN NULL;
+  END IF;
+  b.block := COALESCE(p.block, 0) OPERATOR(pg_catalog.+) 1;
+  b.prev := COALESCE(p.hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
+  b.sealed_at := pg_catalog.clock_timestamp();
+  b.kid := tokex._audit_active_kid();
+  h := tokex._audit_header(b);
+  b.hash := pg_catalog.sha256(pg_catalog.convert_to(h, 'UTF8'));
+  b.jws := tokex._audit_sign(b.kid, h);
+  INSERT INTO tokex.audit_block SELECT b.*;
+  RETURN b.block;
+END
+$$;
+
+-- Seal, in this transaction, every row that no running transaction can
+-- still add below: one new block, or NULL when there is nothing to seal
+-- (or running writers did not finish within two seconds).  Run it in a
+-- transaction of its own at READ COMMITTED (the background sealer, pg_cron
+-- or by hand); it never blocks an exchange.  pruned_before: for the
+-- retention, which seals a block (even an empty one) that records the cut.
+CREATE FUNCTION tokex.seal_audit() RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
+AS $$ SELECT tokex._seal_audit(NULL) $$;
+
+-- A new audit key signs from the next block on; the old one is kept
+-- (retired) to verify the blocks it signed.
+CREATE FUNCTION tokex.rotate_audit_key(alg text DEFAULT 'ES256') RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE k record;
+BEGIN
+  LOCK TABLE tokex.audit_block IN EXCLUSIVE MODE;
+  SELECT * INTO k FROM tokex._generate_key(COALESCE(alg, 'ES256'));
+  UPDATE tokex.audit_key SET status = 'retired', retired_at = pg_catalog.now()
+   WHERE status OPERATOR(pg_catalog.=) 'active';
+  INSERT INTO tokex.audit_key (kid, alg, status, public_jwk, private_key)
+  VALUES (k.kid, COALESCE(alg, 'ES256'), 'active', k.public_jwk, k.private_key);
+  RETURN k.kid;
+END
+$$;
+
+-- The audit keys' public halves (JWKS), for witnesses and outside verifiers.
+CREATE FUNCTION tokex.audit_keys() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT pg_catalog.jsonb_build_object('keys',
+           COALESCE(pg_catalog.jsonb_agg(public_jwk ORDER BY created_at), '[]'::jsonb))
+    FROM tokex.audit_key
+$$;
+
+-- The latest block's header, signed: what a witness keeps.
+CREATE FUNCTION tokex.audit_head() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT b.jws FROM tokex.audit_block b ORDER BY b.block DESC LIMIT 1
+$$;
+
+-- The chain's problems in blocks from_block .. to_block: each header, its
+-- signature and its link to the block before; with_rows, also each block's
+-- rows (count and Merkle root) and each row's hash, except in blocks older
+-- than the latest retention cut (pruned_before).
+CREATE FUNCTION tokex._audit_verify(from_block bigint, to_block bigint, with_rows boolean)
+RETURNS TABLE (block bigint, problem text, detail text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  b tokex.audit_block;
+  p tokex.audit_block;
+  h text;
+  payload text;
+  jwk jsonb;
+  cut timestamptz;
+  n bigint;
+  r bytea;
+  expect bigint;
+  last_seq bigint;
+BEGIN
+  SELECT pg_catalog.max(a.pruned_before) INTO cut FROM tokex.audit_block a;
+  IF from_block IS NOT NULL AND from_block OPERATOR(pg_catalog.>) 1 THEN
+    SELECT * INTO p FROM tokex.audit_block a WHERE a.block OPERATOR(pg_catalog.<) from_block
+     ORDER BY a.block DESC LIMIT 1;
+  END IF;
+  expect := COALESCE(p.block OPERATOR(pg_catalog.+) 1, from_block, 1);
+  FOR b IN SELECT * FROM tokex.audit_block a
+            WHERE a.block OPERATOR(pg_catalog.>=) COALESCE(from_block, 1)
+              AND (to_block IS NULL OR a.block OPERATOR(pg_catalog.<=) to_block)
+            ORDER BY a.block LOOP
+    IF b.block OPERATOR(pg_catalog.<>) expect THEN
+      RETURN QUERY SELECT expect, 'missing block'::text,
+        pg_catalog.format('blocks %s to %s are missing', expect, b.block OPERATOR(pg_catalog.-) 1);
+    END IF;
+    h := tokex._audit_header(b);
+    IF pg_catalog.sha256(pg_catalog.convert_to(h, 'UTF8')) OPERATOR(pg_catalog.<>) b.hash THEN
+      RETURN QUERY SELECT b.block, 'altered block'::text, 'the block''s columns do not hash to its recorded hash'::text;
+    END IF;
+    SELECT k.public_jwk INTO jwk FROM tokex.audit_key k WHERE k.kid OPERATOR(pg_catalog.=) b.kid;
+    payload := tokex._audit_jws_payload(b.jws, jwk);
+    IF jwk IS NULL THEN
+      RETURN QUERY SELECT b.block, 'bad signature'::text,
+        pg_catalog.format('the block names audit key %s, which tokex.audit_keys() does not have', b.kid);
+    ELSIF payload IS NULL THEN
+      RETURN QUERY SELECT b.block, 'bad signature'::text,
+        pg_catalog.format('the block''s JWS is not signed by audit key %s', b.kid);
+    ELSIF payload OPERATOR(pg_catalog.<>) h THEN
+      RETURN QUERY SELECT b.block, 'altered block'::text, 'the block''s columns differ from the header its JWS signs'::text;
+    END IF;
+    IF p.block IS NULL AND b.block OPERATOR(pg_catalog.=) 1 THEN
+      IF b.prev OPERATOR(pg_catalog.<>) pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex')
+         OR b.from_seq OPERATOR(pg_catalog.<>) 0 THEN
+        RETURN QUERY SELECT b.block, 'broken link'::text, 'the first block does not start the chain'::text;
+      END IF;
+    ELSIF p.block IS NOT NULL THEN
+      IF b.prev OPERATOR(pg_catalog.<>) p.hash THEN
+        RETURN QUERY SELECT b.block, 'broken link'::text,
+          pg_catalog.format('prev is not the hash of block %s', p.block);
+      END IF;
+      IF b.from_seq OPERATOR(pg_catalog.<>) p.to_seq THEN
+        RETURN QUERY SELECT b.block, 'broken link'::text,
+          pg_catalog.format('rows %s to %s are in no block', p.to_seq, b.from_seq);
+      END IF;
+    END IF;
+    IF with_rows AND (cut IS NULL OR b.first_at IS NULL OR b.first_at OPERATOR(pg_catalog.>=) cut) THEN
+      SELECT pg_catalog.count(*), tokex._merkle_root(COALESCE(pg_catalog.array_agg(x.row_hash ORDER BY x.seq), '{}'))
+        INTO n, r FROM tokex._audit_rows(b.from_seq, b.to_seq) x;
+      IF n OPERATOR(pg_catalog.<) b.row_count THEN
+        RETURN QUERY SELECT b.block, 'missing row'::text,
+          pg_catalog.format('%s of the block''s %s rows are missing', b.row_count OPERATOR(pg_catalog.-) n, b.row_count);
+      ELSIF n OPERATOR(pg_catalog.>) b.row_count THEN
+        RETURN QUERY SELECT b.block, 'inserted row'::text,
+          pg_catalog.format('%s rows more than the block''s %s', n OPERATOR(pg_catalog.-) b.row_count, b.row_count);
+      ELSIF r OPERATOR(pg_catalog.<>) b.root THEN
+        RETURN QUERY SELECT b.block, 'altered row'::text,
+          'the rows do not hash to the block''s Merkle root: changed, or deleted and replaced'::text;
+      END IF;
+      RETURN QUERY SELECT b.block, 'altered row'::text, x.what FROM tokex._audit_altered(b.from_seq, b.to_seq) x;
+    END IF;
+    p := b;
+    expect := b.block OPERATOR(pg_catalog.+) 1;
+  END LOOP;
+  IF with_rows AND to_block IS NULL THEN
+    last_seq := COALESCE(p.to_seq, (SELECT pg_catalog.max(a.to_seq) FROM tokex.audit_block a), 0);
+    -- not sealed yet: each row's own hash
+    RETURN QUERY SELECT NULL::bigint, 'altered row'::text, x.what
+      FROM tokex._audit_altered(last_seq, NULL) x;
+    IF from_block IS NULL THEN
+      RETURN QUERY SELECT NULL::bigint, 'inserted row'::text,
+        pg_catalog.format('%s row with seq %s, outside every block', x.tbl, x.seq)
+        FROM (SELECT 'audit_event' AS tbl, e.seq FROM tokex.audit_event e WHERE e.seq OPERATOR(pg_catalog.<=) 0
+              UNION ALL
+              SELECT 'token_use', u.seq FROM tokex.token_use u WHERE u.seq OPERATOR(pg_catalog.<=) 0) x;
+    END IF;
+  END IF;
+END
+$$;
+
+-- Rows in lo < seq <= hi (hi NULL: no bound) whose columns no longer hash
+-- to their row_hash.
+CREATE FUNCTION tokex._audit_altered(lo bigint, hi bigint) RETURNS TABLE (what text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT pg_catalog.format('audit_event %s (seq %s) does not hash to its row_hash', e.exchange_id, e.seq)
+    FROM tokex.audit_event e
+   WHERE e.seq OPERATOR(pg_catalog.>) lo AND (hi IS NULL OR e.seq OPERATOR(pg_catalog.<=) hi)
+     AND e.row_hash IS DISTINCT FROM tokex._audit_row_hash(e)
+  UNION ALL
+  SELECT pg_catalog.format('token_use %s (seq %s) does not hash to its row_hash', u.id, u.seq)
+    FROM tokex.token_use u
+   WHERE u.seq OPERATOR(pg_catalog.>) lo AND (hi IS NULL OR u.seq OPERATOR(pg_catalog.<=) hi)
+     AND u.row_hash IS DISTINCT FROM tokex._audit_row_hash(u)
+$$;
+
+-- One row per problem in blocks from_block .. to_block (all by default):
+-- altered row, missing row, inserted row, missing block, altered block,
+-- broken link, bad signature.  Nothing when the trail holds.
+CREATE FUNCTION tokex.audit_verify(from_block bigint DEFAULT NULL, to_block bigint DEFAULT NULL)
+RETURNS TABLE (block bigint, problem text, detail text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT * FROM tokex._audit_verify(from_block, to_block, true)
+$$;
+
+-- Is the head a witness kept (tokex.audit_head() then) still a prefix of
+-- today's chain?  Its signature by a known audit key, the same block today,
+-- and every block since linked and signed.  Nothing when it is.
+CREATE FUNCTION tokex.audit_verify_head(head text)
+RETURNS TABLE (block bigint, problem text, detail text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  parts record;
+  jwk jsonb;
+  n bigint;
+  today tokex.audit_block;
+BEGIN
+  SELECT * INTO parts FROM tokex._audit_jws_parts(head);
+  IF parts.payload IS NULL OR pg_catalog.jsonb_typeof(parts.payload::jsonb->'block') IS DISTINCT FROM 'string'
+     OR (parts.payload::jsonb->>'block') !~ '^[0-9]{1,18}$' THEN
+    RAISE EXCEPTION 'not an audit head' USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'An audit head is the compact JWS tokex.audit_head() returns.';
+  END IF;
+  n := (parts.payload::jsonb->>'block')::bigint;
+  SELECT k.public_jwk INTO jwk FROM tokex.audit_key k WHERE k.kid OPERATOR(pg_catalog.=) (parts.header->>'kid');
+  IF jwk IS NULL THEN
+    RETURN QUERY SELECT n, 'unknown key'::text,
+      pg_catalog.format('the head is signed by audit key %s, which tokex.audit_keys() no longer has', parts.header->>'kid');
+  ELSIF tokex._audit_jws_payload(head, jwk) IS NULL THEN
+    RETURN QUERY SELECT n, 'bad signature'::text, 'the head''s signature does not verify'::text;
+  END IF;
+  SELECT * INTO today FROM tokex.audit_block b WHERE b.block OPERATOR(pg_catalog.=) n;
+  IF today.block IS NULL THEN
+    RETURN QUERY SELECT n, 'missing block'::text,
+      pg_catalog.format('the chain today ends at block %s: the witnessed block %s is gone',
+                        COALESCE((SELECT pg_catalog.max(b.block) FROM tokex.audit_block b), 0), n);
+    RETURN;
+  END IF;
+  IF tokex._audit_header(today) OPERATOR(pg_catalog.<>) parts.payload THEN
+    RETURN QUERY SELECT n, 'fork'::text,
+      pg_catalog.format('block %s today differs from the head the witness kept', n);
+  END IF;
+  RETURN QUERY SELECT * FROM tokex._audit_verify(n, NULL, false);
+END
+$$;
+
+-- the rows of 0.2, in the order of their time, take the first places
+ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
+
+WITH o AS (
+  SELECT 'e' AS t, exchange_id::text AS k, at FROM tokex.audit_event
+  UNION ALL
+  SELECT 'u', id::text, at FROM tokex.token_use
+), n AS (
+  SELECT t, k, pg_catalog.row_number() OVER (ORDER BY at, t, k) AS seq FROM o
+)
+UPDATE tokex.audit_event e SET seq = n.seq FROM n
+ WHERE n.t OPERATOR(pg_catalog.=) 'e' AND n.k OPERATOR(pg_catalog.=) e.exchange_id::text;
+
+WITH o AS (
+  SELECT 'e' AS t, exchange_id::text AS k, at FROM tokex.audit_event
+  UNION ALL
+  SELECT 'u', id::text, at FROM tokex.token_use
+), n AS (
+  SELECT t, k, pg_catalog.row_number() OVER (ORDER BY at, t, k) AS seq FROM o
+)
+UPDATE tokex.token_use u SET seq = n.seq FROM n
+ WHERE n.t OPERATOR(pg_catalog.=) 'u' AND n.k OPERATOR(pg_catalog.=) u.id::text;
+
+UPDATE tokex.audit_event e SET row_hash = tokex._audit_row_hash(e);
+
+UPDATE tokex.token_use u SET row_hash = tokex._audit_row_hash(u);
+
+SELECT pg_catalog.setval('tokex.audit_seq', m) FROM (
+  SELECT GREATEST((SELECT pg_catalog.max(seq) FROM tokex.audit_event),
+                  (SELECT pg_catalog.max(seq) FROM tokex.token_use)) AS m) x
+ WHERE m IS NOT NULL;
+
+ALTER TABLE tokex.audit_event ENABLE ALWAYS TRIGGER audit_event_append_only;
+ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_append_only;
+
+ALTER TABLE tokex.audit_event ALTER COLUMN seq SET NOT NULL, ALTER COLUMN row_hash SET NOT NULL;
+
+ALTER TABLE tokex.token_use ALTER COLUMN seq SET NOT NULL, ALTER COLUMN row_hash SET NOT NULL;
+
+-- privileges, as 90_privileges.sql sets them
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
+
+-- the audit proof (26_audit_proof.sql): auditors seal and verify; the
+-- audit keys' public halves are for anyone who checks a head
+GRANT EXECUTE ON FUNCTION tokex.seal_audit(), tokex.audit_verify(bigint, bigint),
+  tokex.audit_verify_head(text), tokex.audit_head() TO tokex_auditor, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
+
+GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
+
+GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

@@ -33,7 +33,10 @@ CREATE TABLE tokex.audit_event (
   operation            text NOT NULL DEFAULT 'exchange'
                        CHECK (operation IN ('exchange', 'client_credentials', 'session', 'identity_token',
                                             'jwt_sign', 'introspect', 'revoke')),
-  CHECK ((decision = 'granted') = (error IS NULL))
+  CHECK ((decision = 'granted') = (error IS NULL)),
+  -- the row's place in the sealed chain and its hash (26_audit_proof.sql)
+  seq                  bigint NOT NULL,
+  row_hash             bytea NOT NULL
 );
 
 CREATE INDEX audit_event_at ON tokex.audit_event (at);
@@ -73,7 +76,9 @@ CREATE TABLE tokex.token_use (
   exchange_id uuid NOT NULL REFERENCES tokex.audit_event (exchange_id),
   action      text NOT NULL,
   outcome     text NOT NULL,
-  db_user     text NOT NULL DEFAULT SESSION_USER
+  db_user     text NOT NULL DEFAULT SESSION_USER,
+  seq         bigint NOT NULL,
+  row_hash    bytea NOT NULL
 );
 
 CREATE INDEX token_use_exchange ON tokex.token_use (exchange_id);

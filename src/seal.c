@@ -58,6 +58,7 @@
 #define SEAL_WAIT_MS		2000	/* how long seal_audit waits for running writers */
 
 int			tokex_audit_seal_interval = 5;
+int			tokex_audit_retention = 0;
 
 /* ---------------------------------------------------------------------
  * The canonical row and its hash
@@ -678,6 +679,11 @@ tokex_seal_init(void)
 							"0 turns the background sealer off; tokex.seal_audit() still seals by hand.",
 							&tokex_audit_seal_interval, 5, 0, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.audit_retention",
+							"How long sealed audit rows are kept; 0 keeps them for ever.",
+							"tokex.apply_audit_retention() drops older ones, whole blocks at a time; the background sealer runs it.",
+							&tokex_audit_retention, 0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 #if PG_VERSION_NUM >= 150000
@@ -803,6 +809,23 @@ seal_round(bool *sealed, bool *pending)
 						"AND extversion OPERATOR(pg_catalog.=) '" TOKEX_VERSION "'", false, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
+			static TimestampTz retained = 0;
+
+			if (tokex_audit_retention > 0 &&
+				TimestampDifferenceExceeds(retained, GetCurrentTimestamp(), 60000))
+			{
+				/* in a transaction of its own: sealing needs one that has written nothing */
+				retained = GetCurrentTimestamp();
+				if (SPI_execute("SELECT tokex.apply_audit_retention()", false, 1) != SPI_OK_SELECT)
+					elog(ERROR, "tokex: apply_audit_retention failed");
+				SPI_finish();
+				PopActiveSnapshot();
+				CommitTransactionCommand();
+				StartTransactionCommand();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				if (SPI_connect() != SPI_OK_CONNECT)
+					elog(ERROR, "tokex: SPI_connect failed");
+			}
 			if (SPI_execute("SELECT tokex.seal_audit() IS NOT NULL", false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "tokex: seal_audit failed");
 			*sealed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -922,4 +945,55 @@ tokex_audit_sealer_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 	}
 	proc_exit(0);
+}
+
+/* ---------------------------------------------------------------------
+ * Retention
+ * ---------------------------------------------------------------------
+ */
+static bool pruning = false;
+
+/* tokex._audit_pruning(): is _audit_prune deleting (the append-only trigger lets it) */
+PG_FUNCTION_INFO_V1(tokex_audit_pruning);
+Datum
+tokex_audit_pruning(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(pruning);
+}
+
+/*
+ * tokex._audit_prune(through_seq): delete the rows with seq <= through_seq
+ * (uses before the exchanges they refer to).  Only apply_audit_retention
+ * calls it, after sealing the block that records the cut; granted to no one.
+ */
+PG_FUNCTION_INFO_V1(tokex_audit_prune);
+Datum
+tokex_audit_prune(PG_FUNCTION_ARGS)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	uint64		n = 0;
+
+	args[0] = PG_GETARG_DATUM(0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	pruning = true;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("DELETE FROM tokex.token_use WHERE seq OPERATOR(pg_catalog.<=) $1",
+								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "tokex: cannot prune token_use");
+		n += SPI_processed;
+		if (SPI_execute_with_args("DELETE FROM tokex.audit_event WHERE seq OPERATOR(pg_catalog.<=) $1",
+								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "tokex: cannot prune audit_event");
+		n += SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		pruning = false;
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
 }

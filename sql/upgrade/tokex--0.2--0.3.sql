@@ -98,8 +98,8 @@ CREATE FUNCTION tokex._audit_jws_parts(jws text, OUT header jsonb, OUT payload t
 -- and token_use together, in seq order, under an RFC 9162 Merkle root; hash
 -- is the SHA-256 of the block's header (tokex._audit_header) and prev the
 -- hash of the block before it; jws is the header signed with the audit key.
--- pruned_before: rows older than this were dropped by the retention (their
--- blocks keep only the header's proof).
+-- pruned_through: the rows of blocks up to this one were dropped by the
+-- retention (tokex.apply_audit_retention): those blocks keep their headers.
 CREATE TABLE tokex.audit_block (
   block         bigint PRIMARY KEY,
   from_seq      bigint NOT NULL,
@@ -109,7 +109,7 @@ CREATE TABLE tokex.audit_block (
   first_at      timestamptz,
   last_at       timestamptz,
   prev          bytea NOT NULL,
-  pruned_before timestamptz,
+  pruned_through bigint,
   sealed_at     timestamptz NOT NULL,
   kid           text NOT NULL,
   hash          bytea NOT NULL,
@@ -117,6 +117,8 @@ CREATE TABLE tokex.audit_block (
 );
 
 SELECT pg_catalog.pg_extension_config_dump('tokex.audit_block', '');
+
+CREATE INDEX audit_block_last_at ON tokex.audit_block (last_at);
 
 CREATE TRIGGER audit_block_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.audit_block
   FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
@@ -138,7 +140,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
     ',"from_seq":"', b.from_seq, '","kid":', pg_catalog.to_json(b.kid),
     ',"last_at":"' OPERATOR(pg_catalog.||) tokex._audit_ts(b.last_at) OPERATOR(pg_catalog.||) '"',
     ',"prev":"', pg_catalog.encode(b.prev, 'hex'), '"',
-    ',"pruned_before":"' OPERATOR(pg_catalog.||) tokex._audit_ts(b.pruned_before) OPERATOR(pg_catalog.||) '"',
+    ',"pruned_through":"' OPERATOR(pg_catalog.||) b.pruned_through OPERATOR(pg_catalog.||) '"',
     ',"root":"', pg_catalog.encode(b.root, 'hex'), '","sealed_at":"', tokex._audit_ts(b.sealed_at),
     '","to_seq":"', b.to_seq, '","v":"1"}')
 $$;
@@ -172,7 +174,9 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tokex._seal_audit(new_pruned_before timestamptz) RETURNS bigint
+-- new_pruned_through: for the retention, which seals a block (even an empty
+-- one) that records how far rows were dropped.
+CREATE FUNCTION tokex._seal_audit(new_pruned_through bigint) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
 DECLARE
   hi bigint;
@@ -190,9 +194,9 @@ BEGIN
          pg_catalog.min(r.at), pg_catalog.max(r.at)
     INTO b.row_count, b.root, b.first_at, b.last_at
     FROM tokex._audit_rows(b.from_seq, b.to_seq) r;
-  b.pruned_before := GREATEST(p.pruned_before, new_pruned_before);
+  b.pruned_through := GREATEST(p.pruned_through, new_pruned_through);
   IF b.row_count OPERATOR(pg_catalog.=) 0
-     AND b.pruned_before IS NOT DISTINCT FROM p.pruned_before THEN
+     AND b.pruned_through IS NOT DISTINCT FROM p.pruned_through THEN
     RETURN NULL;
   END IF;
   b.block := COALESCE(p.block, 0) OPERATOR(pg_catalog.+) 1;
@@ -211,8 +215,7 @@ $$;
 -- still add below: one new block, or NULL when there is nothing to seal
 -- (or running writers did not finish within two seconds).  Run it in a
 -- transaction of its own at READ COMMITTED (the background sealer, pg_cron
--- or by hand); it never blocks an exchange.  pruned_before: for the
--- retention, which seals a block (even an empty one) that records the cut.
+-- or by hand); it never blocks an exchange.
 CREATE FUNCTION tokex.seal_audit() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp
 AS $$ SELECT tokex._seal_audit(NULL) $$;
@@ -249,8 +252,8 @@ $$;
 
 -- The chain's problems in blocks from_block .. to_block: each header, its
 -- signature and its link to the block before; with_rows, also each block's
--- rows (count and Merkle root) and each row's hash, except in blocks older
--- than the latest retention cut (pruned_before).
+-- rows (count and Merkle root) and each row's hash, except in blocks whose
+-- rows the retention dropped (up to the latest pruned_through).
 CREATE FUNCTION tokex._audit_verify(from_block bigint, to_block bigint, with_rows boolean)
 RETURNS TABLE (block bigint, problem text, detail text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
@@ -260,13 +263,13 @@ DECLARE
   h text;
   payload text;
   jwk jsonb;
-  cut timestamptz;
+  cut bigint;
   n bigint;
   r bytea;
   expect bigint;
   last_seq bigint;
 BEGIN
-  SELECT pg_catalog.max(a.pruned_before) INTO cut FROM tokex.audit_block a;
+  SELECT pg_catalog.max(a.pruned_through) INTO cut FROM tokex.audit_block a;
   IF from_block IS NOT NULL AND from_block OPERATOR(pg_catalog.>) 1 THEN
     SELECT * INTO p FROM tokex.audit_block a WHERE a.block OPERATOR(pg_catalog.<) from_block
      ORDER BY a.block DESC LIMIT 1;
@@ -310,7 +313,7 @@ BEGIN
           pg_catalog.format('rows %s to %s are in no block', p.to_seq, b.from_seq);
       END IF;
     END IF;
-    IF with_rows AND (cut IS NULL OR b.first_at IS NULL OR b.first_at OPERATOR(pg_catalog.>=) cut) THEN
+    IF with_rows AND (cut IS NULL OR b.block OPERATOR(pg_catalog.>) cut) THEN
       SELECT pg_catalog.count(*), tokex._merkle_root(COALESCE(pg_catalog.array_agg(x.row_hash ORDER BY x.seq), '{}'))
         INTO n, r FROM tokex._audit_rows(b.from_seq, b.to_seq) x;
       IF n OPERATOR(pg_catalog.<) b.row_count THEN
@@ -409,6 +412,86 @@ BEGIN
 END
 $$;
 
+-- The evidence for an outside verifier (test/interop/audit-verify.mjs):
+-- each sealed row of blocks from_block .. to_block as its canonical text,
+-- the bytes its row_hash is the RFC 9162 leaf hash of.  With the blocks'
+-- JWS (tokex.audit_block) and tokex.audit_keys(), nothing else is needed.
+CREATE FUNCTION tokex.audit_rows(from_block bigint DEFAULT NULL, to_block bigint DEFAULT NULL)
+RETURNS TABLE (block bigint, seq bigint, canonical text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT b.block, x.seq, x.canonical
+    FROM tokex.audit_block b,
+         LATERAL (SELECT e.seq, tokex._audit_canonical(e) AS canonical FROM tokex.audit_event e
+                   WHERE e.seq OPERATOR(pg_catalog.>) b.from_seq AND e.seq OPERATOR(pg_catalog.<=) b.to_seq
+                  UNION ALL
+                  SELECT u.seq, tokex._audit_canonical(u) FROM tokex.token_use u
+                   WHERE u.seq OPERATOR(pg_catalog.>) b.from_seq AND u.seq OPERATOR(pg_catalog.<=) b.to_seq) x
+   WHERE b.block OPERATOR(pg_catalog.>=) COALESCE(from_block, 1)
+     AND (to_block IS NULL OR b.block OPERATOR(pg_catalog.<=) to_block)
+   ORDER BY x.seq
+$$;
+
+-- Retention: the rows of whole blocks older than keep (default: the
+-- setting tokex.audit_retention; 0 keeps everything) are dropped, after a
+-- block is sealed whose signed header records how far (pruned_through), so
+-- the chain stays verifiable across the gap and a deletion nobody signed
+-- still shows.  A block whose exchange is still referenced by a later use
+-- (token_use) is kept, with every block after it.  Returns the number of
+-- rows dropped.  The background sealer runs it when the setting is on.
+CREATE FUNCTION tokex._audit_pruning() RETURNS boolean
+  LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_audit_pruning';
+
+CREATE FUNCTION tokex._audit_prune(through_seq bigint) RETURNS bigint
+  LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_prune';
+
+CREATE FUNCTION tokex.apply_audit_retention(keep interval DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  k bigint;
+  bound bigint;
+  conflict bigint;
+  done bigint;
+BEGIN
+  keep := COALESCE(keep, pg_catalog.make_interval(secs => pg_catalog.current_setting('tokex.audit_retention')::int));
+  IF keep OPERATOR(pg_catalog.<=) '0'::interval THEN
+    RETURN 0;
+  END IF;
+  SELECT b.block INTO k FROM tokex.audit_block b
+   WHERE b.last_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep
+   ORDER BY b.last_at DESC LIMIT 1;
+  SELECT pg_catalog.max(b.pruned_through) INTO done FROM tokex.audit_block b;
+  LOOP
+    IF k IS NULL OR k OPERATOR(pg_catalog.<=) COALESCE(done, 0) THEN
+      RETURN 0;
+    END IF;
+    SELECT b.to_seq INTO bound FROM tokex.audit_block b WHERE b.block OPERATOR(pg_catalog.=) k;
+    -- a later use of an exchange in the range keeps that exchange's block
+    SELECT pg_catalog.min(e.seq) INTO conflict
+      FROM tokex.token_use u JOIN tokex.audit_event e ON e.exchange_id OPERATOR(pg_catalog.=) u.exchange_id
+     WHERE u.seq OPERATOR(pg_catalog.>) bound AND e.seq OPERATOR(pg_catalog.<=) bound;
+    EXIT WHEN conflict IS NULL;
+    SELECT pg_catalog.max(b.block) INTO k FROM tokex.audit_block b WHERE b.to_seq OPERATOR(pg_catalog.<) conflict;
+  END LOOP;
+  PERFORM tokex._seal_audit(k);
+  RETURN tokex._audit_prune(bound);
+END
+$$;
+
+-- the append-only trigger lets the retention delete
+CREATE OR REPLACE FUNCTION tokex._append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  -- the one exception: the retention drops sealed rows, their block headers
+  -- recording it (tokex.apply_audit_retention, src/seal.c)
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' AND tokex._audit_pruning() THEN
+    RETURN NULL;
+  END IF;
+  RAISE EXCEPTION '% is append-only', TG_TABLE_NAME
+    USING ERRCODE = 'insufficient_privilege',
+          DETAIL = 'Audit rows are evidence: they are never updated or deleted.';
+END
+$$;
+
 -- the rows of 0.2, in the order of their time, take the first places
 ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
 ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
@@ -455,10 +538,11 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
 -- the audit proof (26_audit_proof.sql): auditors seal and verify; the
 -- audit keys' public halves are for anyone who checks a head
 GRANT EXECUTE ON FUNCTION tokex.seal_audit(), tokex.audit_verify(bigint, bigint),
-  tokex.audit_verify_head(text), tokex.audit_head() TO tokex_auditor, tokex_admin;
+  tokex.audit_verify_head(text), tokex.audit_head(), tokex.audit_rows(bigint, bigint)
+  TO tokex_auditor, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
 
-GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text), tokex.apply_audit_retention(interval) TO tokex_admin;
 
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

@@ -57,6 +57,11 @@ CREATE FUNCTION tokex._audit_write(fields jsonb, granted boolean DEFAULT true) R
 CREATE FUNCTION tokex._append_only() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  -- the one exception: the retention drops sealed rows, their block headers
+  -- recording it (tokex.apply_audit_retention, src/seal.c)
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' AND tokex._audit_pruning() THEN
+    RETURN NULL;
+  END IF;
   RAISE EXCEPTION '% is append-only', TG_TABLE_NAME
     USING ERRCODE = 'insufficient_privilege',
           DETAIL = 'Audit rows are evidence: they are never updated or deleted.';

@@ -60,10 +60,11 @@ GRANT SELECT (introspect_any) ON tokex.client TO tokex_admin;
 -- the audit proof (26_audit_proof.sql): auditors seal and verify; the
 -- audit keys' public halves are for anyone who checks a head
 GRANT EXECUTE ON FUNCTION tokex.seal_audit(), tokex.audit_verify(bigint, bigint),
-  tokex.audit_verify_head(text), tokex.audit_head() TO tokex_auditor, tokex_admin;
+  tokex.audit_verify_head(text), tokex.audit_head(), tokex.audit_rows(bigint, bigint)
+  TO tokex_auditor, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
 
-GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text), tokex.apply_audit_retention(interval) TO tokex_admin;
 
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

@@ -430,7 +430,7 @@ BEGIN
     RETURN 0;
   END IF;
   SELECT b.block INTO k FROM tokex.audit_block b
-   WHERE b.last_at OPERATOR(pg_catalog.<) pg_catalog.now() OPERATOR(pg_catalog.-) keep
+   WHERE b.last_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep)
    ORDER BY b.last_at DESC LIMIT 1;
   SELECT pg_catalog.max(b.pruned_through) INTO done FROM tokex.audit_block b;
   LOOP
@@ -448,4 +448,79 @@ BEGIN
   PERFORM tokex._seal_audit(k);
   RETURN tokex._audit_prune(bound);
 END
+$$;
+
+-- The SIEM export: one JSON line per audit row since a time, in seq order,
+-- as OCSF 1.3 events.  An exchange (or any issuance, granted or refused) is
+-- an Authorize Session event (class 3003, activity 1 Assign Privileges: the
+-- scopes granted to an actor for a subject); a downstream use is an API
+-- Activity event (class 6003).  What OCSF has no place for is under
+-- "unmapped".  For COPY ... TO STDOUT, see the README.
+CREATE FUNCTION tokex.audit_export(since timestamptz) RETURNS TABLE (line text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT x.line FROM (
+    SELECT e.seq, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+      'class_uid', 3003, 'class_name', 'Authorize Session',
+      'category_uid', 3, 'category_name', 'Identity & Access Management',
+      'activity_id', 1, 'activity_name', 'Assign Privileges',
+      'type_uid', 300301, 'type_name', 'Authorize Session: Assign Privileges',
+      'time', (pg_catalog.date_part('epoch', e.at) OPERATOR(pg_catalog.*) 1000)::bigint,
+      'severity_id', 1, 'severity', 'Informational',
+      'status_id', CASE e.decision WHEN 'granted' THEN 1 ELSE 2 END,
+      'status', CASE e.decision WHEN 'granted' THEN 'Success' ELSE 'Failure' END,
+      'status_code', e.error, 'status_detail', e.reason,
+      'message', pg_catalog.format('%s %s: %s for %s', e.operation, e.decision,
+                                   COALESCE(e.actor, e.subject, e.client_id, '?'), COALESCE(e.subject, '?')),
+      'user', pg_catalog.jsonb_build_object('uid', e.subject),
+      'actor', pg_catalog.jsonb_build_object('user', pg_catalog.jsonb_build_object('uid', e.actor),
+                                             'app_uid', e.client_id),
+      'privileges', pg_catalog.to_jsonb(e.scope),
+      'session', pg_catalog.jsonb_build_object('uid', e.subject_sid, 'issuer', e.subject_issuer),
+      'dst_endpoint', pg_catalog.jsonb_build_object('svc_name', e.audience),
+      'metadata', pg_catalog.jsonb_build_object(
+        'version', '1.3.0', 'uid', e.exchange_id, 'sequence', e.seq, 'log_name', 'tokex.audit_event',
+        'product', pg_catalog.jsonb_build_object('name', 'tokex', 'vendor_name', 'tokex',
+                                                 'version', (SELECT x.extversion FROM pg_catalog.pg_extension x
+                                                              WHERE x.extname OPERATOR(pg_catalog.=) 'tokex'))),
+      'unmapped', pg_catalog.jsonb_build_object(
+        'operation', e.operation, 'jti', e.jti, 'audience', e.audience, 'requested_scope', e.requested_scope,
+        'actor_chain', e.actor_chain, 'delegation_ids', e.delegation_ids, 'policy_ids', e.policy_ids,
+        'expires_at', e.expires_at, 'issued_token_type', e.issued_token_type,
+        'actor_issuer', e.actor_issuer, 'db_user', e.db_user,
+        'row_hash', pg_catalog.encode(e.row_hash, 'hex'))))::text
+    FROM tokex.audit_event e WHERE e.at OPERATOR(pg_catalog.>=) since
+    UNION ALL
+    SELECT u.seq, pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+      'class_uid', 6003, 'class_name', 'API Activity',
+      'category_uid', 6, 'category_name', 'Application Activity',
+      'activity_id', a.id, 'activity_name', a.name,
+      'type_uid', 600300 OPERATOR(pg_catalog.+) a.id, 'type_name', 'API Activity: ' OPERATOR(pg_catalog.||) a.name,
+      'time', (pg_catalog.date_part('epoch', u.at) OPERATOR(pg_catalog.*) 1000)::bigint,
+      'severity_id', 1, 'severity', 'Informational',
+      'status_id', CASE WHEN u.outcome ~* '^(ok|success|allowed|2[0-9][0-9])' THEN 1 ELSE 99 END,
+      'status', u.outcome,
+      'api', pg_catalog.jsonb_build_object('operation', u.action),
+      'user', pg_catalog.jsonb_build_object('uid', e.subject),
+      'actor', pg_catalog.jsonb_build_object('user', pg_catalog.jsonb_build_object('uid', e.actor),
+                                             'app_uid', e.client_id),
+      'dst_endpoint', pg_catalog.jsonb_build_object('svc_name', e.audience),
+      'metadata', pg_catalog.jsonb_build_object(
+        'version', '1.3.0', 'uid', 'use-' OPERATOR(pg_catalog.||) u.id, 'sequence', u.seq,
+        'log_name', 'tokex.token_use', 'correlation_uid', u.exchange_id,
+        'product', pg_catalog.jsonb_build_object('name', 'tokex', 'vendor_name', 'tokex',
+                                                 'version', (SELECT x.extversion FROM pg_catalog.pg_extension x
+                                                              WHERE x.extname OPERATOR(pg_catalog.=) 'tokex'))),
+      'unmapped', pg_catalog.jsonb_build_object(
+        'exchange_id', u.exchange_id, 'actor_chain', e.actor_chain, 'scope', e.scope,
+        'recorded_by', u.db_user, 'row_hash', pg_catalog.encode(u.row_hash, 'hex'))))::text
+    FROM tokex.token_use u
+    LEFT JOIN tokex.audit_event e ON e.exchange_id OPERATOR(pg_catalog.=) u.exchange_id,
+    LATERAL (SELECT CASE pg_catalog.upper(pg_catalog.split_part(u.action, ' ', 1))
+                      WHEN 'POST' THEN 1 WHEN 'GET' THEN 2 WHEN 'HEAD' THEN 2 WHEN 'PUT' THEN 3
+                      WHEN 'PATCH' THEN 3 WHEN 'DELETE' THEN 4 ELSE 99 END AS id) c,
+    LATERAL (SELECT c.id, CASE c.id WHEN 1 THEN 'Create' WHEN 2 THEN 'Read' WHEN 3 THEN 'Update'
+                                    WHEN 4 THEN 'Delete' ELSE 'Other' END AS name) a
+    WHERE u.at OPERATOR(pg_catalog.>=) since
+  ) x(seq, line)
+  ORDER BY x.seq
 $$;

@@ -342,9 +342,8 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	HeapTuple	tup;
 	int			cols[2];
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
-	int			ncols = 0;
+	Datum		values[1];
+	bool		nulls[1] = {false};
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -367,10 +366,8 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 		values[0] = Int64GetDatum(nextval_internal(seq, false));
 		tup = heap_modify_tuple_by_cols(tup, desc, 1, cols, values, nulls);
 	}
-	values[ncols] = PointerGetDatum(row_leaf(canon_table(RelationGetRelid(rel)), tup, desc));
-	cols[ncols] = cols[1];
-	ncols++;
-	tup = heap_modify_tuple_by_cols(tup, desc, ncols, cols, values, nulls);
+	values[0] = PointerGetDatum(row_leaf(canon_table(RelationGetRelid(rel)), tup, desc));
+	tup = heap_modify_tuple_by_cols(tup, desc, 1, &cols[1], values, nulls);
 	poke_sealer();
 	return PointerGetDatum(tup);
 }

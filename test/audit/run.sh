@@ -245,6 +245,17 @@ is "$(q -c "SELECT COALESCE(sum(row_count), 0) FROM tokex.audit_block")" \
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and no row landed in a sealed range (verifies clean)"
 echo "# $(q -c "SELECT count(*) FROM tokex.audit_block") blocks"
 
+# pg_dump / pg_restore: the restored trail verifies, and goes on from where it was
+dropdb --force --if-exists "${DB}_restored" >/dev/null 2>&1
+createdb "${DB}_restored"
+pg_dump -Fc -d "$DB" -f "$tmp/dump"
+restore_err=$(pg_restore -d "${DB}_restored" "$tmp/dump" 2>&1)
+is "$(psql -X -q -At -d "${DB}_restored" -c "SELECT count(*) FROM tokex.audit_verify()" \
+        -c "SELECT (SELECT sum(row_count) FROM tokex.audit_block) = (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)" \
+        -c "SELECT last_value FROM tokex.audit_seq" | tr '\n' ' ')" "0 t $(q -c "SELECT last_value FROM tokex.audit_seq") " \
+   "pg_dump / pg_restore: the restored trail verifies clean, every row sealed, the sequence where it was $restore_err"
+dropdb --force --if-exists "${DB}_restored" >/dev/null 2>&1
+
 # The SIEM export: OCSF JSON lines
 q -c "SELECT line FROM tokex.audit_export(now() - interval '1 hour')" > "$tmp/ocsf.jsonl"
 is "$(wc -l < "$tmp/ocsf.jsonl")" "$(q -c "SELECT (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)")" \

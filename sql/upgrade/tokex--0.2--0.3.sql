@@ -614,10 +614,14 @@ ALTER TABLE tokex.token_use ALTER COLUMN seq SET NOT NULL, ALTER COLUMN row_hash
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokex FROM PUBLIC;
 
 -- the audit proof (26_audit_proof.sql): auditors seal and verify; the
--- audit keys' public halves are for anyone who checks a head
+-- audit keys' public halves are for anyone who checks a head; the rows'
+-- canonical text carries the token hashes auditors do not read, so the
+-- export for an outside verifier is the administrators'
 GRANT EXECUTE ON FUNCTION tokex.seal_audit(), tokex.audit_verify(bigint, bigint),
-  tokex.audit_verify_head(text), tokex.audit_head(), tokex.audit_rows(bigint, bigint),
+  tokex.audit_verify_head(text), tokex.audit_head(),
   tokex.audit_export(timestamptz) TO tokex_auditor, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.audit_rows(bigint, bigint) TO tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
 

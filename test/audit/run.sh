@@ -75,13 +75,17 @@ x() {  # x <subject> <actor> <scope> [<audience>]: the exchange's SQL
   echo "tokex.exchange('$1', '$JWT', '$2', '$JWT', audience => '${4:-cal}', scope => '$3')"
 }
 
-# ROWS exchanges, a tenth of them denied, and a use of every tenth token
+# ROWS exchanges, a tenth of them denied, from 4 sessions at once; and a use of every tenth token
 start=$(date +%s.%N)
-q -c "SELECT count(*) FILTER (WHERE r ? 'access_token') FROM (
-        SELECT CASE WHEN i % 10 = 0 THEN $(x "$st" "$at" cal.read nowhere)
-                    WHEN i % 3 = 0 THEN $(x "$bst" "$at" cal.read)
-                    ELSE $(x "$st" "$at" cal.read) END AS r
-          FROM generate_series(1, $ROWS) i) s" >/dev/null
+for part in 0 1 2 3; do
+  q -c "SELECT count(*) FILTER (WHERE r ? 'access_token') FROM (
+          SELECT CASE WHEN i % 10 = 0 THEN $(x "$st" "$at" cal.read nowhere)
+                      WHEN i % 3 = 0 THEN $(x "$bst" "$at" cal.read)
+                      ELSE $(x "$st" "$at" cal.read) END AS r
+            FROM generate_series(1, $ROWS) i WHERE i % 4 = $part) s" >/dev/null &
+  bg+=($!)
+done
+wait "${bg[@]}"; bg=()
 q -c "SELECT count(tokex.record_use(r->>'access_token', 'GET /events', 'ok'))
         FROM (SELECT $(x "$st" "$at" cal.read) AS r FROM generate_series(1, $((ROWS / 10 + 1)))) s" >/dev/null
 # a chain: asst hands on to helper

@@ -117,6 +117,7 @@ audit_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditShmem)));
 	RequestNamedLWLockTranche("tokex_audit", 1);
+	tokex_seal_shmem_request();
 }
 
 static void
@@ -134,6 +135,7 @@ audit_shmem_startup(void)
 		audit_shmem->lock = &(GetNamedLWLockTranche("tokex_audit"))->lock;
 		ConditionVariableInit(&audit_shmem->cv);
 	}
+	tokex_seal_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

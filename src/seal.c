@@ -631,43 +631,32 @@ typedef struct SealShmem
 } SealShmem;
 
 static SealShmem *seal_shmem = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-#if PG_VERSION_NUM >= 150000
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 
 PGDLLEXPORT void tokex_audit_sealer_main(Datum arg);
 
-static void
-seal_shmem_request(void)
+/* From the audit writer's shmem_request hook (audit.c): the sealers' share. */
+void
+tokex_seal_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(SealShmem)));
 	RequestNamedLWLockTranche("tokex_seal", 1);
 }
 
-static void
-seal_shmem_startup(void)
+/* From the audit writer's shmem_startup hook, which holds AddinShmemInitLock. */
+void
+tokex_seal_shmem_startup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	seal_shmem = ShmemInitStruct("tokex audit sealer", sizeof(SealShmem), &found);
 	if (!found)
 	{
 		memset(seal_shmem, 0, sizeof(SealShmem));
 		seal_shmem->lock = &(GetNamedLWLockTranche("tokex_seal"))->lock;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
-/* From _PG_init: the GUC always, the shared memory when preloaded. */
+/* From _PG_init: the settings (the shared memory comes with the audit writer's). */
 void
 tokex_seal_init(void)
 {
@@ -681,16 +670,6 @@ tokex_seal_init(void)
 							"tokex.apply_audit_retention() drops older ones, whole blocks at a time; the background sealer runs it.",
 							&tokex_audit_retention, 0, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-#if PG_VERSION_NUM >= 150000
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = seal_shmem_request;
-#else
-	seal_shmem_request();
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = seal_shmem_startup;
 }
 
 /*

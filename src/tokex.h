@@ -179,5 +179,7 @@ extern void tokex_audit_write(json_t *row, bool granted);
 
 /* seal.c: row hashes, sealed blocks, the background sealer */
 extern void tokex_seal_init(void);
+extern void tokex_seal_shmem_request(void);
+extern void tokex_seal_shmem_startup(void);
 
 #endif							/* TOKEX_H */

@@ -580,16 +580,9 @@ WITH o AS (
   SELECT 'u', id::text, at FROM tokex.token_use
 ), n AS (
   SELECT t, k, pg_catalog.row_number() OVER (ORDER BY at, t, k) AS seq FROM o
-)
-UPDATE tokex.audit_event e SET seq = n.seq FROM n
- WHERE n.t OPERATOR(pg_catalog.=) 'e' AND n.k OPERATOR(pg_catalog.=) e.exchange_id::text;
-
-WITH o AS (
-  SELECT 'e' AS t, exchange_id::text AS k, at FROM tokex.audit_event
-  UNION ALL
-  SELECT 'u', id::text, at FROM tokex.token_use
-), n AS (
-  SELECT t, k, pg_catalog.row_number() OVER (ORDER BY at, t, k) AS seq FROM o
+), e AS (
+  UPDATE tokex.audit_event e SET seq = n.seq FROM n
+   WHERE n.t OPERATOR(pg_catalog.=) 'e' AND n.k OPERATOR(pg_catalog.=) e.exchange_id::text
 )
 UPDATE tokex.token_use u SET seq = n.seq FROM n
  WHERE n.t OPERATOR(pg_catalog.=) 'u' AND n.k OPERATOR(pg_catalog.=) u.id::text;

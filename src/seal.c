@@ -124,79 +124,63 @@ canon_timestamptz(StringInfo buf, TimestampTz ts)
 }
 
 /*
- * One value.  Every scalar is a JSON string, so that no number format or
- * precision (a bigint beyond 2^53 in JavaScript) can differ between
- * verifiers: timestamptz in UTC with microseconds, bytea as lowercase hex,
- * arrays as JSON arrays (NULL elements as null), anything else as its type's
- * output text (the types used today print the same whatever the settings).
+ * How a row of one table is written, worked out once per backend and row
+ * type (the catalog lookups cost more than the hash): its columns in name
+ * order, each with its output function.  Checked against the descriptor at
+ * every use, so an ALTER TABLE is followed.
  */
-static void
-canon_value(StringInfo buf, Oid type, Datum v)
+typedef enum CanonKind
 {
-	Oid			elemtype = get_element_type(type);
+	CANON_TIMESTAMPTZ,
+	CANON_BYTEA,
+	CANON_OUTPUT				/* the type's output text */
+} CanonKind;
 
-	if (OidIsValid(elemtype))
-	{
-		ArrayType  *a = DatumGetArrayTypeP(v);
-		int16		len;
-		bool		byval;
-		char		align;
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-
-		get_typlenbyvalalign(elemtype, &len, &byval, &align);
-		deconstruct_array(a, elemtype, len, byval, align, &elems, &nulls, &n);
-		appendStringInfoChar(buf, '[');
-		for (int i = 0; i < n; i++)
-		{
-			if (i)
-				appendStringInfoChar(buf, ',');
-			if (nulls[i])
-				appendStringInfoString(buf, "null");
-			else
-				canon_value(buf, elemtype, elems[i]);
-		}
-		appendStringInfoChar(buf, ']');
-		return;
-	}
-	switch (type)
-	{
-		case TIMESTAMPTZOID:
-			canon_timestamptz(buf, DatumGetTimestampTz(v));
-			return;
-		case BYTEAOID:
-			{
-				bytea	   *b = DatumGetByteaPP(v);
-				size_t		n = VARSIZE_ANY_EXHDR(b);
-				char	   *hex = palloc(2 * n + 1);
-
-				hex[hex_encode(VARDATA_ANY(b), n, hex)] = '\0';
-				canon_string(buf, hex);
-				pfree(hex);
-				return;
-			}
-		default:
-			{
-				Oid			out;
-				bool		varlena;
-
-				getTypeOutputInfo(type, &out, &varlena);
-				canon_string(buf, OidOutputFunctionCall(out, v));
-			}
-	}
-}
+typedef struct CanonType
+{
+	CanonKind	kind;
+	FmgrInfo	out;
+} CanonType;
 
 typedef struct CanonColumn
 {
-	const char *name;
+	NameData	name;
 	int			attnum;
+	Oid			type;
+	bool		array;
+	CanonType	value;			/* the element's, for an array */
+	int16		elemlen;
+	bool		elembyval;
+	char		elemalign;
 } CanonColumn;
+
+typedef struct CanonPlan
+{
+	Oid			rowtype;
+	int			natts;
+	char	   *table;
+	int			ncols;
+	CanonColumn *cols;			/* in name order */
+} CanonPlan;
+
+#define CANON_PLANS 8
+static CanonPlan canon_plans[CANON_PLANS];
+
+static void
+canon_type(CanonType *t, Oid type, MemoryContext cxt)
+{
+	Oid			out;
+	bool		varlena;
+
+	t->kind = type == TIMESTAMPTZOID ? CANON_TIMESTAMPTZ : type == BYTEAOID ? CANON_BYTEA : CANON_OUTPUT;
+	getTypeOutputInfo(type, &out, &varlena);
+	fmgr_info_cxt(out, &t->out, cxt);
+}
 
 static int
 canon_column_cmp(const void *a, const void *b)
 {
-	return strcmp(((const CanonColumn *) a)->name, ((const CanonColumn *) b)->name);
+	return strcmp(NameStr(((const CanonColumn *) a)->name), NameStr(((const CanonColumn *) b)->name));
 }
 
 /* The name of the table a row belongs to: a partition's root table. */
@@ -208,38 +192,159 @@ canon_table(Oid relid)
 	return get_rel_name(relid);
 }
 
-/* The canonical text of a row (see the file's banner). */
-static void
-canon_row(StringInfo buf, const char *table, HeapTuple tup, TupleDesc desc)
+static bool
+canon_column_wanted(Form_pg_attribute att)
 {
-	CanonColumn *cols = palloc(sizeof(CanonColumn) * desc->natts);
+	return !att->attisdropped && strcmp(NameStr(att->attname), "row_hash") != 0;
+}
+
+/* Does the plan still describe rows of this descriptor? */
+static bool
+canon_plan_fits(const CanonPlan *p, TupleDesc desc)
+{
 	int			n = 0;
 
+	if (p->rowtype != desc->tdtypeid || p->natts != desc->natts)
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+		n += canon_column_wanted(TupleDescAttr(desc, i)) ? 1 : 0;
+	if (n != p->ncols)
+		return false;
+	for (int i = 0; i < p->ncols; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, p->cols[i].attnum - 1);
+
+		if (!canon_column_wanted(att) || att->atttypid != p->cols[i].type ||
+			strcmp(NameStr(att->attname), NameStr(p->cols[i].name)) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* The plan for rows of desc, a row of table relid. */
+static const CanonPlan *
+canon_plan(TupleDesc desc, Oid relid)
+{
+	static int	next = 0;
+	CanonPlan  *p = NULL;
+	MemoryContext cxt;
+
+	for (int i = 0; i < CANON_PLANS; i++)
+		if (canon_plans[i].rowtype == desc->tdtypeid && OidIsValid(desc->tdtypeid))
+		{
+			if (canon_plan_fits(&canon_plans[i], desc))
+				return &canon_plans[i];
+			p = &canon_plans[i];
+			break;
+		}
+	if (p == NULL)
+		p = &canon_plans[next++ % CANON_PLANS];
+	if (p->cols)
+		pfree(p->cols);
+	if (p->table)
+		pfree(p->table);
+	memset(p, 0, sizeof(CanonPlan));
+
+	cxt = TopMemoryContext;
+	p->cols = MemoryContextAllocZero(cxt, sizeof(CanonColumn) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
+		CanonColumn *c = &p->cols[p->ncols];
+		Oid			elem;
 
-		if (att->attisdropped || strcmp(NameStr(att->attname), "row_hash") == 0 ||
-			heap_attisnull(tup, i + 1, desc))
+		if (!canon_column_wanted(att))
 			continue;
-		cols[n].name = NameStr(att->attname);
-		cols[n++].attnum = i + 1;
+		namestrcpy(&c->name, NameStr(att->attname));
+		c->attnum = i + 1;
+		c->type = att->atttypid;
+		elem = get_element_type(att->atttypid);
+		c->array = OidIsValid(elem);
+		if (c->array)
+			get_typlenbyvalalign(elem, &c->elemlen, &c->elembyval, &c->elemalign);
+		canon_type(&c->value, c->array ? elem : att->atttypid, cxt);
+		p->ncols++;
 	}
-	qsort(cols, n, sizeof(CanonColumn), canon_column_cmp);
-	appendStringInfoString(buf, "{\"@table\":");
-	canon_string(buf, table);
-	for (int i = 0; i < n; i++)
-	{
-		bool		isnull;
-		Datum		v = heap_getattr(tup, cols[i].attnum, desc, &isnull);
+	qsort(p->cols, p->ncols, sizeof(CanonColumn), canon_column_cmp);
+	p->table = MemoryContextStrdup(cxt, canon_table(relid));
+	p->natts = desc->natts;
+	p->rowtype = desc->tdtypeid;	/* last: the plan is whole */
+	return p;
+}
 
+/*
+ * One value.  Every scalar is a JSON string, so that no number format or
+ * precision (a bigint beyond 2^53 in JavaScript) can differ between
+ * verifiers: timestamptz in UTC with microseconds, bytea as lowercase hex,
+ * anything else as its type's output text (the types used today print the
+ * same whatever the settings).
+ */
+static void
+canon_scalar(StringInfo buf, const CanonType *t, Datum v)
+{
+	switch (t->kind)
+	{
+		case CANON_TIMESTAMPTZ:
+			canon_timestamptz(buf, DatumGetTimestampTz(v));
+			return;
+		case CANON_BYTEA:
+			{
+				bytea	   *b = DatumGetByteaPP(v);
+				size_t		n = VARSIZE_ANY_EXHDR(b);
+				char	   *hex = palloc(2 * n + 1);
+
+				hex[hex_encode(VARDATA_ANY(b), n, hex)] = '\0';
+				canon_string(buf, hex);
+				pfree(hex);
+				return;
+			}
+		case CANON_OUTPUT:
+			canon_string(buf, OutputFunctionCall((FmgrInfo *) &t->out, v));
+			return;
+	}
+}
+
+/* The canonical text of a row (see the file's banner): arrays as JSON arrays, NULL elements null. */
+static void
+canon_row(StringInfo buf, const CanonPlan *p, HeapTuple tup, TupleDesc desc)
+{
+	appendStringInfoString(buf, "{\"@table\":");
+	canon_string(buf, p->table);
+	for (int i = 0; i < p->ncols; i++)
+	{
+		const CanonColumn *c = &p->cols[i];
+		bool		isnull;
+		Datum		v = heap_getattr(tup, c->attnum, desc, &isnull);
+
+		if (isnull)
+			continue;
 		appendStringInfoChar(buf, ',');
-		canon_string(buf, cols[i].name);
+		canon_string(buf, NameStr(c->name));
 		appendStringInfoChar(buf, ':');
-		canon_value(buf, TupleDescAttr(desc, cols[i].attnum - 1)->atttypid, v);
+		if (!c->array)
+			canon_scalar(buf, &c->value, v);
+		else
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+
+			deconstruct_array(DatumGetArrayTypeP(v), ARR_ELEMTYPE(DatumGetArrayTypeP(v)),
+							  c->elemlen, c->elembyval, c->elemalign, &elems, &nulls, &n);
+			appendStringInfoChar(buf, '[');
+			for (int k = 0; k < n; k++)
+			{
+				if (k)
+					appendStringInfoChar(buf, ',');
+				if (nulls[k])
+					appendStringInfoString(buf, "null");
+				else
+					canon_scalar(buf, &c->value, elems[k]);
+			}
+			appendStringInfoChar(buf, ']');
+		}
 	}
 	appendStringInfoChar(buf, '}');
-	pfree(cols);
 }
 
 static void
@@ -261,42 +366,40 @@ sha256_parts(const uint8 *a, size_t alen, const uint8 *b, size_t blen,
 	EVP_MD_CTX_free(md);
 }
 
-/* RFC 9162 §2.1.1: the leaf hash of the row's canonical text. */
+/* RFC 9162 §2.1.1: the leaf hash of a row's canonical text (freed). */
 static bytea *
-row_leaf(const char *table, HeapTuple tup, TupleDesc desc)
+leaf_hash(StringInfo buf)
 {
-	StringInfoData buf;
 	static const uint8 leaf = 0x00;
 	bytea	   *h = palloc(VARHDRSZ + 32);
 
-	initStringInfo(&buf);
-	canon_row(&buf, table, tup, desc);
-	sha256_parts(&leaf, 1, (uint8 *) buf.data, buf.len, NULL, 0, (uint8 *) VARDATA(h));
+	sha256_parts(&leaf, 1, (uint8 *) buf->data, buf->len, NULL, 0, (uint8 *) VARDATA(h));
 	SET_VARSIZE(h, VARHDRSZ + 32);
-	pfree(buf.data);
+	pfree(buf->data);
 	return h;
 }
 
-/* A whole-row argument as a tuple, its descriptor and its table's name. */
-static HeapTuple
-record_arg(FunctionCallInfo fcinfo, TupleDesc *desc, char **table)
+/* A whole-row argument's canonical text, into buf. */
+static void
+record_canon(FunctionCallInfo fcinfo, StringInfo buf)
 {
 	HeapTupleHeader td = PG_GETARG_HEAPTUPLEHEADER(0);
 	Oid			type = HeapTupleHeaderGetTypeId(td);
 	Oid			relid = get_typ_typrelid(type);
-	HeapTuple	tup = palloc(sizeof(HeapTupleData));
+	TupleDesc	desc;
+	HeapTupleData tup;
 
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("an audit row is a row of tokex.audit_event or tokex.token_use")));
-	*table = canon_table(relid);
-	*desc = lookup_rowtype_tupdesc_copy(type, HeapTupleHeaderGetTypMod(td));
-	tup->t_len = HeapTupleHeaderGetDatumLength(td);
-	ItemPointerSetInvalid(&(tup->t_self));
-	tup->t_tableOid = InvalidOid;
-	tup->t_data = td;
-	return tup;
+	desc = lookup_rowtype_tupdesc(type, HeapTupleHeaderGetTypMod(td));
+	tup.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&(tup.t_self));
+	tup.t_tableOid = InvalidOid;
+	tup.t_data = td;
+	canon_row(buf, canon_plan(desc, relid), &tup, desc);
+	ReleaseTupleDesc(desc);
 }
 
 /* tokex._audit_canonical(row): the text row_hash is the leaf hash of. */
@@ -304,13 +407,10 @@ PG_FUNCTION_INFO_V1(tokex_audit_canonical);
 Datum
 tokex_audit_canonical(PG_FUNCTION_ARGS)
 {
-	TupleDesc	desc;
-	char	   *table;
-	HeapTuple	tup = record_arg(fcinfo, &desc, &table);
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	canon_row(&buf, table, tup, desc);
+	record_canon(fcinfo, &buf);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }
 
@@ -319,11 +419,11 @@ PG_FUNCTION_INFO_V1(tokex_audit_row_hash);
 Datum
 tokex_audit_row_hash(PG_FUNCTION_ARGS)
 {
-	TupleDesc	desc;
-	char	   *table;
-	HeapTuple	tup = record_arg(fcinfo, &desc, &table);
+	StringInfoData buf;
 
-	PG_RETURN_BYTEA_P(row_leaf(table, tup, desc));
+	initStringInfo(&buf);
+	record_canon(fcinfo, &buf);
+	PG_RETURN_BYTEA_P(leaf_hash(&buf));
 }
 
 static void poke_sealer(void);
@@ -344,6 +444,7 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 	int			cols[2];
 	Datum		values[1];
 	bool		nulls[1] = {false};
+	StringInfoData buf;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -366,7 +467,9 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 		values[0] = Int64GetDatum(nextval_internal(seq, false));
 		tup = heap_modify_tuple_by_cols(tup, desc, 1, cols, values, nulls);
 	}
-	values[0] = PointerGetDatum(row_leaf(canon_table(RelationGetRelid(rel)), tup, desc));
+	initStringInfo(&buf);
+	canon_row(&buf, canon_plan(desc, RelationGetRelid(rel)), tup, desc);
+	values[0] = PointerGetDatum(leaf_hash(&buf));
 	tup = heap_modify_tuple_by_cols(tup, desc, 1, &cols[1], values, nulls);
 	poke_sealer();
 	return PointerGetDatum(tup);
@@ -972,4 +1075,12 @@ tokex_audit_prune(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
+}
+
+/* tokex._audit_retention(): the setting, as the library holds it (never a placeholder) */
+PG_FUNCTION_INFO_V1(tokex_audit_retention_setting);
+Datum
+tokex_audit_retention_setting(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(tokex_audit_retention);
 }

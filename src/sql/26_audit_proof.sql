@@ -417,6 +417,9 @@ $$;
 CREATE FUNCTION tokex._audit_pruning() RETURNS boolean
   LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_audit_pruning';
 
+CREATE FUNCTION tokex._audit_retention() RETURNS integer
+  LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_audit_retention_setting';
+
 CREATE FUNCTION tokex._audit_prune(through_seq bigint) RETURNS bigint
   LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'tokex_audit_prune';
 
@@ -428,7 +431,7 @@ DECLARE
   conflict bigint;
   done bigint;
 BEGIN
-  keep := COALESCE(keep, pg_catalog.make_interval(secs => pg_catalog.current_setting('tokex.audit_retention')::int));
+  keep := COALESCE(keep, pg_catalog.make_interval(secs => tokex._audit_retention()));
   IF keep OPERATOR(pg_catalog.<=) '0'::interval THEN
     RETURN 0;
   END IF;

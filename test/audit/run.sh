@@ -154,6 +154,15 @@ sed '$d' "$tmp/out/rows.txt" > "$tmp/out/rows-short.txt"
 out=$(node test/interop/audit-verify.mjs "$tmp/out/jwks.json" "$tmp/out/blocks.txt" "$tmp/out/rows-short.txt" 2>&1)
 ok "$([ $? -eq 1 ] && grep -q "rows, the block sealed" <<<"$out"; echo $?)" "... and a missing one: $out"
 
+# Rotating the audit key: new blocks are signed with the new key, the old one still verifies its blocks
+new_kid=$(q -c "SELECT tokex.rotate_audit_key()")
+q -c "SELECT count(*) FROM (SELECT $(x "$st" "$at" cal.read) FROM generate_series(1, 5)) s" >/dev/null
+seal_all
+is "$(q -c "SELECT kid = '$new_kid' FROM tokex.audit_block ORDER BY block DESC LIMIT 1")" t \
+   "rotate_audit_key(): the next block is signed with the new audit key"
+is "$(q -c "SELECT jsonb_array_length(tokex.audit_keys()->'keys')") $(q -c "SELECT count(*) FROM tokex.audit_verify()") $(vh "$tmp/head1.jws")" \
+   "2 0 none" "... both keys are published, the chain verifies, the witness's head still holds"
+
 # Tampering, the ways a superuser can; each rolled back
 victim=$(q -c "SELECT exchange_id FROM tokex.audit_event WHERE decision = 'granted' ORDER BY seq LIMIT 1 OFFSET 3")
 is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;

@@ -164,6 +164,7 @@ is "$(q -c "SELECT jsonb_array_length(tokex.audit_keys()->'keys')") $(q -c "SELE
    "2 0 none" "... both keys are published, the chain verifies, the witness's head still holds"
 
 # Tampering, the ways a superuser can; each rolled back
+q -c "CREATE TABLE public.token_use_shape (LIKE tokex.token_use INCLUDING DEFAULTS)"
 victim=$(q -c "SELECT exchange_id FROM tokex.audit_event WHERE decision = 'granted' ORDER BY seq LIMIT 1 OFFSET 3")
 is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
                 UPDATE tokex.audit_event SET scope = '{cal.read,cal.write}' WHERE exchange_id = '$victim'")" \
@@ -191,6 +192,10 @@ is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append
                 ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
                 TRUNCATE tokex.token_use, tokex.audit_event")" \
    "missing row" "TRUNCATE: missing row"
+# (a config table cannot be dropped without dropping tokex: it is moved aside instead)
+is "$(problems "ALTER TABLE tokex.token_use RENAME TO token_use_gone;
+                CREATE TABLE tokex.token_use (LIKE public.token_use_shape INCLUDING ALL)")" \
+   "missing row" "token_use replaced by a new, empty table: missing row"
 is "$(problems "ALTER TABLE tokex.audit_block DISABLE TRIGGER audit_block_append_only;
                 UPDATE tokex.audit_block SET row_count = row_count - 1 WHERE block = 1")" \
    "altered block,inserted row" "a block's row count lowered: altered block (and its rows are now more than it says)"

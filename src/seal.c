@@ -711,10 +711,11 @@ tokex_audit_safe_seq(PG_FUNCTION_ARGS)
  * The sealer seals every tokex.audit_seal_interval while rows keep coming.
  * It leaves after SEAL_LINGER_MS in which nothing was sealed, nothing was
  * pending and nobody flagged it (so a row that came without a flag, within
- * a second of its backend's last one, is still seen), after three rounds
- * that could seal nothing (a long transaction holds the horizon: a later
- * row starts it again), or as soon as no client is connected to its
- * database, so that DROP DATABASE is not kept waiting.
+ * a second of its backend's last one, is still seen), or as soon as no
+ * client is connected to its database and nothing is pending (or three
+ * rounds could seal nothing: a long transaction elsewhere holds the
+ * horizon, and a later row starts it again), so that DROP DATABASE is not
+ * kept waiting.
  */
 #define SEAL_LINGER_MS		2000
 #define SEAL_TICK_MS		250
@@ -1009,7 +1010,7 @@ tokex_audit_sealer_main(Datum arg)
 				idle_since = 0;
 			else if (idle_since == 0)
 				idle_since = GetCurrentTimestamp();
-			if ((nobody && !pending) || stuck >= 3 ||
+			if ((nobody && (!pending || stuck >= 3)) ||
 				(idle_since != 0 && TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), SEAL_LINGER_MS)))
 			{
 				if (sealer_leave())

@@ -109,6 +109,10 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 is "$sealed" t "the background sealer has sealed every row, unasked"
+[ "$sealed" = t ] || q -c "SELECT (SELECT max(to_seq) FROM tokex.audit_block), (SELECT last_value FROM tokex.audit_seq),
+                                  (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use),
+                                  (SELECT string_agg(backend_type || ':' || state || ':' || coalesce(backend_xid::text, '-'), ', ')
+                                     FROM pg_stat_activity WHERE datname = current_database())" | sed 's/^/# /'
 is "$(q -c "SELECT tokex.seal_audit() IS NULL")" t "seal_audit() with nothing new to seal makes no block"
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "the untouched trail verifies clean"
 before=$(date +%s.%N)
@@ -243,6 +247,33 @@ SQL
    "an older copy of tables and blocks restored: consistent in itself, but the witness's later head is gone"
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()") $(vh "$tmp/head1.jws") $(vh "$tmp/head2.jws")" "0 none none" \
    "after all that rolled back: clean, and both witnessed heads are prefixes"
+
+# A transaction that took its place (seq) and has not committed holds the seal back
+# below it, while exchanges go on; once it commits, its row is sealed in order
+late_tok=$(q -c "SELECT ($(x "$st" "$at" cal.read))->>'access_token'")
+seal_all
+q -v t="$late_tok" >/dev/null <<'SQL' &
+BEGIN;
+SELECT tokex.record_use(:'t', 'late', 'ok');
+SELECT pg_sleep(6);
+COMMIT;
+SQL
+bg+=($!)
+sleep 1
+t0=$(date +%s.%N)
+q -c "SELECT $(x "$st" "$at" cal.read)" >/dev/null
+t1=$(date +%s.%N)
+early=$(q -c "SELECT tokex.seal_audit()")
+t2=$(date +%s.%N)
+ok "$(echo "$t1 - $t0 < 1" | bc | grep -qx 1; echo $?)" \
+   "an exchange while a writing transaction is open takes $(echo "$t1 - $t0" | bc) s"
+is "${early:-NULL} $(echo "$t2 - $t1 >= 1.9" | bc)" "NULL 1" \
+   "seal_audit() waits for it (2 s), then seals nothing: the exchange after it stays unsealed too"
+wait "${bg[@]}"; bg=()
+seal_all
+is "$(q -c "SELECT count(*) FROM tokex.token_use u JOIN tokex.audit_block b ON u.seq > b.from_seq AND u.seq <= b.to_seq
+             WHERE u.action = 'late'") $(q -c "SELECT count(*) FROM tokex.audit_verify()")" "1 0" \
+   "... once it commits, its row is sealed in its place and the trail verifies"
 
 # Exchanges racing the sealer: no row lost, none lands in a sealed range
 cat > "$tmp/x.pgbench" <<EOF

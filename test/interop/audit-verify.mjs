@@ -84,11 +84,15 @@ for (const jws of lines(blocksFile)) {
   prev = { block, hash: sha256(payload).toString('hex'), to_seq: h.to_seq };
   headers.push({ block, h, text });
 }
+let next = 0;   // rows and blocks are both in seq order: one sweep
 for (const { block, h } of headers) {
-  if (block <= prunedThrough) continue;   // its rows were dropped by the retention
   const lo = BigInt(h.from_seq);
   const hi = BigInt(h.to_seq);
-  const mine = rows.filter((r) => r.seq > lo && r.seq <= hi);
+  while (next < rows.length && rows[next].seq <= lo) next++;
+  const first = next;
+  while (next < rows.length && rows[next].seq <= hi) next++;
+  if (block <= prunedThrough) continue;   // its rows were dropped by the retention
+  const mine = rows.slice(first, next);
   if (BigInt(mine.length) !== BigInt(h.count)) problem(block, `${mine.length} rows, the block sealed ${h.count}`);
   else if (mth(mine.map((r) => r.leaf)).toString('hex') !== h.root) problem(block, 'rows do not give the block\'s Merkle root');
 }

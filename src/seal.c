@@ -858,6 +858,55 @@ sealer_exit(int code, Datum arg)
 	LWLockRelease(seal_shmem->lock);
 }
 
+typedef struct SealRound
+{
+	bool		sealed;			/* a block was made */
+	bool		pending;		/* rows are left unsealed */
+} SealRound;
+
+static void
+seal_round_xact(void *arg)
+{
+	SealRound  *r = (SealRound *) arg;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "tokex: SPI_connect failed");
+	/* only where this library's version of tokex is installed */
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'tokex' "
+					"AND extversion OPERATOR(pg_catalog.=) '" TOKEX_VERSION "'", false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		static TimestampTz retained = 0;
+
+		if (tokex_audit_retention > 0 &&
+			TimestampDifferenceExceeds(retained, GetCurrentTimestamp(), 60000))
+		{
+			/* in a transaction of its own: sealing needs one that has written nothing */
+			retained = GetCurrentTimestamp();
+			if (SPI_execute("SELECT tokex.apply_audit_retention()", false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "tokex: apply_audit_retention failed");
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "tokex: SPI_connect failed");
+		}
+		/* seal_audit's statements each take a fresh snapshot */
+		if (SPI_execute("SELECT tokex.seal_audit() IS NOT NULL", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "tokex: seal_audit failed");
+		r->sealed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (SPI_execute("SELECT COALESCE((SELECT pg_catalog.max(b.to_seq) FROM tokex.audit_block b), 0) "
+						"OPERATOR(pg_catalog.<) (SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
+						"FROM tokex.audit_seq)", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "tokex: cannot read the sealed range");
+		r->pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+}
+
 /*
  * One round: seal what is safe.  Returns false on error (logged, not
  * raised: the worker then stops, and a later row starts it again); sets
@@ -866,74 +915,18 @@ sealer_exit(int code, Datum arg)
 static bool
 seal_round(bool *sealed, bool *pending)
 {
-	volatile bool ok = true;
-	MemoryContext cxt = CurrentMemoryContext;
+	SealRound	r = {false, false};
+	char		why[256];
+	bool		ok;
 
-	*sealed = *pending = false;
 	LWLockAcquire(seal_shmem->lock, LW_EXCLUSIVE);
 	seal_shmem->sealers[sealer_index].flagged = false;
 	LWLockRelease(seal_shmem->lock);
-	PG_TRY();
-	{
-		bool		isnull;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		/* an outer snapshot; seal_audit's statements each take a fresh one */
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "tokex audit seal");
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "tokex: SPI_connect failed");
-		/* only where this library's version of tokex is installed */
-		if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'tokex' "
-						"AND extversion OPERATOR(pg_catalog.=) '" TOKEX_VERSION "'", false, 1) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			static TimestampTz retained = 0;
-
-			if (tokex_audit_retention > 0 &&
-				TimestampDifferenceExceeds(retained, GetCurrentTimestamp(), 60000))
-			{
-				/* in a transaction of its own: sealing needs one that has written nothing */
-				retained = GetCurrentTimestamp();
-				if (SPI_execute("SELECT tokex.apply_audit_retention()", false, 1) != SPI_OK_SELECT)
-					elog(ERROR, "tokex: apply_audit_retention failed");
-				SPI_finish();
-				PopActiveSnapshot();
-				CommitTransactionCommand();
-				StartTransactionCommand();
-				PushActiveSnapshot(GetTransactionSnapshot());
-				if (SPI_connect() != SPI_OK_CONNECT)
-					elog(ERROR, "tokex: SPI_connect failed");
-			}
-			if (SPI_execute("SELECT tokex.seal_audit() IS NOT NULL", false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "tokex: seal_audit failed");
-			*sealed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (SPI_execute("SELECT COALESCE((SELECT pg_catalog.max(b.to_seq) FROM tokex.audit_block b), 0) "
-							"OPERATOR(pg_catalog.<) (SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
-							"FROM tokex.audit_seq)", false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "tokex: cannot read the sealed range");
-			*pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *e;
-
-		MemoryContextSwitchTo(cxt);
-		e = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING,
-				(errmsg("tokex audit sealer: %s", e->message ? e->message : "unknown error")));
-		FreeErrorData(e);
-		ok = false;
-	}
-	PG_END_TRY();
+	ok = tokex_worker_xact("tokex audit seal", seal_round_xact, &r, why, sizeof(why));
+	if (!ok)
+		ereport(WARNING, (errmsg("tokex audit sealer: %s", why)));
+	*sealed = r.sealed;
+	*pending = r.pending;
 	return ok;
 }
 

@@ -10,7 +10,7 @@ DATA_built = tokex--$(EXTVERSION).sql
 DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/upgrade/tokex--*.sql))
 OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
              src/session.o src/introspect.o src/revocation.o src/client.o src/translate.o \
-             src/keys.o src/issuers.o src/jwt.o src/vault.o src/dpop.o src/resource.o src/standby.o \
+             src/keys.o src/issuers.o src/jwt.o src/vault.o src/dpop.o src/resource.o src/standby.o src/seal.o \
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
              src/jose/jwt.o
 

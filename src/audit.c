@@ -118,6 +118,7 @@ audit_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditShmem)));
 	RequestNamedLWLockTranche("tokex_audit", 1);
+	tokex_seal_shmem_request();
 }
 
 static void
@@ -135,6 +136,7 @@ audit_shmem_startup(void)
 		audit_shmem->lock = &(GetNamedLWLockTranche("tokex_audit"))->lock;
 		ConditionVariableInit(&audit_shmem->cv);
 	}
+	tokex_seal_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -752,31 +754,24 @@ writer_exit(int code, Datum arg)
 		ConditionVariableBroadcast(&audit_shmem->cv);
 }
 
-/* Commit the rows of these slots in one transaction; false (and why) on error. */
-static bool
-write_batch(int *idx, int n, char *why, size_t whylen)
+/*
+ * A background worker's unit of work: fn(arg) in a transaction of its own,
+ * with a snapshot, committed; on error the transaction is aborted, the
+ * message copied into why, and false returned (the worker carries on).
+ */
+bool
+tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg, char *why, size_t whylen)
 {
-	StringInfoData buf;
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '[');
-	for (int i = 0; i < n; i++)
-	{
-		if (i)
-			appendStringInfoChar(&buf, ',');
-		appendBinaryStringInfo(&buf, audit_shmem->slots[idx[i]].data, audit_shmem->slots[idx[i]].len);
-	}
-	appendStringInfoChar(&buf, ']');
 
 	PG_TRY();
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "tokex audit insert");
-		insert_rows(buf.data);
+		pgstat_report_activity(STATE_RUNNING, activity);
+		fn(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		pgstat_report_activity(STATE_IDLE, NULL);
@@ -794,6 +789,32 @@ write_batch(int *idx, int n, char *why, size_t whylen)
 		ok = false;
 	}
 	PG_END_TRY();
+	return ok;
+}
+
+static void
+insert_batch(void *rows)
+{
+	insert_rows((const char *) rows);
+}
+
+/* Commit the rows of these slots in one transaction; false (and why) on error. */
+static bool
+write_batch(int *idx, int n, char *why, size_t whylen)
+{
+	StringInfoData buf;
+	bool		ok;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (int i = 0; i < n; i++)
+	{
+		if (i)
+			appendStringInfoChar(&buf, ',');
+		appendBinaryStringInfo(&buf, audit_shmem->slots[idx[i]].data, audit_shmem->slots[idx[i]].len);
+	}
+	appendStringInfoChar(&buf, ']');
+	ok = tokex_worker_xact("tokex audit insert", insert_batch, buf.data, why, whylen);
 	pfree(buf.data);
 	return ok;
 }

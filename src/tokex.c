@@ -142,6 +142,7 @@ _PG_init(void)
 		tokex_audit_init();
 		tokex_dpop_init();
 	}
+	tokex_seal_init();
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("tokex");
 #else

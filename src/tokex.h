@@ -187,6 +187,13 @@ extern void tokex_audit_init(void);
 extern bool tokex_audit_durable(void);
 extern void tokex_audit_require_durable(void);
 extern void tokex_audit_write(json_t *row, bool granted);
+extern bool tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg,
+							  char *why, size_t whylen);
+
+/* seal.c: row hashes, sealed blocks, the background sealer */
+extern void tokex_seal_init(void);
+extern void tokex_seal_shmem_request(void);
+extern void tokex_seal_shmem_startup(void);
 
 /* standby.c: hot standbys (heartbeat, max_replica_lag, revocation_sync) */
 extern void tokex_standby_init(void);

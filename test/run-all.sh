@@ -42,6 +42,7 @@ suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
+suite "audit proof: sealed, verified, every tampering found" bash test/audit/run.sh
 suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 suite "hot standbys (own primary and two standbys)" bash test/standby/run.sh

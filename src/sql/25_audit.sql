@@ -42,7 +42,10 @@ CREATE TABLE tokex.audit_event (
   credential_id        bigint,
   -- the DPoP key (RFC 7638 thumbprint) the issued token is bound to
   dpop_jkt             text,
-  CHECK ((decision = 'granted') = (error IS NULL))
+  CHECK ((decision = 'granted') = (error IS NULL)),
+  -- the row's place in the sealed chain and its hash (26_audit_proof.sql)
+  seq                  bigint NOT NULL,
+  row_hash             bytea NOT NULL
 );
 
 CREATE INDEX audit_event_at ON tokex.audit_event (at);
@@ -66,6 +69,11 @@ CREATE FUNCTION tokex._audit_write(fields jsonb, granted boolean DEFAULT true) R
 CREATE FUNCTION tokex._append_only() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  -- the one exception: the retention drops sealed rows, their block headers
+  -- recording it (tokex.apply_audit_retention, src/seal.c)
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' AND tokex._audit_pruning() THEN
+    RETURN NULL;
+  END IF;
   RAISE EXCEPTION '% is append-only', TG_TABLE_NAME
     USING ERRCODE = 'insufficient_privilege',
           DETAIL = 'Audit rows are evidence: they are never updated or deleted.';
@@ -85,7 +93,9 @@ CREATE TABLE tokex.token_use (
   exchange_id uuid NOT NULL REFERENCES tokex.audit_event (exchange_id),
   action      text NOT NULL,
   outcome     text NOT NULL,
-  db_user     text NOT NULL DEFAULT SESSION_USER
+  db_user     text NOT NULL DEFAULT SESSION_USER,
+  seq         bigint NOT NULL,
+  row_hash    bytea NOT NULL
 );
 
 CREATE INDEX token_use_exchange ON tokex.token_use (exchange_id);

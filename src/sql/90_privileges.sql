@@ -93,3 +93,19 @@ GRANT SELECT ON tokex.ssf_event, tokex.ssf_token TO tokex_admin;
 GRANT EXECUTE ON FUNCTION tokex.ssf_poll(uuid, int, uuid[], jsonb) TO tokex_app, tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.ssf_prune(uuid) TO tokex_admin;
+
+-- the audit proof (26_audit_proof.sql): auditors seal and verify; the
+-- audit keys' public halves are for anyone who checks a head; the rows'
+-- canonical text carries the token hashes auditors do not read, so the
+-- export for an outside verifier is the administrators'
+GRANT EXECUTE ON FUNCTION tokex.seal_audit(), tokex.audit_verify(bigint, bigint),
+  tokex.audit_verify_head(text), tokex.audit_head(),
+  tokex.audit_export(timestamptz) TO tokex_auditor, tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.audit_rows(bigint, bigint) TO tokex_admin;
+
+GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
+
+GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text), tokex.apply_audit_retention(interval) TO tokex_admin;
+
+GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

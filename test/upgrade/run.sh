@@ -186,6 +186,9 @@ SQL
                    WHERE s.last_value IS DISTINCT FROM
                          pg_catalog.pg_sequence_last_value(pg_catalog.format('tokex.%I', s.relname)::regclass)")" \
     0 "... and every sequence where it was"
+  # the rows of the earlier version, given their place and hash by the update, seal and verify
+  is "$(q $old -c "SELECT tokex.seal_audit() IS NOT NULL" -c "SELECT count(*) FROM tokex.audit_verify()" | tr '\n' ' ')" \
+    "t 0 " "... and its audit rows seal into a block that verifies clean"
 
   if [ "$from" = 0.1 ]; then
     is "$(q $old -c "SELECT pg_catalog.string_agg(pg_catalog.right(exchange_id::text, 1) || '=' || operation, ' '

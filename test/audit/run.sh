@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# The audit trail proves itself (README: "Proving the audit trail"): after
+# many exchanges the background sealer has sealed every row and the trail
+# verifies clean, inside the database and outside it (node, npm jose); then
+# every way a superuser can tamper with it is tried, each in a transaction
+# rolled back afterwards, and tokex.audit_verify() or the witness check
+# reports each; exchanges racing the sealer lose no row and land none in a
+# sealed range; the retention drops whole sealed blocks and the chain still
+# verifies; a chain re-signed with a new key passes its own check but not
+# the witness's.  Also the SIEM export and the README's auditor cookbook.
+#
+# TOKEX_AUDIT_ROWS exchanges (default 300; the documented run: 100000),
+# TOKEX_AUDIT_SECONDS of concurrent exchanges (default 4).  Uses the server
+# the PG* environment names, tokex preloaded; creates and drops its database.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+DB=${TOKEX_AUDIT_DB:-tokex_audit_proof}
+ROWS=${TOKEX_AUDIT_ROWS:-300}
+SECONDS_CONC=${TOKEX_AUDIT_SECONDS:-4}
+tmp=$(mktemp -d)
+bg=()
+cleanup() {
+  for p in "${bg[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  dropdb --force --if-exists "$DB" >/dev/null 2>&1
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+. test/tap.sh
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+# the problems audit_verify reports after the SQL given tampers, rolled back
+problems() {
+  q -c "BEGIN" -c "$1" -c "SELECT COALESCE(string_agg(DISTINCT problem, ',' ORDER BY problem), 'none') FROM tokex.audit_verify()" \
+    -c "ROLLBACK" 2>&1 | tail -1
+}
+# seal until every row is in a block (the sealer may be at it too)
+seal_all() {
+  for _ in $(seq 1 50); do
+    [ "$(q -c "SELECT tokex.seal_audit()" -c "SELECT COALESCE(max(to_seq), 0) >= (SELECT last_value FROM tokex.audit_seq)
+                                              FROM tokex.audit_block")" = t ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+JWT=urn:ietf:params:oauth:token-type:jwt
+# the problems audit_verify_head reports for the head in file $1 (after the SQL $2, rolled back)
+vh() {
+  q -v head="$(cat "$1")" <<SQL | tail -1
+BEGIN;
+${2:-}
+SELECT COALESCE(string_agg(problem, ',' ORDER BY problem), 'none') FROM tokex.audit_verify_head(:'head');
+ROLLBACK;
+SQL
+}
+
+dropdb --force --if-exists "$DB" >/dev/null 2>&1
+createdb "$DB"
+q >/dev/null <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION tokex;
+ALTER DATABASE $DB SET tokex.issuer = 'https://tokex.audit.test';
+SET tokex.issuer = 'https://tokex.audit.test';
+SELECT tokex.create_key();
+INSERT INTO tokex.identity (id, kind) VALUES ('alice', 'human'), ('bob', 'human'), ('asst', 'agent'), ('helper', 'agent');
+INSERT INTO tokex.resource (audience, scopes) VALUES ('cal', '{cal.read,cal.write}');
+INSERT INTO tokex.delegation (principal, delegate, scopes, max_depth) VALUES
+  ('alice', 'asst', '{cal.read,cal.write}', 2), ('asst', 'helper', '{cal.read}', 1), ('bob', 'asst', '{cal.read}', 1);
+INSERT INTO tokex.policy (effect) VALUES ('allow');
+SQL
+read -r st at hat bst < <(q -F ' ' -c "SELECT (tokex.start_session('alice', 'asst'))->>'session_token',
+                                              tokex.identity_token('asst'), tokex.identity_token('helper'),
+                                              (tokex.start_session('bob', 'asst'))->>'session_token'")
+x() {  # x <subject> <actor> <scope> [<audience>]: the exchange's SQL
+  echo "tokex.exchange('$1', '$JWT', '$2', '$JWT', audience => '${4:-cal}', scope => '$3')"
+}
+
+# ROWS exchanges, a tenth of them denied, from 4 sessions at once; and a use of every tenth token
+start=$(date +%s.%N)
+for part in 0 1 2 3; do
+  q -c "SELECT count(*) FILTER (WHERE r ? 'access_token') FROM (
+          SELECT CASE WHEN i % 10 = 0 THEN $(x "$st" "$at" cal.read nowhere)
+                      WHEN i % 3 = 0 THEN $(x "$bst" "$at" cal.read)
+                      ELSE $(x "$st" "$at" cal.read) END AS r
+            FROM generate_series(1, $ROWS) i WHERE i % 4 = $part) s" >/dev/null &
+  bg+=($!)
+done
+wait "${bg[@]}"; bg=()
+q -c "SELECT count(tokex.record_use(r->>'access_token', 'GET /events', 'ok'))
+        FROM (SELECT $(x "$st" "$at" cal.read) AS r FROM generate_series(1, $((ROWS / 10 + 1)))) s" >/dev/null
+# a chain: asst hands on to helper
+t1=$(q -c "SELECT ($(x "$st" "$at" cal.read))->>'access_token'")
+q -c "SELECT $(x "$t1" "$hat" cal.read)" >/dev/null
+echo "# $ROWS exchanges in $(echo "$(date +%s.%N) - $start" | bc) s"
+
+total=$(q -c "SELECT (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)")
+ok "$([ "$total" -ge $((ROWS + ROWS / 10)) ]; echo $?)" "$total audit rows written"
+is "$(q -c "SELECT count(*) FROM (SELECT row_hash = tokex._audit_row_hash(e) AS same FROM tokex.audit_event e
+                                   UNION ALL SELECT row_hash = tokex._audit_row_hash(u) FROM tokex.token_use u) x
+             WHERE same")" "$total" "every row carries the hash of its own columns"
+is "$(q -c "SELECT count(DISTINCT seq) FROM (SELECT seq FROM tokex.audit_event UNION ALL SELECT seq FROM tokex.token_use) x")" \
+   "$total" "every row has its own place (seq)"
+
+# the background sealer (tokex.audit_seal_interval, default 5 s) seals every row
+sealed=f
+for _ in $(seq 1 60); do
+  sealed=$(q -c "SELECT COALESCE(sum(row_count), 0) = $total FROM tokex.audit_block")
+  [ "$sealed" = t ] && break
+  sleep 0.5
+done
+is "$sealed" t "the background sealer has sealed every row, unasked"
+[ "$sealed" = t ] || q -c "SELECT (SELECT max(to_seq) FROM tokex.audit_block), (SELECT last_value FROM tokex.audit_seq),
+                                  (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use),
+                                  (SELECT string_agg(backend_type || ':' || state || ':' || coalesce(backend_xid::text, '-'), ', ')
+                                     FROM pg_stat_activity WHERE datname = current_database())" | sed 's/^/# /'
+is "$(q -c "SELECT tokex.seal_audit() IS NULL")" t "seal_audit() with nothing new to seal makes no block"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "the untouched trail verifies clean"
+before=$(date +%s.%N)
+q -c "SELECT count(*) FROM tokex.audit_verify()" >/dev/null
+echo "# audit_verify over $total rows in $(q -c "SELECT count(*) FROM tokex.audit_block") blocks: $(echo "$(date +%s.%N) - $before" | bc) s"
+err=$(q -c "BEGIN" -c "INSERT INTO tokex.audit_block SELECT -1, 0, 0, 0, '', NULL, NULL, '', NULL, now(), 'k', '', 'j'" -c "SELECT tokex.seal_audit()" 2>&1)
+ok "$(grep -q 'must run in a transaction that has written nothing' <<<"$err"; echo $?)" \
+   "seal_audit() refuses a transaction that has written (its rows would be sealed before they commit)"
+for r in tokex_app tokex_auditor; do
+  err=$(q -c "SET ROLE $r" -c "SELECT private_key FROM tokex.audit_key" 2>&1)
+  ok "$(grep -q 'permission denied' <<<"$err"; echo $?)" "$r cannot read the audit key"
+done
+is "$(q -c "SET ROLE tokex_auditor" -c "SELECT count(*) FROM tokex.audit_verify()" -c "SELECT tokex.audit_head() LIKE 'ey%.%.%'")" \
+   "$(printf '0\nt')" "tokex_auditor verifies the trail and reads the head"
+is "$(q -c "SELECT jsonb_array_length(k->'keys') || ' ' || (k->'keys'->0->>'kty') || ' ' || (k->'keys'->0 ? 'd')
+              FROM tokex.audit_keys() k")" "1 EC false" "audit_keys(): the audit key's public half only"
+ok "$(q -c "SELECT count(*) FROM tokex.jwks() j, jsonb_array_elements(j->'keys') k, tokex.audit_keys() a,
+                   jsonb_array_elements(a->'keys') ak WHERE k->>'kid' = ak->>'kid'" | grep -qx 0; echo $?)" \
+   "the audit key is not a token key"
+
+# a witness keeps the head, and the keys, now
+q -c "SELECT tokex.audit_head()" > "$tmp/head1.jws"
+q -c "SELECT tokex.audit_keys()" > "$tmp/jwks1.json"
+head1_block=$(q -c "SELECT max(block) FROM tokex.audit_block")
+is "$(vh "$tmp/head1.jws")" none "the witness's head is a prefix of the chain"
+
+# outside the database: node and npm jose
+( cd test/interop && { [ -d node_modules/jose ] || npm ci --no-audit --no-fund --loglevel=error >/dev/null; } )
+export_trail() {  # export_trail <dir>
+  mkdir -p "$1"
+  q -c "SELECT tokex.audit_keys()" > "$1/jwks.json"
+  q -c "SELECT jws FROM tokex.audit_block ORDER BY block" > "$1/blocks.txt"
+  q -c "SELECT canonical FROM tokex.audit_rows()" > "$1/rows.txt"
+}
+export_trail "$tmp/out"
+out=$(node test/interop/audit-verify.mjs "$tmp/out/jwks.json" "$tmp/out/blocks.txt" "$tmp/out/rows.txt" "$tmp/head1.jws" 2>&1)
+ok $? "the exported blocks and rows verify outside the database (node, npm jose): $out"
+sed '5s/"db_user":"postgres"/"db_user":"mallory"/' "$tmp/out/rows.txt" > "$tmp/out/rows-x.txt"
+cmp -s "$tmp/out/rows.txt" "$tmp/out/rows-x.txt"; ok $((1 - $?)) "(a row of the export, altered)"
+out=$(node test/interop/audit-verify.mjs "$tmp/out/jwks.json" "$tmp/out/blocks.txt" "$tmp/out/rows-x.txt" 2>&1)
+ok "$([ $? -eq 1 ] && grep -q "Merkle root" <<<"$out"; echo $?)" "... the outside verifier finds an altered exported row: $out"
+sed '$d' "$tmp/out/rows.txt" > "$tmp/out/rows-short.txt"
+out=$(node test/interop/audit-verify.mjs "$tmp/out/jwks.json" "$tmp/out/blocks.txt" "$tmp/out/rows-short.txt" 2>&1)
+ok "$([ $? -eq 1 ] && grep -q "rows, the block sealed" <<<"$out"; echo $?)" "... and a missing one: $out"
+
+# Rotating the audit key: new blocks are signed with the new key, the old one still verifies its blocks
+new_kid=$(q -c "SELECT tokex.rotate_audit_key()")
+q -c "SELECT count(*) FROM (SELECT $(x "$st" "$at" cal.read) FROM generate_series(1, 5)) s" >/dev/null
+seal_all
+is "$(q -c "SELECT kid = '$new_kid' FROM tokex.audit_block ORDER BY block DESC LIMIT 1")" t \
+   "rotate_audit_key(): the next block is signed with the new audit key"
+is "$(q -c "SELECT jsonb_array_length(tokex.audit_keys()->'keys')") $(q -c "SELECT count(*) FROM tokex.audit_verify()") $(vh "$tmp/head1.jws")" \
+   "2 0 none" "... both keys are published, the chain verifies, the witness's head still holds"
+
+# Tampering, the ways a superuser can; each rolled back
+q -c "CREATE TABLE public.token_use_shape (LIKE tokex.token_use INCLUDING DEFAULTS)"
+victim=$(q -c "SELECT exchange_id FROM tokex.audit_event WHERE decision = 'granted' ORDER BY seq LIMIT 1 OFFSET 3")
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+                UPDATE tokex.audit_event SET scope = '{cal.read,cal.write}' WHERE exchange_id = '$victim'")" \
+   "altered row" "UPDATE of a row, its trigger disabled: altered row"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+                UPDATE tokex.audit_event SET subject = 'mallory' WHERE exchange_id = '$victim';
+                UPDATE tokex.audit_event e SET row_hash = tokex._audit_row_hash(e) WHERE exchange_id = '$victim'")" \
+   "altered row" "... and with its row_hash recomputed too: altered row (the block's Merkle root)"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+                DELETE FROM tokex.audit_event WHERE exchange_id = '$victim'")" \
+   "missing row" "DELETE of a row: missing row"
+is "$(problems "ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
+                DELETE FROM tokex.token_use WHERE id = (SELECT min(id) FROM tokex.token_use)")" \
+   "missing row" "DELETE of a use (token_use): missing row"
+is "$(problems "INSERT INTO tokex.audit_event SELECT (jsonb_populate_record(e, jsonb_build_object(
+                  'exchange_id', gen_random_uuid(), 'jti', gen_random_uuid(), 'seq', e.seq + 1))).*
+                  FROM tokex.audit_event e WHERE exchange_id = '$victim'")" \
+   "inserted row" "INSERT of a forged row into a sealed range (with its own valid hash): inserted row"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_row;
+                INSERT INTO tokex.audit_event SELECT (jsonb_populate_record(e, jsonb_build_object(
+                  'exchange_id', gen_random_uuid(), 'jti', gen_random_uuid(), 'seq', 0))).*
+                  FROM tokex.audit_event e WHERE exchange_id = '$victim'")" \
+   "inserted row" "... or below every block, its trigger disabled: inserted row"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+                ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
+                TRUNCATE tokex.token_use, tokex.audit_event")" \
+   "missing row" "TRUNCATE: missing row"
+# (a config table cannot be dropped without dropping tokex: it is moved aside instead)
+is "$(problems "ALTER TABLE tokex.token_use RENAME TO token_use_gone;
+                CREATE TABLE tokex.token_use (LIKE public.token_use_shape INCLUDING ALL)")" \
+   "missing row" "token_use replaced by a new, empty table: missing row"
+is "$(problems "ALTER TABLE tokex.audit_block DISABLE TRIGGER audit_block_append_only;
+                UPDATE tokex.audit_block SET row_count = row_count - 1 WHERE block = 1")" \
+   "altered block,inserted row" "a block's row count lowered: altered block (and its rows are now more than it says)"
+is "$(problems "ALTER TABLE tokex.audit_block DISABLE TRIGGER audit_block_append_only;
+                UPDATE tokex.audit_block SET root = tokex._merkle_root('{}') WHERE block = 1;
+                UPDATE tokex.audit_block b SET hash = sha256(convert_to(tokex._audit_header(b), 'UTF8')) WHERE block = 1")" \
+   "altered block,altered row,broken link" \
+   "a block rewritten with its hash recomputed: the JWS still signs the old header, the next block's link breaks"
+if [ "$head1_block" -ge 3 ]; then
+  is "$(problems "ALTER TABLE tokex.audit_block DISABLE TRIGGER audit_block_append_only;
+                  DELETE FROM tokex.audit_block WHERE block = 2")" \
+     "broken link,missing block" "a block deleted from the middle: missing block, broken link"
+else
+  is "$(problems "ALTER TABLE tokex.audit_block DISABLE TRIGGER audit_block_append_only;
+                  DELETE FROM tokex.audit_block WHERE block = 1")" \
+     "missing block" "the first block deleted: missing block"
+fi
+is "$(problems "UPDATE tokex.audit_key SET public_jwk = (SELECT public_jwk FROM tokex._generate_key('ES256'))")" \
+   "bad signature" "the audit key's public half replaced: bad signature"
+is "$(problems "DELETE FROM tokex.audit_key; SELECT tokex._audit_active_kid()")" \
+   "bad signature" "the audit key replaced by a new one: bad signature (unknown key)"
+
+# an older copy of the tables, restored after more rows were sealed
+q -c "CREATE TABLE public.old_event AS SELECT * FROM tokex.audit_event" \
+  -c "CREATE TABLE public.old_use AS SELECT * FROM tokex.token_use" \
+  -c "CREATE TABLE public.old_block AS SELECT * FROM tokex.audit_block"
+q -c "SELECT count(*) FROM (SELECT $(x "$st" "$at" cal.read) FROM generate_series(1, 20)) s" >/dev/null
+seal_all
+q -c "SELECT tokex.audit_head()" > "$tmp/head2.jws"
+restore="ALTER TABLE tokex.audit_event DISABLE TRIGGER USER; ALTER TABLE tokex.token_use DISABLE TRIGGER USER;
+         TRUNCATE tokex.token_use, tokex.audit_event;
+         INSERT INTO tokex.audit_event SELECT * FROM public.old_event;
+         INSERT INTO tokex.token_use OVERRIDING SYSTEM VALUE SELECT * FROM public.old_use;"
+is "$(problems "$restore")" "missing row" "an older copy of the tables restored: missing row"
+is "$(q -v head="$(cat "$tmp/head2.jws")" <<SQL | tail -2 | tr '\n' ' '
+BEGIN;
+$restore
+ALTER TABLE tokex.audit_block DISABLE TRIGGER USER; TRUNCATE tokex.audit_block;
+INSERT INTO tokex.audit_block SELECT * FROM public.old_block;
+SELECT count(*) FROM tokex.audit_verify();
+SELECT string_agg(problem, ',') FROM tokex.audit_verify_head(:'head');
+ROLLBACK;
+SQL
+)" "0 missing block " \
+   "an older copy of tables and blocks restored: consistent in itself, but the witness's later head is gone"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()") $(vh "$tmp/head1.jws") $(vh "$tmp/head2.jws")" "0 none none" \
+   "after all that rolled back: clean, and both witnessed heads are prefixes"
+
+# A transaction that took its place (seq) and has not committed holds the seal back
+# below it, while exchanges go on; once it commits, its row is sealed in order
+late_tok=$(q -c "SELECT ($(x "$st" "$at" cal.read))->>'access_token'")
+seal_all
+q -v t="$late_tok" >/dev/null <<'SQL' &
+BEGIN;
+SELECT tokex.record_use(:'t', 'late', 'ok');
+SELECT pg_sleep(6);
+COMMIT;
+SQL
+bg+=($!)
+sleep 1
+t0=$(date +%s.%N)
+q -c "SELECT $(x "$st" "$at" cal.read)" >/dev/null
+t1=$(date +%s.%N)
+early=$(q -c "SELECT tokex.seal_audit()")
+t2=$(date +%s.%N)
+ok "$(echo "$t1 - $t0 < 1" | bc | grep -qx 1; echo $?)" \
+   "an exchange while a writing transaction is open takes $(echo "$t1 - $t0" | bc) s"
+is "${early:-NULL} $(echo "$t2 - $t1 >= 1.9" | bc)" "NULL 1" \
+   "seal_audit() waits for it (2 s), then seals nothing: the exchange after it stays unsealed too"
+wait "${bg[@]}"; bg=()
+seal_all
+is "$(q -c "SELECT count(*) FROM tokex.token_use u JOIN tokex.audit_block b ON u.seq > b.from_seq AND u.seq <= b.to_seq
+             WHERE u.action = 'late'") $(q -c "SELECT count(*) FROM tokex.audit_verify()")" "1 0" \
+   "... once it commits, its row is sealed in its place and the trail verifies"
+
+# Exchanges racing the sealer: no row lost, none lands in a sealed range
+cat > "$tmp/x.pgbench" <<EOF
+SELECT $(x "$st" "$at" cal.read);
+EOF
+before_rows=$(q -c "SELECT count(*) FROM tokex.audit_event")
+( end=$((SECONDS + SECONDS_CONC)); while [ $SECONDS -lt $end ]; do q -c "SELECT tokex.seal_audit()" >/dev/null; sleep 0.1; done ) &
+bg+=($!)
+pgbench -n -c 4 -j 2 -T "$SECONDS_CONC" -d "$DB" -f "$tmp/x.pgbench" > "$tmp/bench.out" 2>&1
+wait "${bg[@]}" 2>/dev/null; bg=()
+done_tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$tmp/bench.out")
+seal_all
+is "$(q -c "SELECT count(*) - $before_rows FROM tokex.audit_event")" "$done_tx" \
+   "$done_tx exchanges while blocks were sealed every 0.1 s: every one has its row"
+is "$(q -c "SELECT COALESCE(sum(row_count), 0) FROM tokex.audit_block")" \
+   "$(q -c "SELECT (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)")" \
+   "... every row is in exactly one block"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and no row landed in a sealed range (verifies clean)"
+echo "# $(q -c "SELECT count(*) FROM tokex.audit_block") blocks"
+
+# pg_dump / pg_restore: the restored trail verifies, and goes on from where it was
+dropdb --force --if-exists "${DB}_restored" >/dev/null 2>&1
+createdb "${DB}_restored"
+pg_dump -Fc -d "$DB" -f "$tmp/dump"
+restore_err=$(pg_restore -d "${DB}_restored" "$tmp/dump" 2>&1)
+is "$(psql -X -q -At -d "${DB}_restored" -c "SELECT count(*) FROM tokex.audit_verify()" \
+        -c "SELECT (SELECT sum(row_count) FROM tokex.audit_block) = (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)" \
+        -c "SELECT last_value FROM tokex.audit_seq" | tr '\n' ' ')" "0 t $(q -c "SELECT last_value FROM tokex.audit_seq") " \
+   "pg_dump / pg_restore: the restored trail verifies clean, every row sealed, the sequence where it was $restore_err"
+dropdb --force --if-exists "${DB}_restored" >/dev/null 2>&1
+
+# The SIEM export: OCSF JSON lines
+q -c "SELECT line FROM tokex.audit_export(now() - interval '1 hour')" > "$tmp/ocsf.jsonl"
+is "$(wc -l < "$tmp/ocsf.jsonl")" "$(q -c "SELECT (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use)")" \
+   "audit_export(): one line per row"
+is "$(q -c "SELECT string_agg(DISTINCT (l::jsonb->>'class_uid') || '/' || (l::jsonb->>'status_id'), ' ')
+              FROM tokex.audit_export(now() - interval '1 hour') l")" "3003/1 3003/2 6003/1" \
+   "... Authorize Session (3003) for exchanges, granted or denied, API Activity (6003) for uses"
+psql -X -q -d "$DB" -c "COPY (SELECT line FROM tokex.audit_export(now() - interval '1 hour')) TO STDOUT
+                         WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')" > "$tmp/copy.jsonl"
+ok "$(cmp -s "$tmp/ocsf.jsonl" "$tmp/copy.jsonl"; echo $?)" "... COPY TO STDOUT gives the same JSON lines"
+ok "$(node -e 'const fs=require("fs"); for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
+                 const e=JSON.parse(l); if (!e.time || !e.metadata.uid || !e.type_uid) process.exit(1) }' "$tmp/copy.jsonl"; echo $?)" \
+   "... each line is JSON with time, metadata.uid and type_uid"
+
+# The README's auditor cookbook: every query in it runs here (bob offboarded first)
+q -c "SELECT tokex.revoke_identity('bob', 'left the company')" >/dev/null
+q -c "SELECT $(x "$bst" "$at" cal.read)" >/dev/null
+awk '/^<!-- cookbook -->/{on=1} /^<!-- \/cookbook -->/{on=0} on && /^```sql/{q=1; next} on && /^```/{if(q){print ";"; q=0}; next} q' README.md \
+  > "$tmp/cookbook.sql"
+nq=$(grep -c '^;$' "$tmp/cookbook.sql")
+ok "$([ "$nq" -ge 6 ]; echo $?)" "the README's cookbook has $nq queries"
+out=$(psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v from="$(date -u -d '-1 hour' +%FT%TZ)" -v to="$(date -u -d '+1 hour' +%FT%TZ)" \
+      -v person=alice -v agent=asst -v depth=1 -v offboarded=bob -f "$tmp/cookbook.sql" 2>&1)
+ok $? "... and every one runs"
+ok "$(grep -q 'helper' <<<"$out" && grep -q 'audience .nowhere. is not' <<<"$out"; echo $?)" \
+   "... finding the chain through helper and the denials by reason"
+
+# Retention: whole sealed blocks older than the setting are dropped; the chain still verifies
+blocks_before=$(q -c "SELECT count(*) FROM tokex.audit_block")
+sleep 1
+cut=$(q -c "SELECT clock_timestamp()")
+q -c "SELECT count(*) FROM (SELECT $(x "$st" "$at" cal.read) FROM generate_series(1, 5)) s" >/dev/null
+seal_all
+dropped=$(q -c "SELECT tokex.apply_audit_retention(now() - '$cut')")
+ok "$([ "$dropped" -gt 0 ]; echo $?)" "apply_audit_retention() dropped $dropped rows of old blocks"
+is "$(q -c "SELECT count(*) - $blocks_before - 1 >= 0, max(pruned_through) IS NOT NULL FROM tokex.audit_block" -F ' ')" "t t" \
+   "... every block header is kept, and a new signed block records the cut"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the chain still verifies"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
+                DELETE FROM tokex.audit_event WHERE seq = (SELECT max(seq) FROM tokex.audit_event)")" \
+   "missing row" "... while a deletion nobody signed still shows"
+is "$(vh "$tmp/head1.jws")" none "... and the witness's old head is still a prefix"
+export_trail "$tmp/out2"
+out=$(node test/interop/audit-verify.mjs "$tmp/out2/jwks.json" "$tmp/out2/blocks.txt" "$tmp/out2/rows.txt" "$tmp/head1.jws" 2>&1)
+ok $? "... outside the database too: $out"
+
+# The whole chain re-signed with a new key: clean in itself, refuted by the witness
+q -c "ALTER TABLE tokex.audit_block DISABLE TRIGGER USER; TRUNCATE tokex.audit_block;
+       ALTER TABLE tokex.audit_block ENABLE ALWAYS TRIGGER audit_block_append_only; DELETE FROM tokex.audit_key"
+q -c "SELECT tokex.seal_audit()" >/dev/null
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "a chain re-signed with a new audit key verifies in itself"
+ok "$(vh "$tmp/head1.jws" | grep -Eq '^(fork|missing block),unknown key$'; echo $?)" \
+   "... but the witness's head names a key the chain no longer has, and its block differs or is gone: $(vh "$tmp/head1.jws")"
+export_trail "$tmp/out3"
+out=$(node test/interop/audit-verify.mjs "$tmp/jwks1.json" "$tmp/out3/blocks.txt" "$tmp/out3/rows.txt" "$tmp/head1.jws" 2>&1)
+ok "$([ $? -eq 1 ] && grep -q 'unknown key' <<<"$out"; echo $?)" \
+   "... and outside, with the keys the witness kept, nothing verifies: $(head -1 <<<"$out")"
+
+finish

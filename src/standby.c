@@ -167,7 +167,7 @@ read_heartbeat(void)
 /*
  * Is this server a standby that has not replayed a heartbeat within
  * tokex.max_replica_lag?  A heartbeat already seen that is young enough
- * settles it without a query: what a standby has replayed only grows.
+ * settles it without a query: a remembered heartbeat is trusted only while it is not ahead of this clock.
  */
 bool
 tokex_replica_behind(void)
@@ -177,13 +177,15 @@ tokex_replica_behind(void)
 	if (max_replica_lag <= 0 || !RecoveryInProgress())
 		return false;
 	now = GetCurrentTimestamp();
-	if (heartbeat_seen != 0 && !TimestampDifferenceExceeds(heartbeat_seen, now, max_replica_lag))
+	/* a remembered heartbeat ahead of this clock (the primary's jumped) settles nothing */
+	if (heartbeat_seen != 0 && heartbeat_seen <= now &&
+		!TimestampDifferenceExceeds(heartbeat_seen, now, max_replica_lag))
 		return false;
 	{
 		TimestampTz at = read_heartbeat();
 
-		if (at > heartbeat_seen)
-			heartbeat_seen = at;
+		/* what was replayed, even if older than what was remembered: the primary's clock may go back */
+		heartbeat_seen = at;
 	}
 	return heartbeat_seen == 0 || TimestampDifferenceExceeds(heartbeat_seen, now, max_replica_lag);
 }
@@ -282,7 +284,21 @@ beat(bool *warned)
 		elog(ERROR, "tokex: SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "tokex heartbeat");
-	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('tokex.heartbeat()') IS NOT NULL", true, 1);
+	/*
+	 * The worker runs as the bootstrap superuser: call only the heartbeat()
+	 * of the tokex extension (a member of it, which only a superuser can
+	 * make), never a function of that name someone put in a schema of that
+	 * name, and with a search_path nobody else chose.
+	 */
+	rc = SPI_execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true) IS NULL "
+					 "    OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d "
+					 "                 JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid "
+					 "                WHERE e.extname OPERATOR(pg_catalog.=) 'tokex' "
+					 "                  AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
+					 "                  AND d.deptype OPERATOR(pg_catalog.=) 'e' "
+					 "                  AND d.objid OPERATOR(pg_catalog.=) "
+					 "                      pg_catalog.to_regprocedure('tokex.heartbeat()')::pg_catalog.oid)",
+					 false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: heartbeat lookup failed: %s", SPI_result_code_string(rc));
 	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)

@@ -1,0 +1,232 @@
+-- The privilege matrix, proved: for every object in schemas tokex and
+-- tokex_api, what each role may do with it, decided in one table below and
+-- compared with what PostgreSQL says each role can do (has_*_privilege, so
+-- grants through PUBLIC and role membership count).  An object nobody decided
+-- about fails the test, so does a grant the table does not list, and a listed
+-- grant that is missing.  Adding a function or table means adding its row here
+-- (and its GRANT in src/sql/90_privileges.sql).
+\ir preamble.psql
+SELECT plan(9);
+
+-- a login role with no grants at all: what PUBLIC, and so anyone, can do
+CREATE ROLE tokex_t90_nobody LOGIN;
+
+-- Privileges in aclitem letters: r SELECT, a INSERT, w UPDATE, d DELETE,
+-- D TRUNCATE, x REFERENCES, t TRIGGER, X EXECUTE, U USAGE, C CREATE;
+-- '' = nothing.  Columns: 'schema.table(column)' rows list column-level grants
+-- given to a role without the table-level privilege.  The extension owner
+-- (and superusers) can do everything and are not in the table.
+CREATE TEMP TABLE decided (object text PRIMARY KEY, admin text, app text, auditor text,
+                           web text, nobody text);
+INSERT INTO decided VALUES
+-- object                                       admin    app  auditor web  nobody
+-- schemas: the application roles reach tokex, PostgREST's anonymous role tokex_api
+('tokex',                                        'U',    'U',  'U',   '',  ''),
+('tokex_api',                                    '',     '',   '',    'U', ''),
+-- the identity graph and policy: administrators' tables
+('tokex.identity',                               'rawd', '',   '',    '',  ''),
+('tokex.delegation',                             'rawd', '',   '',    '',  ''),
+('tokex.delegation_id_seq',                      'U',    '',   '',    '',  ''),
+('tokex.resource',                               'rawd', '',   '',    '',  ''),
+('tokex.policy',                                 'rawd', '',   '',    '',  ''),
+('tokex.policy_id_seq',                          'U',    '',   '',    '',  ''),
+-- clients: admins manage them but never read the secret hashes
+('tokex.client',                                 'awd',  '',   '',    '',  ''),
+('tokex.client(client_id)',                      'r',    '',   '',    '',  ''),
+('tokex.client(identity)',                       'r',    '',   '',    '',  ''),
+('tokex.client(grant_types)',                    'r',    '',   '',    '',  ''),
+('tokex.client(audiences)',                      'r',    '',   '',    '',  ''),
+('tokex.client(status)',                         'r',    '',   '',    '',  ''),
+('tokex.client(jwks)',                           'r',    '',   '',    '',  ''),
+('tokex.client(description)',                    'r',    '',   '',    '',  ''),
+('tokex.client(created_at)',                     'r',    '',   '',    '',  ''),
+('tokex.client(introspect_any)',                 'r',    '',   '',    '',  ''),
+('tokex.client_assertion_jti',                   '',     '',   '',    '',  ''),
+-- keys: public columns only; private keys for the owner alone
+('tokex.key',                                    '',     '',   '',    '',  ''),
+('tokex.key(kid)',                               'r',    '',   '',    '',  ''),
+('tokex.key(alg)',                               'r',    '',   '',    '',  ''),
+('tokex.key(status)',                            'r',    '',   '',    '',  ''),
+('tokex.key(public_jwk)',                        'r',    '',   '',    '',  ''),
+('tokex.key(created_at)',                        'r',    '',   '',    '',  ''),
+('tokex.key(activated_at)',                      'r',    '',   '',    '',  ''),
+('tokex.key(retired_at)',                        'r',    '',   '',    '',  ''),
+('tokex.key(revoked_at)',                        'r',    '',   '',    '',  ''),
+-- trusted issuers: their JWKS may hold shared secrets
+('tokex.trusted_issuer',                         '',     '',   '',    '',  ''),
+('tokex.trusted_issuer(issuer)',                 'r',    '',   '',    '',  ''),
+('tokex.trusted_issuer(audience)',               'r',    '',   '',    '',  ''),
+('tokex.trusted_issuer(created_at)',             'r',    '',   '',    '',  ''),
+('tokex.trusted_issuer(updated_at)',             'r',    '',   '',    '',  ''),
+-- sessions and revocation
+('tokex.session',                                'rw',   '',   '',    '',  ''),
+('tokex.revoked_token',                          'ra',   '',   '',    '',  ''),
+('tokex.revocation',                             'r',    '',   'r',   '',  ''),
+('tokex.revocation_id_seq',                      '',     '',   '',    '',  ''),
+-- audit: append-only, read through the views
+('tokex.audit_event',                            '',     '',   '',    '',  ''),
+('tokex.token_use',                              '',     '',   '',    '',  ''),
+('tokex.token_use_id_seq',                       '',     '',   '',    '',  ''),
+('tokex.audit',                                  'r',    '',   'r',   '',  ''),
+('tokex.audit_trail',                            'r',    '',   'r',   '',  ''),
+-- the public SQL contract
+('tokex.jwks()',                                 'X',    'X',  'X',   '',  ''),
+('tokex.jwt_decode(text)',                       'X',    'X',  'X',   '',  ''),
+('tokex.jwt_verify(text,text)',                  'X',    'X',  '',    '',  ''),
+('tokex.exchange(text,text,text,text,text,text,text,text,text)',
+                                                 'X',    'X',  '',    '',  ''),
+('tokex.introspect(text)',                       'X',    'X',  '',    '',  ''),
+('tokex.record_use(text,text,text)',             'X',    'X',  '',    '',  ''),
+('tokex.start_session(text,text,text[],interval)',
+                                                 'X',    'X',  '',    '',  ''),
+('tokex.jwt_sign(jsonb,text)',                   'X',    '',   '',    '',  ''),
+('tokex.create_key(text)',                       'X',    '',   '',    '',  ''),
+('tokex.activate_key(text)',                     'X',    '',   '',    '',  ''),
+('tokex.retire_key(text)',                       'X',    '',   '',    '',  ''),
+('tokex.revoke_key(text)',                       'X',    '',   '',    '',  ''),
+('tokex.trust_issuer(text,jsonb,text)',          'X',    '',   '',    '',  ''),
+('tokex.register_client(text,text,text[],text[],jsonb)',
+                                                 'X',    '',   '',    '',  ''),
+('tokex.identity_token(text,interval)',          'X',    '',   '',    '',  ''),
+('tokex.revoke_session(uuid,text)',              'X',    '',   '',    '',  ''),
+('tokex.revoke_identity(text,text)',             'X',    '',   '',    '',  ''),
+('tokex.revoke_delegation(text,text,text)',      'X',    '',   '',    '',  ''),
+('tokex.revoke_token(text,text,text)',           'X',    '',   '',    '',  ''),
+('tokex.decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone)',
+                                                 'X',    '',   '',    '',  ''),
+-- the HTTP face: PostgREST's anonymous role, and nobody else
+('tokex_api.token(text,text,text,text,text,text,text,text,text,text,text,text,text)',
+                                                 '',     '',   '',    'X', ''),
+('tokex_api.introspect(text,text,text,text,text,text)',
+                                                 '',     '',   '',    'X', ''),
+('tokex_api.revoke(text,text,text,text,text,text)',
+                                                 '',     '',   '',    'X', ''),
+('tokex_api.jwks()',                             '',     '',   '',    'X', ''),
+('tokex_api.oauth_authorization_server()',       '',     '',   '',    'X', ''),
+-- internals: only tokex's own SECURITY DEFINER functions call them
+('tokex._setting(text)',                         '',     '',   '',    '',  ''),
+('tokex._issuer()',                              '',     '',   '',    '',  ''),
+('tokex._keystore_invalidate()',                 '',     '',   '',    '',  ''),
+('tokex._generate_key(text)',                    '',     '',   '',    '',  ''),
+('tokex._key_move(text,text,text[])',            '',     '',   '',    '',  ''),
+('tokex._jwks_check(jsonb)',                     '',     '',   '',    '',  ''),
+('tokex._sign(jsonb,text)',                      '',     '',   '',    '',  ''),
+('tokex._hash_secret(text)',                     '',     '',   '',    '',  ''),
+('tokex._verify_secret(text,text)',              '',     '',   '',    '',  ''),
+('tokex._pbkdf2_iterations()',                   '',     '',   '',    '',  ''),
+('tokex._random_secret()',                       '',     '',   '',    '',  ''),
+('tokex._verify_assertion(text,jsonb)',          '',     '',   '',    '',  ''),
+('tokex._authenticate(text,text,text,text,text)', '',    '',   '',    '',  ''),
+('tokex._audit_write(jsonb,boolean)',            '',     '',   '',    '',  ''),
+('tokex._append_only()',                         '',     '',   '',    '',  ''),
+('tokex._decide_session(text,text,text[],timestamp with time zone)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._client_credentials(text,text,text,text)', '',   '',   '',    '',  ''),
+('tokex._jti_key(text,text)',                    '',     '',   '',    '',  ''),
+('tokex._revoked_token_key()',                   '',     '',   '',    '',  ''),
+('tokex._revocation_target(text,text)',          '',     '',   '',    '',  ''),
+('tokex._token_jti(text)',                       '',     '',   '',    '',  ''),
+('tokex._on_revocation()',                       '',     '',   '',    '',  ''),
+('tokex._resolve(text[],text[],text)',           '',     '',   '',    '',  ''),
+('tokex._decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._exchange_for_client(text,text,text,text,text,text,text,text,text)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._token_active(text[],text[],timestamp with time zone,text,boolean,bytea,uuid,uuid,timestamp with time zone)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._form_decode(text)',                     '',     '',   '',    '',  ''),
+('tokex._public_description(text,text)',         '',     '',   '',    '',  ''),
+('tokex._respond(jsonb,integer,text)',           '',     '',   '',    '',  ''),
+('tokex._refuse(text,text,integer,text,text,text,text,text)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._not_post()',                            '',     '',   '',    '',  ''),
+('tokex._endpoint(text)',                        '',     '',   '',    '',  ''),
+('tokex._repeated_target()',                     '',     '',   '',    '',  ''),
+('tokex._client_with_token(text,text,text,text,text,text)',
+                                                 '',     '',   '',    '',  ''),
+('tokex._issued_to(text,jsonb)',                 '',     '',   '',    '',  ''),
+('tokex._may_introspect(tokex.client,jsonb)',    '',     '',   '',    '',  ''),
+('tokex._token_endpoint(text,text,text,text,text,text)',
+                                                 '',     '',   '',    '',  '');
+
+-- the roles of the matrix's columns
+CREATE TEMP VIEW matrix_role (col, role) AS
+VALUES ('admin', 'tokex_admin'), ('app', 'tokex_app'), ('auditor', 'tokex_auditor'),
+       ('web', 'tokex_web'), ('nobody', 'tokex_t90_nobody');
+
+-- every object of the two schemas, by the name the table uses, and its kind
+CREATE TEMP VIEW object (name, kind, oid) AS
+SELECT n.nspname::text, 'schema', n.oid FROM pg_namespace n WHERE n.nspname IN ('tokex', 'tokex_api')
+UNION ALL
+SELECT format('%I.%I', n.nspname, c.relname), c.relkind::text, c.oid
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname IN ('tokex', 'tokex_api') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+UNION ALL
+SELECT p.oid::regprocedure::text, 'function', p.oid
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname IN ('tokex', 'tokex_api');
+
+-- what each role can do, as (object, role column, letter)
+CREATE TEMP VIEW actual (name, col, priv) AS
+SELECT o.name, r.col, l.letter
+  FROM object o CROSS JOIN matrix_role r
+  JOIN (VALUES ('r', 'SELECT'), ('a', 'INSERT'), ('w', 'UPDATE'), ('d', 'DELETE'),
+               ('D', 'TRUNCATE'), ('x', 'REFERENCES'), ('t', 'TRIGGER'),
+               ('X', 'EXECUTE'), ('U', 'USAGE'), ('C', 'CREATE')) l (letter, priv)
+    ON CASE o.kind
+         WHEN 'schema' THEN l.priv IN ('USAGE', 'CREATE') AND has_schema_privilege(r.role, o.oid, l.priv)
+         WHEN 'function' THEN l.priv = 'EXECUTE' AND has_function_privilege(r.role, o.oid, l.priv)
+         WHEN 'S' THEN l.priv IN ('USAGE', 'SELECT', 'UPDATE') AND has_sequence_privilege(r.role, o.oid, l.priv)
+         ELSE l.priv IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER')
+              AND has_table_privilege(r.role, o.oid, l.priv)
+       END
+UNION ALL
+-- column-level grants a role holds without the table-level privilege
+SELECT format('%s(%s)', o.name, a.attname), r.col, l.letter
+  FROM object o CROSS JOIN matrix_role r
+  JOIN pg_attribute a ON a.attrelid = o.oid AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN (VALUES ('r', 'SELECT'), ('a', 'INSERT'), ('w', 'UPDATE'), ('x', 'REFERENCES')) l (letter, priv)
+    ON has_column_privilege(r.role, o.oid, a.attnum, l.priv) AND NOT has_table_privilege(r.role, o.oid, l.priv)
+ WHERE o.kind IN ('r', 'p', 'v', 'm', 'f');
+
+-- what the table grants, as the same triples
+CREATE TEMP VIEW expected (name, col, priv) AS
+SELECT d.object, m.col, letter
+  FROM decided d
+ CROSS JOIN LATERAL (VALUES ('admin', d.admin), ('app', d.app), ('auditor', d.auditor),
+                            ('web', d.web), ('nobody', d.nobody)) m (col, privs)
+ CROSS JOIN LATERAL regexp_split_to_table(m.privs, '') letter
+ WHERE m.privs <> '';
+
+SELECT cmp_ok((SELECT count(*) FROM object), '>', 80::bigint,
+              'the matrix covers the objects of schemas tokex and tokex_api');
+SELECT is(ARRAY(SELECT name FROM object WHERE name NOT IN (SELECT object FROM decided) ORDER BY 1),
+          '{}'::text[], 'every object in tokex and tokex_api has its decided privileges');
+SELECT is(ARRAY(SELECT object FROM decided
+                 WHERE object NOT IN (SELECT name FROM object)
+                   AND object NOT IN (SELECT format('%s(%s)', o.name, a.attname) FROM object o
+                                        JOIN pg_attribute a ON a.attrelid = o.oid AND a.attnum > 0)
+                ORDER BY 1),
+          '{}'::text[], 'the table names no object or column that does not exist');
+SELECT is(ARRAY(SELECT format('%s: %s %s', col, priv, name) FROM (SELECT * FROM actual EXCEPT SELECT * FROM expected) x ORDER BY 1),
+          '{}'::text[], 'no role can do more than the table grants');
+SELECT is(ARRAY(SELECT format('%s: %s %s', col, priv, name) FROM (SELECT * FROM expected EXCEPT SELECT * FROM actual) x ORDER BY 1),
+          '{}'::text[], 'every role can do what the table grants');
+
+-- the invariants the table's rows add up to, said once more on their own
+SELECT is(ARRAY(SELECT DISTINCT name FROM actual WHERE col = 'nobody'), '{}'::text[],
+          'a login role with no grants (PUBLIC) can do nothing in tokex and tokex_api');
+SELECT is(ARRAY(SELECT DISTINCT format('%s %s', col, name) FROM actual
+                 WHERE name ~ '^tokex\.(key|trusted_issuer|client)$' AND priv = 'r'
+                    OR name IN ('tokex.key(private_key)', 'tokex.trusted_issuer(jwks)', 'tokex.client(secret_hash)')),
+          '{}'::text[], 'no role reads private keys, trusted issuers'' JWKS or client secret hashes');
+SELECT is(ARRAY(SELECT DISTINCT format('%s %s', col, name) FROM actual
+                 WHERE name IN ('tokex.audit_event', 'tokex.token_use', 'tokex.revocation', 'tokex.audit', 'tokex.audit_trail')
+                   AND priv IN ('a', 'w', 'd', 'D')),
+          '{}'::text[], 'no role writes the audit trail or the revocation log directly');
+SELECT is(ARRAY(SELECT DISTINCT format('%s %s', col, name) FROM actual
+                 WHERE (col = 'web') <> (name LIKE 'tokex\_api%')),
+          '{}'::text[], 'tokex_web reaches tokex_api and nothing else; no other role reaches tokex_api');
+
+SELECT * FROM finish();
+ROLLBACK;

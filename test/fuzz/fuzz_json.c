@@ -4,13 +4,39 @@
  * text before jansson recurses, duplicates refused, integer overflow told
  * apart from syntax.
  *
- * Oracles: what it accepts is nested at most JOSE_MAX_JSON_DEPTH deep and
- * dumps to a text it accepts again, equal; a refusal carries the caller's
- * code (or JSON_DEPTH) with a json_reason that is not NONE.
+ * Oracles: what it accepts is nested at most JOSE_MAX_JSON_DEPTH deep, has
+ * at most JOSE_MAX_JSON_MEMBERS members and elements, and dumps to a text
+ * it accepts again, equal; a refusal carries the caller's code (or
+ * JSON_DEPTH, JSON_MEMBERS) with a json_reason that is not NONE.
  */
 #include "fuzz.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* members and elements, all levels together */
+static size_t
+values_of(json_t *j)
+{
+	size_t		n = 0;
+
+	if (json_is_object(j))
+	{
+		const char *k;
+		json_t	   *v;
+
+		json_object_foreach(j, k, v)
+			n += 1 + values_of(v);
+	}
+	else if (json_is_array(j))
+	{
+		size_t		i;
+		json_t	   *v;
+
+		json_array_foreach(j, i, v)
+			n += 1 + values_of(v);
+	}
+	return n;
+}
 
 static int
 depth_of(json_t *j)
@@ -63,6 +89,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		json_t	   *again;
 
 		FUZZ_ASSERT(depth_of(j) <= JOSE_MAX_JSON_DEPTH, "accepted depth %d", depth_of(j));
+		FUZZ_ASSERT(values_of(j) <= JOSE_MAX_JSON_MEMBERS, "accepted %zu values", values_of(j));
 		FUZZ_ASSERT(dump != NULL, "cannot dump what was parsed");
 		err = fuzz_err();
 		again = jose_json_parse(dump, strlen(dump), JOSE_E_PAYLOAD, &err);
@@ -75,11 +102,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else
 	{
 		fuzz_check_refusal(&err, "json_parse");
-		FUZZ_ASSERT(err.code == JOSE_E_PAYLOAD || err.code == JOSE_E_JSON_DEPTH,
+		FUZZ_ASSERT(err.code == JOSE_E_PAYLOAD || err.code == JOSE_E_JSON_DEPTH ||
+					err.code == JOSE_E_JSON_MEMBERS,
 					"unexpected code %s", jose_errcode_name(err.code));
 		FUZZ_ASSERT(err.json_reason != JOSE_JSON_NONE, "refusal without a JSON reason");
 		FUZZ_ASSERT((err.code == JOSE_E_JSON_DEPTH) == (err.json_reason == JOSE_JSON_DEPTH),
 					"depth code and reason disagree");
+		FUZZ_ASSERT((err.code == JOSE_E_JSON_MEMBERS) == (err.json_reason == JOSE_JSON_MEMBERS),
+					"members code and reason disagree");
 	}
 	free(text);
 	return 0;

@@ -6,8 +6,8 @@
 # and keeps its rows), pgTAP, interop with npm
 # jose, the HTTP face replayed as PostgREST calls it, a real OAuth client
 # library through the nginx recipe, revocation racing concurrent exchanges,
-# a cluster without tokex preloaded (its own pg_virtualenv), kill -9 under
-# load (its own cluster), and the Debian
+# hostile tokens flooding one backend, a cluster without tokex preloaded (its
+# own pg_virtualenv), kill -9 under load (its own cluster), and the Debian
 # package built, inspected and smoke-tested.  Exits non-zero if any suite
 # fails.
 set -uo pipefail
@@ -42,6 +42,7 @@ suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
 suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
+suite "resource limits: a flood of hostile tokens, memory flat" bash test/limits/flood.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh
 suite "crash durability: kill -9 under exchange load (own cluster)" bash test/crash/run.sh
 # last: with CI=true it installs the .deb into the system PostgreSQL, then

@@ -20,12 +20,9 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* a private copy without a terminator: ASan sees any read past size */
-	char	   *in = malloc(size ? size : 1);
+	char	   *in = fuzz_copy(data, size);
 	jose_error	err = fuzz_err();
 
-	if (in == NULL)
-		abort();
-	memcpy(in, data, size);
 
 	/*
 	 * Example for an API key "tkx_ak_<id>_<secret>":

@@ -15,7 +15,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* the decoder reads exactly inlen bytes: give it no terminator to lean on */
-	char	   *in = malloc(size ? size : 1);
+	char	   *in = fuzz_copy(data, size);
 	size_t		maxlen = size % 7 == 0 ? size / 2 : size;	/* sometimes too small */
 	uint8_t    *out = NULL;
 	size_t		outlen = 0;
@@ -23,9 +23,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char	   *enc;
 	size_t		enclen = 0;
 
-	if (in == NULL)
-		abort();
-	memcpy(in, data, size);
 	if (jose_b64url_decode(in, size, maxlen, &out, &outlen, &err) == 0)
 	{
 		char	   *again = jose_b64url_encode(out, outlen, &enclen);

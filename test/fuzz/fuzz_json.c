@@ -13,83 +13,57 @@
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* members and elements, all levels together */
-static size_t
-values_of(json_t *j)
+/* nesting depth, and members + elements at all levels into *values */
+static int
+measure(json_t *j, size_t *values)
 {
-	size_t		n = 0;
+	int			d = 0;
+	size_t		i;
+	const char *k;
+	json_t	   *v;
 
 	if (json_is_object(j))
 	{
-		const char *k;
-		json_t	   *v;
-
 		json_object_foreach(j, k, v)
-			n += 1 + values_of(v);
+		{
+			int			c = measure(v, values);
+
+			(*values)++;
+			d = c > d ? c : d;
+		}
 	}
 	else if (json_is_array(j))
 	{
-		size_t		i;
-		json_t	   *v;
-
-		json_array_foreach(j, i, v)
-			n += 1 + values_of(v);
-	}
-	return n;
-}
-
-static int
-depth_of(json_t *j)
-{
-	int			d = 0;
-
-	if (json_is_object(j))
-	{
-		const char *k;
-		json_t	   *v;
-
-		json_object_foreach(j, k, v)
-		{
-			int			c = depth_of(v);
-
-			d = c > d ? c : d;
-		}
-		return d + 1;
-	}
-	if (json_is_array(j))
-	{
-		size_t		i;
-		json_t	   *v;
-
 		json_array_foreach(j, i, v)
 		{
-			int			c = depth_of(v);
+			int			c = measure(v, values);
 
+			(*values)++;
 			d = c > d ? c : d;
 		}
-		return d + 1;
 	}
-	return 0;
+	else
+		return 0;
+	return d + 1;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char	   *text = malloc(size ? size : 1);
+	char	   *text = fuzz_copy(data, size);
 	jose_error	err = fuzz_err();
 	json_t	   *j;
 
-	if (text == NULL)
-		abort();
-	memcpy(text, data, size);
 	j = jose_json_parse(text, size, JOSE_E_PAYLOAD, &err);
 	if (j)
 	{
 		char	   *dump = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
 		json_t	   *again;
+		size_t		values = 0;
+		int			depth = measure(j, &values);
 
-		FUZZ_ASSERT(depth_of(j) <= JOSE_MAX_JSON_DEPTH, "accepted depth %d", depth_of(j));
-		FUZZ_ASSERT(values_of(j) <= JOSE_MAX_JSON_MEMBERS, "accepted %zu values", values_of(j));
+		FUZZ_ASSERT(depth <= JOSE_MAX_JSON_DEPTH, "accepted depth %d", depth);
+		FUZZ_ASSERT(values <= JOSE_MAX_JSON_MEMBERS, "accepted %zu values", values);
 		FUZZ_ASSERT(dump != NULL, "cannot dump what was parsed");
 		err = fuzz_err();
 		again = jose_json_parse(dump, strlen(dump), JOSE_E_PAYLOAD, &err);

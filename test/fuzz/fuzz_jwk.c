@@ -64,13 +64,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const jose_alg dflts[] = {JOSE_ALG_UNKNOWN, JOSE_ALG_RS256, JOSE_ALG_HS256,
 	JOSE_ALG_PS512, JOSE_ALG_HS512, JOSE_ALG_ES256};
 	jose_alg	dflt = dflts[size % (sizeof(dflts) / sizeof(dflts[0]))];
-	char	   *text = malloc(size ? size : 1);
+	char	   *text = fuzz_copy(data, size);
 	jose_error	err = fuzz_err();
 	json_t	   *jwk;
 
-	if (text == NULL)
-		abort();
-	memcpy(text, data, size);
 	jwk = jose_json_parse(text, size, JOSE_E_JWK, &err);
 	if (jwk == NULL)
 		fuzz_check_refusal(&err, "json_parse");

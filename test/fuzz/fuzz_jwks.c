@@ -38,16 +38,13 @@ make_tokens(void)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char	   *text = malloc(size ? size : 1);
+	char	   *text = fuzz_copy(data, size);
 	jose_key  **set = NULL;
 	size_t		n = 0;
 	jose_error	err = fuzz_err();
 
 	if (tokens[0] == NULL)
 		make_tokens();
-	if (text == NULL)
-		abort();
-	memcpy(text, data, size);
 	if (jose_jwks_parse_text(text, size, &set, &n, &err) == 0)
 	{
 		bool		oct = false,

@@ -17,13 +17,10 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	jose_key  **keys = fuzz_keys();
-	char	   *token = malloc(size ? size : 1);
+	char	   *token = fuzz_copy(data, size);
 	jose_jws	jws;
 	jose_error	err = fuzz_err();
 
-	if (token == NULL)
-		abort();
-	memcpy(token, data, size);
 	if (jose_jws_parse(token, size, &jws, &err) == 0)
 	{
 		const char *alg;

@@ -25,7 +25,7 @@
 #define TT_ID		URN_TT "id_token"
 #define MAX_CHAIN	17			/* subject + tokex.max_chain_depth (<= 16) actors */
 #define MAX_SCOPES	64
-#define MAX_SCOPE_TEXT	8192	/* bytes of a scope parameter or claim */
+#define MAX_SCOPE_TEXT	32768	/* bytes of a scope parameter or claim */
 
 typedef enum IssueOp
 {

@@ -98,16 +98,16 @@ SELECT alike(pg_temp.err(format($$SELECT tokex.trust_issuer('https://rsa.test', 
              '22023 invalid JWKS: %longer than 8192%',
              'an RSA modulus of 8200 bits is refused (its signatures would exceed 1024 bytes)');
 
--- scopes: 64 tokens, 8192 bytes
+-- scopes: 64 tokens, 32 KiB
 SELECT tokex.start_session('alice', 'asst', '{cal.read}') ->> 'session_token' AS st \gset
 SELECT is(pg_temp.x(:'st', (SELECT string_agg('cal.read', ' ') FROM generate_series(1, 64)))->>'error', NULL,
           '64 scope tokens are read');
 SELECT is(pg_temp.x(:'st', (SELECT string_agg('cal.read', ' ') FROM generate_series(1, 65)))->>'error', 'invalid_request',
           '65 scope tokens: invalid_request');
-SELECT is(pg_temp.x(:'st', 'cal.read ' || repeat('x', 8192 - 9))->>'error', 'invalid_scope',
-          'a scope of 8192 bytes is read (and refused as unknown)');
-SELECT is(pg_temp.x(:'st', 'cal.read ' || repeat('x', 8192 - 8))->>'error', 'invalid_request',
-          'a scope of 8193 bytes: invalid_request');
+SELECT is(pg_temp.x(:'st', 'cal.read ' || repeat('x', 32768 - 9))->>'error', 'invalid_scope',
+          'a scope of 32 KiB is read (and refused as unknown)');
+SELECT is(pg_temp.x(:'st', 'cal.read ' || repeat('x', 32768 - 8))->>'error', 'invalid_request',
+          'a scope of 32 KiB + 1 byte: invalid_request');
 
 -- chain depth (tokex.max_chain_depth, at most 16) and act nesting
 SELECT unalike(pg_temp.x(tokex.jwt_sign(pg_temp.claims(jsonb_build_object('act', pg_temp.act(3)))))->>'error_description',

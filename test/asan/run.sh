@@ -77,9 +77,11 @@ unset PGDATABASE PGSERVICE PGOPTIONS
 # Leaks: PostgreSQL exits its processes without freeing what it keeps for
 # their lifetime, so LeakSanitizer reports at every exit; it must not change
 # the exit status (exitcode=0), and only a leak with a frame in tokex.so
-# counts (below).
+# counts (below).  Stacks come from the fast unwinder, which may lose frames
+# through libraries built without frame pointers (libcrypto, libjansson):
+# TOKEX_ASAN_OPTIONS=fast_unwind_on_malloc=0 for exact (much slower) stacks.
 srvenv=(env LD_PRELOAD="$libasan" ASAN_SYMBOLIZER_PATH="$symbolizer"
-  ASAN_OPTIONS="detect_leaks=1:log_path=$tmp/reports/asan:abort_on_error=0:detect_odr_violation=0"
+  ASAN_OPTIONS="detect_leaks=1:log_path=$tmp/reports/asan:abort_on_error=0:detect_odr_violation=0${TOKEX_ASAN_OPTIONS:+:$TOKEX_ASAN_OPTIONS}"
   LSAN_OPTIONS="exitcode=0:suppressions=$here/lsan.supp:print_suppressions=0"
   UBSAN_OPTIONS="print_stacktrace=1:log_path=$tmp/reports/ubsan")
 if ! as_pg "${srvenv[@]}" "$bindir/pg_ctl" -D "$data" -l "$tmp/server.log" -w -t 120 start >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 # A flood of hostile tokens (random, truncated, altered, oversized, deeply
 # nested, thousands of members, alg games, not base64url, act chains) through
 # tokex.jwt_verify, and every seventh through tokex.exchange and
-# tokex.introspect, in one session: the backend's resident set stays flat and
+# tokex.introspect, in one session: the backend's private resident memory
+# (RssAnon; VmRSS also counts the shared buffers it touched) stays flat and
 # nothing comes back but the documented refusals (jwt_verify: SQLSTATE 28000;
 # exchange: an RFC 8693 error object, never a raise; introspect:
 # {"active": false}).  Then statement_timeout interrupts a long flood cleanly
@@ -70,8 +71,8 @@ SQL
   echo "\\set VERBOSITY sqlstate"
   echo "SELECT pg_temp.flood(0, 100000000, :'valid', :'actor');"
   echo "RESET statement_timeout;"
-  echo "SELECT 'after ' || count(*) FROM tokex.audit;"
   echo "SELECT 'rss ' || pg_temp.rss();"
+  echo "SELECT 'after ' || count(*) FROM tokex.audit;"
 } | q -v valid="$valid" -v actor="$actor" >"$out" 2>&1
 
 mapfile -t rss < <(sed -n 's/^rss //p' "$out")
@@ -83,7 +84,7 @@ answers=$(sed -n 's/^answers //p' "$out")
 ok "$([ "${answers:-0}" -ge "$total" ]; echo $?)" "every token was answered (${answers:-0})"
 
 if [ ${#rss[@]} -ge 3 ]; then
-  echo "# backend RSS (kB): after warm-up ${rss[0]}, after each chunk ${rss[*]:1:$chunks}, after the cut flood ${rss[-1]}"
+  echo "# backend RssAnon (kB): after warm-up ${rss[0]}, after each chunk ${rss[*]:1:$chunks}, after the cut flood ${rss[-1]}"
   first=${rss[1]} last=${rss[$chunks]}
   grow=$(( last - first ))
   # flat: the last four fifths of the flood add less than 2 MB (a leak of even

@@ -99,7 +99,8 @@ BEGIN
   RETURN counts;
 END $$;
 
--- this backend's resident set, kB
+-- this backend's private resident memory (RssAnon), kB: VmRSS also counts
+-- the shared buffers the backend has touched, which grows with every page read
 CREATE FUNCTION pg_temp.rss() RETURNS bigint LANGUAGE sql AS $$
-  SELECT substring(pg_read_file('/proc/self/status') FROM 'VmRSS:\s*(\d+)')::bigint
+  SELECT substring(pg_read_file('/proc/self/status') FROM 'RssAnon:\s*(\d+)')::bigint
 $$;

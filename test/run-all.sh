@@ -41,6 +41,7 @@ suite "interop with npm jose" bash test/interop/run.sh
 suite "HTTP face (PostgREST request replay)" bash test/http/run.sh
 suite "OAuth client library through the nginx recipe" bash test/nginx/run.sh
 suite "revocation under concurrent load" bash test/concurrency/run.sh
+suite "load without loss: 32 clients mixing calls and revocations" bash test/load/run.sh
 suite "pg_dump / pg_restore keep the rows" bash test/dump/run.sh
 suite "resource limits: a flood of hostile tokens, memory flat" bash test/limits/flood.sh
 suite "without shared_preload_libraries (own cluster)" bash test/nopreload/run.sh

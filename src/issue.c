@@ -110,11 +110,15 @@ spi_column(const char *name)
 bool
 split_scope(const char *s, char **out, int *n)
 {
-	char	   *copy = pstrdup(s);
+	char	   *copy;
 	char	   *tok;
 	char	   *save = NULL;
 
 	*n = 0;
+	/* bounded before it is copied: at most MAX_SCOPES tokens are read anyway */
+	if (strnlen(s, MAX_SCOPE_TEXT + 1) > MAX_SCOPE_TEXT)
+		return false;
+	copy = pstrdup(s);
 	for (const char *p = s; *p; p++)
 		if (*p != ' ' && (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\'))
 			return false;

@@ -28,6 +28,7 @@
 #define TT_CREDENTIAL "urn:tokex:token-type:credential"
 #define MAX_CHAIN	17			/* subject + tokex.max_chain_depth (<= 16) actors */
 #define MAX_SCOPES	64
+#define MAX_SCOPE_TEXT	32768	/* bytes of a scope parameter or claim */
 
 typedef enum IssueOp
 {

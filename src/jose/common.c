@@ -49,6 +49,7 @@ static const char *const json_reason_text[] = {
 	[JOSE_JSON_DUPLICATE] = "duplicate member",
 	[JOSE_JSON_RANGE] = "integer outside the 64-bit range",
 	[JOSE_JSON_DEPTH] = "nested too deeply",
+	[JOSE_JSON_MEMBERS] = "too many members",
 };
 
 const char *
@@ -272,13 +273,18 @@ bad:
 /* ---------------- JSON ---------------- */
 
 /*
- * Refuse deep nesting before jansson recurses into it: count bracket depth
- * outside strings.  Exact for valid JSON; invalid JSON fails in jansson.
+ * Refuse deep nesting before jansson recurses into it, and texts of more
+ * values than any header, claim set or key set needs before jansson
+ * allocates a node for each: count bracket depth and separators outside
+ * strings.  Exact for valid JSON (n values in a container are n - 1 commas
+ * apart, so the values are the commas plus the non-empty containers, at
+ * most commas + containers); invalid JSON fails in jansson.
  */
-static bool
-text_depth_ok(const char *buf, size_t len)
+static jose_json_reason
+text_shape_ok(const char *buf, size_t len)
 {
 	int			depth = 0;
+	size_t		values = 0;
 	bool		instr = false;
 
 	for (size_t i = 0; i < len; i++)
@@ -297,12 +303,17 @@ text_depth_ok(const char *buf, size_t len)
 		else if (c == '{' || c == '[')
 		{
 			if (++depth > JOSE_MAX_JSON_DEPTH)
-				return false;
+				return JOSE_JSON_DEPTH;
+			values++;
 		}
 		else if (c == '}' || c == ']')
 			depth--;
+		else if (c == ',')
+			values++;
+		if (values > JOSE_MAX_JSON_MEMBERS)
+			return JOSE_JSON_MEMBERS;
 	}
-	return true;
+	return JOSE_JSON_NONE;
 }
 
 /*
@@ -333,11 +344,16 @@ jose_json_parse(const char *buf, size_t len, jose_errcode code, jose_error *err)
 	json_t	   *j;
 	jose_json_reason why;
 
-	if (!text_depth_ok(buf, len))
+	why = text_shape_ok(buf, len);
+	if (why != JOSE_JSON_NONE)
 	{
-		jose_seterr(err, JOSE_E_JSON_DEPTH, "JSON nested deeper than %d levels", JOSE_MAX_JSON_DEPTH);
+		if (why == JOSE_JSON_DEPTH)
+			jose_seterr(err, JOSE_E_JSON_DEPTH, "JSON nested deeper than %d levels", JOSE_MAX_JSON_DEPTH);
+		else
+			jose_seterr(err, JOSE_E_JSON_MEMBERS, "JSON has too many members (more than %d members and elements)",
+						JOSE_MAX_JSON_MEMBERS);
 		if (err)
-			err->json_reason = JOSE_JSON_DEPTH;
+			err->json_reason = why;
 		return NULL;
 	}
 	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);

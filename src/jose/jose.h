@@ -27,8 +27,10 @@
 /* Hard limits, checked before any allocation. */
 #define JOSE_MAX_TOKEN_LEN		(64 * 1024)	/* bytes of compact JWS */
 #define JOSE_MAX_JSON_DEPTH		32			/* nesting of header/payload/JWK */
+#define JOSE_MAX_JSON_MEMBERS	4096		/* members + array elements of one JSON text */
 #define JOSE_MAX_JWKS_KEYS		64
 #define JOSE_MIN_RSA_BITS		2048
+#define JOSE_MAX_RSA_BITS		8192		/* its signatures fit the 1024-byte limit */
 #define JOSE_MAX_NUMERIC_DATE	253402300799.0	/* 9999-12-31T23:59:59Z */
 
 typedef enum jose_alg
@@ -87,7 +89,8 @@ typedef enum jose_kty
 	X(JWK, "invalid JWK")	/* malformed / unsupported JWK */ \
 	X(JWKS, "invalid JWKS") \
 	X(JSON_DEPTH, "JSON nested too deeply")	/* deeper than JOSE_MAX_JSON_DEPTH */ \
-	X(KEY_OPS, "key not allowed for this operation")	/* by its "key_ops" */
+	X(KEY_OPS, "key not allowed for this operation")	/* by its "key_ops" */ \
+	X(JSON_MEMBERS, "JSON has too many members")	/* more than JOSE_MAX_JSON_MEMBERS */
 
 typedef enum jose_errcode
 {
@@ -111,6 +114,7 @@ typedef enum jose_json_reason
 	JOSE_JSON_DUPLICATE,		/* an object repeats a member name */
 	JOSE_JSON_RANGE,			/* an integer outside the 64-bit range */
 	JOSE_JSON_DEPTH,			/* nested deeper than JOSE_MAX_JSON_DEPTH */
+	JOSE_JSON_MEMBERS,			/* more than JOSE_MAX_JSON_MEMBERS values */
 } jose_json_reason;
 
 typedef struct jose_error
@@ -155,10 +159,13 @@ int			jose_b64url_decode(const char *in, size_t inlen, size_t maxlen,
 /* ---------------- JSON ---------------- */
 
 /*
- * Parse a JSON text as jansson does but with JSON_REJECT_DUPLICATES and a
- * nesting limit of JOSE_MAX_JSON_DEPTH; returns a new reference or NULL.
- * On failure err gets `code` (the caller's choice, e.g. JOSE_E_HEADER) or
- * JOSE_E_JSON_DEPTH, and json_reason says what was wrong with the text.
+ * Parse a JSON text as jansson does but with JSON_REJECT_DUPLICATES, a
+ * nesting limit of JOSE_MAX_JSON_DEPTH and at most JOSE_MAX_JSON_MEMBERS
+ * object members and array elements (all levels together), both checked on
+ * the text before jansson allocates anything; returns a new reference or
+ * NULL.  On failure err gets `code` (the caller's choice, e.g.
+ * JOSE_E_HEADER), JOSE_E_JSON_DEPTH or JOSE_E_JSON_MEMBERS, and json_reason
+ * says what was wrong with the text.
  */
 json_t	   *jose_json_parse(const char *buf, size_t len, jose_errcode code,
 							jose_error *err);

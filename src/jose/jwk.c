@@ -202,6 +202,13 @@ parse_rsa(json_t *jwk, bool allow_private, bool *has_private, jose_error *err)
 					BN_num_bits(bn), JOSE_MIN_RSA_BITS);
 		goto done;
 	}
+	/* longer keys could never verify: their signatures exceed the JWS limit */
+	if (BN_num_bits(bn) > JOSE_MAX_RSA_BITS)
+	{
+		jose_seterr(err, JOSE_E_JWK, "RSA modulus of %d bits is longer than %d",
+					BN_num_bits(bn), JOSE_MAX_RSA_BITS);
+		goto done;
+	}
 	if (!BN_is_odd(be) || BN_is_one(be) || BN_num_bits(be) > 64)
 	{
 		jose_seterr(err, JOSE_E_JWK, "RSA JWK has an invalid public exponent");

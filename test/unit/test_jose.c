@@ -268,6 +268,37 @@ test_json(void)
 	json_case("brackets inside a string do not count", strtext, JOSE_OK, JOSE_JSON_NONE);
 	json_case("escaped quote inside a string", "{\"s\":\"\\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
 			  JOSE_OK, JOSE_JSON_NONE);
+	/* JOSE_MAX_JSON_MEMBERS counts commas and brackets outside strings */
+	{
+		char	   *arr = malloc(2 * (JOSE_MAX_JSON_MEMBERS + 1) + 8);
+		char	   *commas = malloc(JOSE_MAX_JSON_MEMBERS + 16);
+
+		for (int n = JOSE_MAX_JSON_MEMBERS; n <= JOSE_MAX_JSON_MEMBERS + 1; n++)
+		{
+			/* [0,0,...]: n elements, n - 1 commas and one bracket */
+			char	   *p = arr;
+
+			*p++ = '[';
+			for (int i = 0; i < n; i++)
+			{
+				*p++ = '0';
+				*p++ = ',';
+			}
+			p[-1] = ']';
+			*p = '\0';
+			if (n == JOSE_MAX_JSON_MEMBERS)
+				json_case("JOSE_MAX_JSON_MEMBERS elements", arr, JOSE_OK, JOSE_JSON_NONE);
+			else
+				json_case("JOSE_MAX_JSON_MEMBERS + 1 elements", arr, JOSE_E_JSON_MEMBERS,
+						  JOSE_JSON_MEMBERS);
+		}
+		sprintf(commas, "{\"s\":\"");
+		memset(commas + 6, ',', JOSE_MAX_JSON_MEMBERS + 1);
+		strcpy(commas + 6 + JOSE_MAX_JSON_MEMBERS + 1, "\"}");
+		json_case("commas inside a string do not count", commas, JOSE_OK, JOSE_JSON_NONE);
+		free(arr);
+		free(commas);
+	}
 	free(ok32);
 	free(bad33);
 	free(obj33);

@@ -289,6 +289,14 @@ BEGIN
           pg_catalog.format('rows %s to %s are in no block', p.to_seq, b.from_seq);
       END IF;
     END IF;
+    IF with_rows AND cut IS NOT NULL AND b.block OPERATOR(pg_catalog.<=) cut THEN
+      -- the retention dropped every row of this block: a row here was put back or never dropped
+      SELECT pg_catalog.count(*) INTO n FROM tokex._audit_rows(b.from_seq, b.to_seq) x;
+      IF n OPERATOR(pg_catalog.>) 0 THEN
+        RETURN QUERY SELECT b.block, 'inserted row'::text,
+          pg_catalog.format('%s rows in a block whose rows the retention dropped (pruned through block %s)', n, cut);
+      END IF;
+    END IF;
     IF with_rows AND (cut IS NULL OR b.block OPERATOR(pg_catalog.>) cut) THEN
       SELECT pg_catalog.count(*), tokex._merkle_root(COALESCE(pg_catalog.array_agg(x.row_hash ORDER BY x.seq), '{}'))
         INTO n, r FROM tokex._audit_rows(b.from_seq, b.to_seq) x;

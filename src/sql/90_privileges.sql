@@ -106,6 +106,8 @@ GRANT EXECUTE ON FUNCTION tokex.audit_rows(bigint, bigint) TO tokex_admin;
 
 GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, tokex_app;
 
-GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text), tokex.apply_audit_retention(interval) TO tokex_admin;
+-- (tokex.apply_audit_retention: the owner's alone, as the setting tokex.audit_retention is
+-- a superuser's: dropping evidence is not an administrator's call)
+GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
 
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

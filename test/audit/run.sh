@@ -350,6 +350,12 @@ is "$(vh "$tmp/head1.jws")" none "... and the witness's old head is still a pref
 export_trail "$tmp/out2"
 out=$(node test/interop/audit-verify.mjs "$tmp/out2/jwks.json" "$tmp/out2/blocks.txt" "$tmp/out2/rows.txt" "$tmp/head1.jws" 2>&1)
 ok $? "... outside the database too: $out"
+# a cut signed without dropping the rows does not switch the row checks off
+is "$(problems "SELECT tokex._seal_audit((SELECT max(block) FROM tokex.audit_block))")" "inserted row" \
+   "a retention cut signed over rows still there (nothing dropped): those rows show"
+is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER USER;
+                UPDATE tokex.audit_event SET seq = 1 WHERE seq = (SELECT max(seq) FROM tokex.audit_event)")" \
+   "inserted row,missing row" "a row moved into the emptied range: found there, and missed where it was"
 
 # The whole chain re-signed with a new key: clean in itself, refuted by the witness
 q -c "ALTER TABLE tokex.audit_block DISABLE TRIGGER USER; TRUNCATE tokex.audit_block;

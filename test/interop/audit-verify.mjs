@@ -74,7 +74,9 @@ for (const jws of lines(blocksFile)) {
   const block = BigInt(h.block);
   if (canon(h) !== text) problem(block, 'header not in canonical form');
   if (prev === null) {
-    if (block === 1n && (h.prev !== '00'.repeat(32) || h.from_seq !== '0')) problem(block, 'does not start the chain');
+    // the chain starts at block 1, whatever was exported: a later first block hides the ones before
+    if (block !== 1n) problem(block, 'the export does not start at block 1');
+    else if (h.prev !== '00'.repeat(32) || h.from_seq !== '0') problem(block, 'does not start the chain');
   } else {
     if (block !== prev.block + 1n) problem(block, `follows block ${prev.block}`);
     if (h.prev !== prev.hash) problem(block, `prev is not the hash of block ${prev.block}`);
@@ -91,11 +93,17 @@ for (const { block, h } of headers) {
   while (next < rows.length && rows[next].seq <= lo) next++;
   const first = next;
   while (next < rows.length && rows[next].seq <= hi) next++;
-  if (block <= prunedThrough) continue;   // its rows were dropped by the retention
   const mine = rows.slice(first, next);
+  if (block <= prunedThrough) {
+    // its rows were dropped by the retention: any row here was put back or never dropped
+    if (mine.length > 0) problem(block, `${mine.length} rows in a block the retention emptied`);
+    continue;
+  }
   if (BigInt(mine.length) !== BigInt(h.count)) problem(block, `${mine.length} rows, the block sealed ${h.count}`);
   else if (mth(mine.map((r) => r.leaf)).toString('hex') !== h.root) problem(block, 'rows do not give the block\'s Merkle root');
 }
+// every row is in a block, or after the last one (not sealed yet)
+for (const r of rows) if (r.seq <= 0n) problems.push(`row ${r.seq}: outside every block`);
 if (headFile) {
   const head = readFileSync(headFile, 'utf8').trim();
   const { kid } = decodeProtectedHeader(head);

@@ -156,7 +156,7 @@ INSERT INTO decided VALUES
 ('tokex.api_key(revoke_reason)',                'w', '', '', '', ''),
 ('tokex.api_key(revoked_at)',                   'w', '', '', '', ''),
 ('tokex.api_key_id_seq',                        '', '', '', '', ''),
-('tokex.apply_audit_retention(interval)',       'X', '', '', '', ''),
+('tokex.apply_audit_retention(interval)',       '', '', '', '', ''),
 ('tokex.audit_block',                           'r', '', 'r', '', ''),
 ('tokex.audit_export(timestamp with time zone)', 'X', '', 'X', '', ''),
 ('tokex.audit_head()',                          'X', '', 'X', '', ''),

@@ -124,13 +124,16 @@ tokex_standby_init(void)
 							"0: the worker writes no heartbeat.",
 							&heartbeat_interval, 1000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomStringVariable("tokex.heartbeat_database",
-							   "Databases (comma-separated) in which a background worker calls tokex.heartbeat().",
-							   "Empty (the default): no heartbeat worker.",
-							   &heartbeat_database, "", PGC_POSTMASTER, 0,
-							   check_heartbeat_database, NULL, NULL);
+	/* a PGC_POSTMASTER setting exists only when preloaded (loaded later, PostgreSQL refuses it) */
 	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomStringVariable("tokex.heartbeat_database",
+								   "Databases (comma-separated) in which a background worker calls tokex.heartbeat().",
+								   "Empty (the default): no heartbeat worker.",
+								   &heartbeat_database, "", PGC_POSTMASTER, 0,
+								   check_heartbeat_database, NULL, NULL);
 		register_heartbeat_workers();
+	}
 }
 
 /* ---------------- fail closed on a standby that fell behind ---------------- */

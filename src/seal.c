@@ -794,9 +794,6 @@ poke_sealer(void)
 	if (seal_shmem == NULL || tokex_audit_seal_interval <= 0 || IsBinaryUpgrade)
 		return;
 	now = GetCurrentTimestamp();
-	if (last != 0 && !TimestampDifferenceExceeds(last, now, 1000))
-		return;
-	last = now;
 
 	LWLockAcquire(seal_shmem->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < SEAL_MAX_DBS; i++)
@@ -804,6 +801,17 @@ poke_sealer(void)
 			s = &seal_shmem->sealers[i];
 	if (s && s->pid == 0 && TimestampDifferenceExceeds(s->since, now, SEAL_START_MS))
 		s->dboid = InvalidOid, s = NULL;	/* a start that never came through */
+	/*
+	 * A running sealer is flagged at most once a second per backend; when
+	 * none runs (it may have left a moment ago), one is started whatever the
+	 * last flag, or this row could wait for the next one to be sealed.
+	 */
+	if (s && last != 0 && !TimestampDifferenceExceeds(last, now, 1000))
+	{
+		LWLockRelease(seal_shmem->lock);
+		return;
+	}
+	last = now;
 	if (s)
 		s->flagged = true;
 	else

@@ -350,18 +350,17 @@ dpop_nonce_ok(const char *nonce)
 	int64		now = tokex_now();
 	bool		ok;
 
-	if (nonce == NULL ||
-		jose_b64url_decode(nonce, strlen(nonce), 64, &raw, &len, &err) < 0 || len != sizeof(want))
-	{
-		free(raw);
+	if (nonce == NULL || jose_b64url_decode(nonce, strlen(nonce), 64, &raw, &len, &err) < 0)
 		return false;
-	}
+	/* owned by the call's context: nonce_mac below may raise */
+	tokex_track(raw, len, tokex_release_free);
+	if (len != sizeof(want))
+		return false;
 	for (int i = 0; i < 8; i++)
 		t = (int64) (((uint64) t << 8) | raw[i]);
 	nonce_mac(t, want);
 	ok = CRYPTO_memcmp(raw, want, sizeof(want)) == 0 &&
 		t <= now + tokex_clock_skew && t >= now - tokex_dpop_nonce_lifetime;
-	free(raw);
 	return ok;
 }
 

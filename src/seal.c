@@ -985,6 +985,13 @@ tokex_audit_sealer_main(Datum arg)
 	/* never wait long for a lock: the next round comes soon */
 	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * ... and be the one a deadlock aborts: a DROP EXTENSION (or other DDL)
+	 * that locked one table the sealer reads and waits for another it holds
+	 * would otherwise, after its own deadlock_timeout, fail instead.
+	 */
+	SetConfigOption("deadlock_timeout", "50ms", PGC_SUSET, PGC_S_OVERRIDE);
+
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();

@@ -8,7 +8,7 @@ DATA_built = tokex--$(EXTVERSION).sql
 # shipped as they are: earlier versions' install scripts, frozen when they were
 # released, and every upgrade script (see CONTRIBUTING in the README)
 DATA       = $(patsubst $(srcdir)/%,%,$(wildcard $(srcdir)/sql/upgrade/tokex--*.sql))
-OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/mint.o src/audit.o \
+OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/fastdecide.o src/mint.o src/audit.o \
              src/session.o src/introspect.o src/revocation.o src/client.o src/translate.o \
              src/keys.o src/issuers.o src/jwt.o src/vault.o src/dpop.o src/resource.o src/standby.o src/seal.o \
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \

@@ -152,6 +152,10 @@ extern int	untext_array(Datum arr, char ***out);
 extern void build_chain(Issuance *x);
 extern bool note_presented(Issuance *x, TokexToken *t, const char *which);
 
+/* fastdecide.c: the decision by index probes, for a grant */
+extern bool tokex_fast_decide;
+extern bool decide_fast(Issuance *x);
+
 /* translate.c: credentials that are not JWTs */
 extern char *tokex_opaque_new(const char *kind);
 extern bool tokex_opaque_ok(const char *s, size_t len, const char *kind);

@@ -95,6 +95,11 @@ _PG_init(void)
 							"Dropped when a key or trusted issuer changes. 0 turns it off.",
 							&tokex_token_cache_size, 4096, 0, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("tokex.decision_fast_path",
+							 "Grant by index probes what the decision query would grant.",
+							 "Every check of tokex.decide is made; a refusal, or a case the fast path does "
+							 "not take, is left to the query, which gives the reason. Off: the query decides every call.",
+							 &tokex_fast_decide, true, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.dpop_max_age",
 							"How old a DPoP proof's iat may be (RFC 9449 §11.1); its jti is remembered that long.",
 							NULL, &tokex_dpop_max_age, 60, 1, 3600,

@@ -2747,3 +2747,21 @@ GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, toke
 GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
 
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;
+
+-- ---------------------------------------------------------------------
+-- The decision's fast path (src/fastdecide.c): the SQL face for tests
+-- ---------------------------------------------------------------------
+CREATE FUNCTION tokex._decide_fast(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (
+  identity_error text, error text, reason text, chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[], target text, scope text[], ttl_seconds bigint,
+  may_act_ids text[], token_format text, require_dpop boolean)
+LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_decide_fast_sql';
+
+REVOKE ALL ON FUNCTION tokex._decide_fast(text[], text[], timestamptz[], text, text, text[], text[], text, text,
+  bytea[], uuid, uuid[], text[], text[], timestamptz) FROM PUBLIC;

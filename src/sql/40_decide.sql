@@ -293,3 +293,18 @@ BEGIN
      WHERE p.oid OPERATOR(pg_catalog.=) 'tokex._decide'::pg_catalog.regproc);
 END
 $do$;
+
+-- The decision's fast path (src/fastdecide.c), which tokex.exchange runs
+-- first: _decide's row when it grants, no row when it leaves the decision to
+-- the query.  Only for tests to compare the two; granted to no one.
+CREATE FUNCTION tokex._decide_fast(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (
+  identity_error text, error text, reason text, chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[], target text, scope text[], ttl_seconds bigint,
+  may_act_ids text[], token_format text, require_dpop boolean)
+LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_decide_fast_sql';

@@ -237,6 +237,8 @@ INSERT INTO decided VALUES
 ('tokex._resolve(text[],text[],text)',           '',     '',   '',    '',  ''),
 ('tokex._decide(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone)',
                                                  '',     '',   '',    '',  ''),
+('tokex._decide_fast(text[],text[],timestamp with time zone[],text,text,text[],text[],text,text,bytea[],uuid,uuid[],text[],text[],timestamp with time zone)',
+                                                 '',     '',   '',    '',  ''),
 ('tokex._token_active(text[],text[],timestamp with time zone,text,boolean,bytea,uuid,uuid,timestamp with time zone)',
                                                  '',     '',   '',    '',  ''),
 ('tokex._form_decode(text)',                     '',     '',   '',    '',  ''),

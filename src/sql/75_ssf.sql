@@ -154,6 +154,10 @@ CREATE TRIGGER ssf_event_named AFTER INSERT ON tokex.ssf_event
 CREATE FUNCTION tokex._ssf_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  -- no stream at all (the common case): no subtransaction, no join
+  IF NOT EXISTS (SELECT 1 FROM tokex.ssf_stream) THEN
+    RETURN NULL;
+  END IF;
   FOR attempt IN 1..2 LOOP
     BEGIN
       INSERT INTO tokex.ssf_token (jti, stream_id, issued_at, expires_at, subject, actor, actor_chain, client_id,

@@ -1073,3 +1073,284 @@ tokex_decide_fast_sql(PG_FUNCTION_ARGS)
 	}
 	return (Datum) 0;
 }
+
+/* ---- introspection: is a token that verified still live? ------------------ */
+
+/* tokex._token_active's parameters */
+typedef struct ActiveIn
+{
+	int			n;
+	char	   *iss[MAX_CHAIN];
+	char	   *sub[MAX_CHAIN];
+	bool		iat_null;
+	TimestampTz iat;
+	char	   *own_issuer;
+	bool		own;
+	bytea	   *revoked_key;	/* or NULL */
+	bool		has_jti;
+	pg_uuid_t	jti;
+	bool		has_sid;
+	pg_uuid_t	sid;
+	TimestampTz at;
+} ActiveIn;
+
+/* Does the delegation with this id still stand at time at (not revoked, not expired)? */
+static bool
+delegation_stands(Fast *f, Relation del, int64 id, TimestampTz at, bool from_too)
+{
+	const char *column = "id";
+	Datum		v = Int64GetDatum(id);
+	Oid			eq = F_INT8EQ;
+	SysScanDesc s = probe(f, del, "delegation_pkey", 1, &column, &v, &eq);
+	HeapTuple	tup = systable_getnext(s);
+	bool		ok = false;
+
+	if (tup != NULL)
+	{
+		bool		isnull;
+		TimestampTz from,
+					until;
+
+		get(del, tup, "revoked_at", &isnull);
+		ok = isnull && (!from_too || (get_tstz(del, tup, "valid_from", &from) && from <= at)) &&
+			(!get_tstz(del, tup, "valid_until", &until) || until > at);
+	}
+	systable_endscan(s);
+	return ok;
+}
+
+/*
+ * tokex._token_active, when the answer is yes: true.  false: the query
+ * must answer (no, or a case this path does not take).
+ */
+static bool
+active_fast(const ActiveIn *in)
+{
+	Fast		f;
+	bool		ok = true;
+	char	   *seen[MAX_CHAIN];
+
+	if (in->n < 1 || in->n > MAX_CHAIN || in->own_issuer == NULL || (in->own && !in->has_jti))
+		return false;
+	f.nsp = get_namespace_oid("tokex", false);
+	f.snap = RegisterSnapshot(GetLatestSnapshot());
+
+	if (in->revoked_key)
+	{
+		Relation	rel = open_table(&f, "revoked_token");
+
+		ok = !exists(&f, rel, "revoked_token_pkey", "key", PointerGetDatum(in->revoked_key), F_BYTEAEQ);
+		table_close(rel, NoLock);
+	}
+
+	/*
+	 * Its audit row: granted, by an operation that issues access tokens, not
+	 * with an API key revoked since; every delegation it records stands.
+	 */
+	if (ok && in->has_jti)
+	{
+		Relation	audit = open_table(&f, "audit_event");
+		Relation	keys = open_table(&f, "api_key");
+		Relation	del = open_table(&f, "delegation");
+		bool		issued = false;
+
+		if (audit->rd_rel->relkind != RELKIND_RELATION)
+			ok = false;			/* partitioned: the query knows how to read it */
+		else
+		{
+			const char *column = "jti";
+			Datum		v = UUIDPGetDatum(&in->jti);
+			Oid			eq = F_UUID_EQ;
+			SysScanDesc s = probe(&f, audit, "audit_event_jti", 1, &column, &v, &eq);
+			HeapTuple	tup;
+
+			while (ok && (tup = systable_getnext(s)) != NULL)
+			{
+				char	   *decision = get_text(audit, tup, "decision");
+				char	   *operation = get_text(audit, tup, "operation");
+				bool		isnull;
+				Datum		d;
+				bool		this_one = strcmp(decision, "granted") == 0 &&
+					(strcmp(operation, "exchange") == 0 || strcmp(operation, "client_credentials") == 0 ||
+					 strcmp(operation, "jwt_sign") == 0);
+				const char *hashes[] = {"actor_token_sha256", "subject_token_sha256"};
+
+				for (int h = 0; this_one && h < 2; h++)
+				{
+					d = get(audit, tup, hashes[h], &isnull);
+					if (!isnull)
+						this_one = !api_key_revoked(&f, keys, DatumGetByteaPCopy(d));
+				}
+				issued |= this_one;
+				d = get(audit, tup, "delegation_ids", &isnull);
+				if (!isnull)
+				{
+					Datum	   *ids;
+					bool	   *nulls;
+					int			nids;
+
+					deconstruct_array(DatumGetArrayTypePCopy(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+									  &ids, &nulls, &nids);
+					for (int i = 0; ok && i < nids; i++)
+						ok = !nulls[i] && delegation_stands(&f, del, DatumGetInt64(ids[i]), in->at, false);
+				}
+			}
+			systable_endscan(s);
+		}
+		ok = ok && (!in->own || issued);
+		table_close(del, NoLock);
+		table_close(keys, NoLock);
+		table_close(audit, NoLock);
+	}
+
+	/*
+	 * The chain: known identities (tokex's own tokens), active, the token
+	 * issued after any tokens_valid_after, no identity twice.
+	 */
+	if (ok)
+	{
+		Relation	ident = open_table(&f, "identity");
+
+		for (int i = 0; ok && i < in->n; i++)
+		{
+			Ident		id;
+
+			if (in->iss[i] == NULL || in->sub[i] == NULL)
+				ok = false;
+			else if (resolve(&f, ident, in->iss[i], in->sub[i], in->own_issuer, &id))
+			{
+				ok = strcmp(id.status, "active") == 0 &&
+					(id.tva_null || in->iat_null || in->iat >= id.tva);
+				seen[i] = id.id;
+			}
+			else
+			{
+				ok = !in->own;
+				seen[i] = in->sub[i];
+			}
+			for (int j = 0; ok && j < i; j++)
+				ok = strcmp(seen[i], seen[j]) != 0;
+		}
+		table_close(ident, NoLock);
+	}
+
+	/* its session: live, under a live delegation, its agent active */
+	if (ok && in->has_sid)
+	{
+		Relation	sess = open_table(&f, "session");
+		const char *column = "id";
+		Datum		v = UUIDPGetDatum(&in->sid);
+		Oid			eq = F_UUID_EQ;
+		SysScanDesc s = probe(&f, sess, "session_pkey", 1, &column, &v, &eq);
+		HeapTuple	tup = systable_getnext(s);
+		int64		delegation = 0;
+		char	   *agent = NULL;
+		TimestampTz expires;
+
+		ok = false;
+		if (tup != NULL)
+		{
+			bool		isnull;
+
+			get(sess, tup, "revoked_at", &isnull);
+			ok = isnull && get_tstz(sess, tup, "expires_at", &expires) && expires > in->at;
+			delegation = DatumGetInt64(get(sess, tup, "delegation_id", &isnull));
+			agent = get_text(sess, tup, "agent");
+		}
+		systable_endscan(s);
+		table_close(sess, NoLock);
+		if (ok)
+		{
+			Relation	del = open_table(&f, "delegation");
+
+			ok = delegation_stands(&f, del, delegation, in->at, true);
+			table_close(del, NoLock);
+		}
+		if (ok)
+		{
+			Relation	ident = open_table(&f, "identity");
+			const char *icol = "id";
+			Datum		iv = CStringGetTextDatum(agent);
+			Oid			ieq = F_TEXTEQ;
+			SysScanDesc is = probe(&f, ident, "identity_pkey", 1, &icol, &iv, &ieq);
+			HeapTuple	it = systable_getnext(is);
+
+			ok = it != NULL && strcmp(get_text(ident, it, "status"), "active") == 0;
+			systable_endscan(is);
+			table_close(ident, NoLock);
+		}
+	}
+	UnregisterSnapshot(f.snap);
+	return ok;
+}
+
+/* introspect.c: the fast path for a token that verified */
+bool
+token_active_fast(Issuance *x)
+{
+	ActiveIn	in;
+
+	if (!tokex_fast_decide)
+		return false;
+	memset(&in, 0, sizeof(in));
+	in.n = x->nchain;
+	for (int i = 0; i < x->nchain && i < MAX_CHAIN; i++)
+	{
+		in.iss[i] = x->chain_iss[i];
+		in.sub[i] = x->chain_sub[i];
+	}
+	in.iat = x->chain_iat[0];
+	in.own_issuer = tokex_issuer ? tokex_issuer : "";
+	in.own = x->subj->own;
+	in.revoked_key = x->nrevkeys > 0 ? x->revkeys[0] : NULL;
+	in.has_jti = x->nown > 0;
+	if (in.has_jti)
+		in.jti = x->own_jti[0];
+	in.has_sid = x->has_sid;
+	if (in.has_sid)
+		in.sid = x->sid;
+	in.at = x->at;
+	return active_fast(&in);
+}
+
+PG_FUNCTION_INFO_V1(tokex_token_active_fast_sql);
+
+/*
+ * tokex._token_active_fast(<tokex._token_active's arguments>): true when the
+ * fast path finds the token live, false when it leaves the answer to the
+ * query.
+ */
+Datum
+tokex_token_active_fast_sql(PG_FUNCTION_ARGS)
+{
+	ActiveIn	in;
+	bool		isnull;
+	int			m;
+	char	  **iss;
+	char	  **sub;
+
+	memset(&in, 0, sizeof(in));
+	iss = arg_texts(fcinfo, 0, &in.n, &isnull);
+	sub = arg_texts(fcinfo, 1, &m, &isnull);
+	if (m != in.n || in.n > MAX_CHAIN || PG_ARGISNULL(3) || PG_ARGISNULL(4) || PG_ARGISNULL(8))
+		PG_RETURN_BOOL(false);
+	for (int i = 0; i < in.n; i++)
+	{
+		in.iss[i] = iss[i];
+		in.sub[i] = sub[i];
+	}
+	in.iat_null = PG_ARGISNULL(2);
+	if (!in.iat_null)
+		in.iat = PG_GETARG_TIMESTAMPTZ(2);
+	in.own_issuer = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	in.own = PG_GETARG_BOOL(4);
+	in.revoked_key = PG_ARGISNULL(5) ? NULL : PG_GETARG_BYTEA_PP(5);
+	in.has_jti = !PG_ARGISNULL(6);
+	if (in.has_jti)
+		in.jti = *PG_GETARG_UUID_P(6);
+	in.has_sid = !PG_ARGISNULL(7);
+	if (in.has_sid)
+		in.sid = *PG_GETARG_UUID_P(7);
+	in.at = PG_GETARG_TIMESTAMPTZ(8);
+	PG_RETURN_BOOL(active_fast(&in));
+}

@@ -2,7 +2,8 @@
  * introspect.c — tokex.introspect (RFC 7662): is a token live, and what
  * does it say.  {"active":false} for anything invalid, expired, revoked,
  * unknown or not an access token, with nothing more said; else its claims.
- * The liveness query is tokex._token_active (src/sql/55_introspect.sql).
+ * The liveness query is tokex._token_active (src/sql/55_introspect.sql),
+ * after its fast path for a live token (src/fastdecide.c).
  * Read-only and judged as of the call, like the exchange.
  */
 #include "issue.h"
@@ -22,6 +23,9 @@ token_active(Issuance *x)
 	bool		active;
 	int			rc;
 
+	/* a live token found by index probes; a "no" is the query's to say */
+	if (token_active_fast(x))
+		return true;
 	if (active_plan == NULL)
 	{
 		Oid			types[9] = {TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,

@@ -2769,3 +2769,12 @@ LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_decide_fast_sql';
 
 REVOKE ALL ON FUNCTION tokex._decide_fast(text[], text[], timestamptz[], text, text, text[], text[], text, text,
   bytea[], uuid, uuid[], text[], text[], timestamptz) FROM PUBLIC;
+
+CREATE FUNCTION tokex._token_active_fast(chain_iss text[], chain_sub text[], iat timestamptz,
+                                         own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
+                                         sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS boolean
+LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_token_active_fast_sql';
+
+REVOKE ALL ON FUNCTION tokex._token_active_fast(text[], text[], timestamptz, text, boolean, bytea, uuid, uuid,
+  timestamptz) FROM PUBLIC;

@@ -9,7 +9,7 @@
 -- policies, target, scopes, ttl, may_act ids, format, DPoP); a grant of the
 -- query is a grant of the fast path (it leaves only refusals to the query).
 \ir preamble.psql
-SELECT plan(8);
+SELECT plan(12);
 
 CREATE FUNCTION pg_temp.pick(a text[]) RETURNS text LANGUAGE sql VOLATILE AS $$
   SELECT a[1 + floor(random() * cardinality(a))::int]
@@ -20,6 +20,17 @@ CREATE FUNCTION pg_temp.some(a text[], p float8 DEFAULT 0.5) RETURNS text[] LANG
 $$;
 
 CREATE TABLE pg_temp.cases (n serial, args jsonb, slow jsonb, fast jsonb);
+
+CREATE TABLE pg_temp.active_cases (n serial, args jsonb, slow boolean, fast boolean);
+
+-- introspection: the liveness query and its fast path on one token
+CREATE FUNCTION pg_temp.both_active(iss text[], sub text[], iat timestamptz, own boolean, rk bytea, jti uuid,
+                                    sid uuid, at timestamptz) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO pg_temp.active_cases (args, slow, fast)
+  SELECT jsonb_build_object('iss', iss, 'sub', sub, 'iat', iat, 'own', own, 'rk', rk, 'jti', jti, 'sid', sid, 'at', at),
+         (SELECT active FROM tokex._token_active(iss, sub, iat, 'https://tokex.test', own, rk, jti, sid, at)),
+         tokex._token_active_fast(iss, sub, iat, 'https://tokex.test', own, rk, jti, sid, at)
+$$;
 
 -- one call of each; true when the query grants
 CREATE FUNCTION pg_temp.both(iss text[], sub text[], iat timestamptz[], aud text, res text, req text[],
@@ -54,6 +65,8 @@ DECLARE
   miss text[]; msub text[];
   i int; k int; nxt text; cur text;
   t timestamptz;
+  round_jtis uuid[];
+  aj uuid;
 BEGIN
   PERFORM setseed(seed);
   FOR round IN 1 .. rounds LOOP
@@ -108,6 +121,17 @@ BEGIN
              now() + CASE WHEN random() < 0.2 THEN interval '-1 minute' ELSE interval '1 hour' END,
              CASE WHEN random() < 0.2 THEN now() END
         FROM tokex.delegation d WHERE random() < 0.3;
+    -- tokens of ours minted under this graph's delegations, by every operation
+    round_jtis := ARRAY(SELECT gen_random_uuid() FROM generate_series(1, 6));
+    INSERT INTO tokex.audit_event (exchange_id, decision, error, jti, operation, actor_token_sha256, delegation_ids)
+      SELECT gen_random_uuid(), d, CASE d WHEN 'denied' THEN 'invalid_grant' END, j,
+             pg_temp.pick('{exchange,exchange,exchange,client_credentials,jwt_sign,session,identity_token}'),
+             CASE WHEN random() < 0.15 THEN sha256(pg_temp.pick('{key-1,key-2}')::bytea) END,
+             CASE WHEN random() < 0.8 THEN ARRAY(SELECT id FROM tokex.delegation ORDER BY random()
+                                                  LIMIT 1 + floor(random() * 2)::int)
+                  || CASE WHEN random() < 0.05 THEN ARRAY[-1::bigint] ELSE '{}' END END
+        FROM unnest(round_jtis) j, LATERAL (SELECT CASE WHEN random() < 0.9 THEN 'granted' ELSE 'denied' END AS d) v;
+
     FOR c IN 1 .. calls LOOP
       -- a chain, mostly along delegations
       cur := pg_temp.pick(ids);
@@ -143,6 +167,11 @@ BEGIN
         miss := ARRAY[own, 'https://idp.example'];
         msub := ARRAY[pg_temp.pick(ids), 'ext' || (3 * (1 + floor(random() * 3)::int))];
       END IF;
+      aj := CASE WHEN random() < 0.85 THEN pg_temp.pick(round_jtis::text[])::uuid
+                 WHEN random() < 0.5 THEN gen_random_uuid() END;
+      PERFORM pg_temp.both_active(iss, sub, iat[1], random() < 0.7, rk[1], aj,
+                                  CASE WHEN random() < 0.3 THEN (SELECT id FROM tokex.session ORDER BY random() LIMIT 1) END,
+                                  now() + CASE WHEN random() < 0.2 THEN interval '2 hours' ELSE interval '0' END);
       IF pg_temp.both(iss, sub, iat, aud, res, req, tscope, cl, rk, sid, jtis, miss, msub, now()) THEN
         -- near misses of a grant: each check alone on an exchange that passes the others
         FOREACH t IN ARRAY ARRAY[now() + interval '90 minutes', now() - interval '2 hours', now() - interval '4 hours',
@@ -218,6 +247,17 @@ SELECT is((SELECT count(*) FROM pg_temp.verdicts WHERE slow_grants AND NOT fast_
           'the fast path grants everything the query grants');
 SELECT is((SELECT count(*) FROM pg_temp.verdicts WHERE fast_grants AND slow IS DISTINCT FROM fast), 0::bigint,
           'a grant carries the same chain, delegations, policies, target, scopes, ttl, may_act ids and format');
+
+SELECT cmp_ok((SELECT count(*) FROM pg_temp.active_cases WHERE slow), '>=', 500::bigint,
+              'introspection: the query finds hundreds of tokens live');
+SELECT cmp_ok((SELECT count(*) FROM pg_temp.active_cases WHERE NOT slow), '>=', 500::bigint,
+              '... and hundreds not');
+SELECT is((SELECT count(*) FROM pg_temp.active_cases WHERE fast AND NOT slow), 0::bigint,
+          'its fast path finds live no token the query finds dead');
+SELECT is((SELECT count(*) FROM pg_temp.active_cases WHERE slow AND NOT fast), 0::bigint,
+          'its fast path finds live every token the query finds live');
+SELECT diag(n || ': ' || args::text || ' query: ' || slow || ' fast: ' || fast)
+  FROM pg_temp.active_cases WHERE slow <> fast ORDER BY n LIMIT 5;
 
 -- what differed, to reproduce it
 SELECT diag(n || ': ' || args::text || E'\n  query: ' || slow::text || E'\n  fast:  ' || COALESCE(fast::text, 'none'))

@@ -241,6 +241,8 @@ INSERT INTO decided VALUES
                                                  '',     '',   '',    '',  ''),
 ('tokex._token_active(text[],text[],timestamp with time zone,text,boolean,bytea,uuid,uuid,timestamp with time zone)',
                                                  '',     '',   '',    '',  ''),
+('tokex._token_active_fast(text[],text[],timestamp with time zone,text,boolean,bytea,uuid,uuid,timestamp with time zone)',
+                                                 '',     '',   '',    '',  ''),
 ('tokex._form_decode(text)',                     '',     '',   '',    '',  ''),
 ('tokex._public_description(text,text)',         '',     '',   '',    '',  ''),
 ('tokex._respond(jsonb,integer,text)',           '',     '',   '',    '',  ''),

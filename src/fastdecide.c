@@ -28,6 +28,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "partitioning/partdesc.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/array.h"
@@ -294,6 +295,106 @@ api_key_revoked(Fast *f, Relation keys, bytea *sha)
 	return revoked;
 }
 
+/* An audit_event row of a token of ours, as the checks read it */
+typedef struct AuditRow
+{
+	bool		granted;
+	char	   *operation;
+	bytea	   *hash[2];		/* actor_token_sha256, subject_token_sha256 (or NULL) */
+	int			ndeleg;			/* -1: delegation_ids NULL */
+	int64	   *deleg;
+} AuditRow;
+
+/* The rows of one table (audit_event, or one of its partitions) with this jti */
+static int
+audit_rows_in(Fast *f, Relation rel, const char *index, const pg_uuid_t *jti, AuditRow **out)
+{
+	const char *column = "jti";
+	Datum		v = UUIDPGetDatum(jti);
+	Oid			eq = F_UUID_EQ;
+	SysScanDesc s = probe(f, rel, index, 1, &column, &v, &eq);
+	HeapTuple	tup;
+	int			n = 0;
+
+	*out = NULL;
+	while ((tup = systable_getnext(s)) != NULL)
+	{
+		AuditRow   *r;
+		const char *hashes[] = {"actor_token_sha256", "subject_token_sha256"};
+		bool		isnull;
+		Datum		d;
+
+		*out = *out ? repalloc(*out, sizeof(AuditRow) * (n + 1)) : palloc(sizeof(AuditRow));
+		r = &(*out)[n++];
+		r->granted = strcmp(get_text(rel, tup, "decision"), "granted") == 0;
+		r->operation = get_text(rel, tup, "operation");
+		for (int h = 0; h < 2; h++)
+		{
+			d = get(rel, tup, hashes[h], &isnull);
+			r->hash[h] = isnull ? NULL : DatumGetByteaPCopy(d);
+		}
+		d = get(rel, tup, "delegation_ids", &isnull);
+		r->ndeleg = -1;
+		if (!isnull)
+		{
+			Datum	   *ids;
+			bool	   *nulls;
+
+			deconstruct_array(DatumGetArrayTypePCopy(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+							  &ids, &nulls, &r->ndeleg);
+			r->deleg = palloc(sizeof(int64) * (r->ndeleg ? r->ndeleg : 1));
+			for (int i = 0; i < r->ndeleg; i++)
+			{
+				if (nulls[i])
+				{
+					systable_endscan(s);
+					return -1;	/* not a delegation id: the query will say */
+				}
+				r->deleg[i] = DatumGetInt64(ids[i]);
+			}
+		}
+	}
+	systable_endscan(s);
+	return n;
+}
+
+/*
+ * The audit rows of the token with this jti (one, by construction): by the
+ * table's jti index, or, partitioned by time, by each partition's
+ * (<partition>_jti), the newest first, until one has it.  -1: this path
+ * cannot read it (an index it does not know); the query will.
+ */
+static int
+audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
+{
+	Relation	audit = open_table(f, "audit_event");
+	int			n = -1;
+
+	*out = NULL;
+	if (audit->rd_rel->relkind == RELKIND_RELATION)
+		n = audit_rows_in(f, audit, "audit_event_jti", jti, out);
+	else if (audit->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		PartitionDesc pd = RelationGetPartitionDesc(audit, true);
+
+		n = 0;
+		for (int i = pd->nparts - 1; n == 0 && i >= 0; i--)
+		{
+			Relation	part = table_open(pd->oids[i], AccessShareLock);
+			char	   *index = psprintf("%s_jti", RelationGetRelationName(part));
+
+			if (part->rd_rel->relkind != RELKIND_RELATION ||
+				!OidIsValid(get_relname_relid(index, RelationGetNamespace(part))))
+				n = -1;
+			else
+				n = audit_rows_in(f, part, index, jti, out);
+			table_close(part, NoLock);
+		}
+	}
+	table_close(audit, NoLock);
+	return n;
+}
+
 /*
  * The presented tokens: none revoked; each of tokex's own has its granted
  * audit row and was not obtained with an API key revoked since; the
@@ -314,40 +415,24 @@ tokens_live(Fast *f, const FastIn *in)
 	}
 	if (ok && in->nown > 0)
 	{
-		Relation	audit = open_table(f, "audit_event");
 		Relation	keys = open_table(f, "api_key");
 
-		if (audit->rd_rel->relkind != RELKIND_RELATION)
-			ok = false;			/* partitioned: the query knows how to read it */
 		for (int i = 0; ok && i < in->nown; i++)
 		{
-			const char *column = "jti";
-			Datum		v = UUIDPGetDatum(&in->own[i]);
-			Oid			eq = F_UUID_EQ;
-			SysScanDesc s = probe(f, audit, "audit_event_jti", 1, &column, &v, &eq);
-			HeapTuple	tup;
+			AuditRow   *rows;
+			int			n = audit_rows(f, &in->own[i], &rows);
 			bool		granted = false;
 
-			while (ok && (tup = systable_getnext(s)) != NULL)
+			ok = n > 0;
+			for (int r = 0; ok && r < n; r++)
 			{
-				char	   *decision = get_text(audit, tup, "decision");
-				const char *hashes[] = {"actor_token_sha256", "subject_token_sha256"};
-
-				granted |= strcmp(decision, "granted") == 0;
+				granted |= rows[r].granted;
 				for (int h = 0; ok && h < 2; h++)
-				{
-					bool		isnull;
-					Datum		d = get(audit, tup, hashes[h], &isnull);
-
-					if (!isnull)
-						ok = !api_key_revoked(f, keys, DatumGetByteaPCopy(d));
-				}
+					ok = rows[r].hash[h] == NULL || !api_key_revoked(f, keys, rows[r].hash[h]);
 			}
-			systable_endscan(s);
 			ok &= granted;
 		}
 		table_close(keys, NoLock);
-		table_close(audit, NoLock);
 	}
 	if (ok && in->has_sid)
 	{
@@ -1149,58 +1234,29 @@ active_fast(const ActiveIn *in)
 	 */
 	if (ok && in->has_jti)
 	{
-		Relation	audit = open_table(&f, "audit_event");
 		Relation	keys = open_table(&f, "api_key");
 		Relation	del = open_table(&f, "delegation");
+		AuditRow   *rows;
+		int			n = audit_rows(&f, &in->jti, &rows);
 		bool		issued = false;
 
-		if (audit->rd_rel->relkind != RELKIND_RELATION)
-			ok = false;			/* partitioned: the query knows how to read it */
-		else
+		ok = n >= 0;
+		for (int r = 0; ok && r < n; r++)
 		{
-			const char *column = "jti";
-			Datum		v = UUIDPGetDatum(&in->jti);
-			Oid			eq = F_UUID_EQ;
-			SysScanDesc s = probe(&f, audit, "audit_event_jti", 1, &column, &v, &eq);
-			HeapTuple	tup;
+			bool		this_one = rows[r].granted &&
+				(strcmp(rows[r].operation, "exchange") == 0 ||
+				 strcmp(rows[r].operation, "client_credentials") == 0 ||
+				 strcmp(rows[r].operation, "jwt_sign") == 0);
 
-			while (ok && (tup = systable_getnext(s)) != NULL)
-			{
-				char	   *decision = get_text(audit, tup, "decision");
-				char	   *operation = get_text(audit, tup, "operation");
-				bool		isnull;
-				Datum		d;
-				bool		this_one = strcmp(decision, "granted") == 0 &&
-					(strcmp(operation, "exchange") == 0 || strcmp(operation, "client_credentials") == 0 ||
-					 strcmp(operation, "jwt_sign") == 0);
-				const char *hashes[] = {"actor_token_sha256", "subject_token_sha256"};
-
-				for (int h = 0; this_one && h < 2; h++)
-				{
-					d = get(audit, tup, hashes[h], &isnull);
-					if (!isnull)
-						this_one = !api_key_revoked(&f, keys, DatumGetByteaPCopy(d));
-				}
-				issued |= this_one;
-				d = get(audit, tup, "delegation_ids", &isnull);
-				if (!isnull)
-				{
-					Datum	   *ids;
-					bool	   *nulls;
-					int			nids;
-
-					deconstruct_array(DatumGetArrayTypePCopy(d), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-									  &ids, &nulls, &nids);
-					for (int i = 0; ok && i < nids; i++)
-						ok = !nulls[i] && delegation_stands(&f, del, DatumGetInt64(ids[i]), in->at, false);
-				}
-			}
-			systable_endscan(s);
+			for (int h = 0; this_one && h < 2; h++)
+				this_one = rows[r].hash[h] == NULL || !api_key_revoked(&f, keys, rows[r].hash[h]);
+			issued |= this_one;
+			for (int i = 0; ok && i < rows[r].ndeleg; i++)
+				ok = delegation_stands(&f, del, rows[r].deleg[i], in->at, false);
 		}
 		ok = ok && (!in->own || issued);
 		table_close(del, NoLock);
 		table_close(keys, NoLock);
-		table_close(audit, NoLock);
 	}
 
 	/*

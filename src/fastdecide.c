@@ -20,6 +20,7 @@
 #include "issue.h"
 
 #include "access/genam.h"
+#include "access/xact.h"
 #include "access/htup_details.h"
 #include "access/skey.h"
 #include "access/stratnum.h"
@@ -27,6 +28,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "partitioning/partdesc.h"
 #include "fmgr.h"
@@ -34,11 +36,13 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 #include "utils/varlena.h"
 
@@ -141,19 +145,116 @@ col(Relation rel, const char *name)
 }
 
 /*
- * Begin a scan of rel through the index named index, whose rows have
- * columns cols[i] equal to vals[i] (equality function eq[i]).  Text keys
- * compare in the column's collation, as the index does.
+ * The indexes the fast path reads by, each checked before use: present,
+ * valid and ready (not a CREATE INDEX CONCURRENTLY left half-built), on its
+ * table, and defined as below (pg_get_indexdef after " USING ") — an index
+ * rebuilt with another predicate or other columns could miss rows the
+ * query sees.  Checked again after any relcache invalidation; the
+ * definition only for an index (OID) not seen before.  Anything amiss: the
+ * query decides.
+ */
+typedef struct KnownIndex
+{
+	const char *name;
+	const char *table;
+	const char *def;
+	Oid			oid;
+} KnownIndex;
+
+#define JTI_INDEX_DEF "btree (jti) WHERE (jti IS NOT NULL)"
+
+static KnownIndex known[] = {
+	{"identity_pkey", "identity", "btree (id)"},
+	{"identity_issuer_subject_key", "identity", "btree (issuer, subject)"},
+	{"delegation_pkey", "delegation", "btree (id)"},
+	{"delegation_edge", "delegation", "btree (principal, delegate) WHERE (revoked_at IS NULL)"},
+	{"resource_pkey", "resource", "btree (audience)"},
+	{"resource_resource_uri_key", "resource", "btree (resource_uri)"},
+	{"policy_by_subject", "policy", "btree (subject)"},
+	{"policy_by_actor", "policy", "btree (actor) WHERE (subject IS NULL)"},
+	{"policy_by_audience", "policy", "btree (audience) WHERE ((subject IS NULL) AND (actor IS NULL))"},
+	{"policy_unbound", "policy", "btree (id) WHERE ((subject IS NULL) AND (actor IS NULL) AND (audience IS NULL))"},
+	{"client_pkey", "client", "btree (client_id)"},
+	{"session_pkey", "session", "btree (id)"},
+	{"revoked_token_pkey", "revoked_token", "btree (key)"},
+	{"api_key_key_sha256_key", "api_key", "btree (key_sha256)"},
+};
+
+static uint64 inval_generation = 1;
+static uint64 checked_generation = 0;
+static bool callback_registered = false;
+static Oid	verified[256];		/* indexes whose definition matched */
+static int	nverified = 0;
+
+static void
+fast_relcache_inval(Datum arg, Oid relid)
+{
+	inval_generation++;
+}
+
+/* Is this index of relid valid, ready, and defined as def? */
+static bool
+index_usable(Oid indexid, Oid relid, const char *def)
+{
+	HeapTuple	t = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid));
+	Form_pg_index ix;
+	bool		ok;
+	char	   *deparsed;
+	const char *using;
+
+	if (!HeapTupleIsValid(t))
+		return false;
+	ix = (Form_pg_index) GETSTRUCT(t);
+	ok = ix->indisvalid && ix->indisready && ix->indislive && ix->indrelid == relid;
+	ReleaseSysCache(t);
+	if (!ok)
+		return false;
+	for (int i = 0; i < nverified; i++)
+		if (verified[i] == indexid)
+			return true;
+	deparsed = TextDatumGetCString(DirectFunctionCall1(pg_get_indexdef, ObjectIdGetDatum(indexid)));
+	using = strstr(deparsed, " USING ");
+	ok = using != NULL && strcmp(using + 7, def) == 0;
+	if (ok && nverified < (int) lengthof(verified))
+		verified[nverified++] = indexid;
+	return ok;
+}
+
+/* Are all the indexes the fast path reads by usable?  (Cached until an invalidation.) */
+static bool
+known_indexes(Fast *f)
+{
+	uint64		generation = inval_generation;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(fast_relcache_inval, (Datum) 0);
+		callback_registered = true;
+	}
+	if (checked_generation == generation)
+		return true;
+	for (int i = 0; i < (int) lengthof(known); i++)
+	{
+		known[i].oid = get_relname_relid(known[i].name, f->nsp);
+		if (!OidIsValid(known[i].oid) ||
+			!index_usable(known[i].oid, get_relname_relid(known[i].table, f->nsp), known[i].def))
+			return false;
+	}
+	checked_generation = generation;
+	return true;
+}
+
+/*
+ * Begin a scan of rel through the index indexid, whose rows have columns
+ * cols[i] equal to vals[i] (equality function eq[i]).  Text keys compare
+ * in the column's collation, as the index does.
  */
 static SysScanDesc
-probe(Fast *f, Relation rel, const char *index, int nkeys, const char **cols, const Datum *vals,
-	  const Oid *eq)
+probe_index(Fast *f, Relation rel, Oid indexid, int nkeys, const char **cols, const Datum *vals,
+			const Oid *eq)
 {
 	ScanKeyData keys[2];
-	Oid			indexid = get_relname_relid(index, f->nsp);
 
-	if (!OidIsValid(indexid))
-		elog(ERROR, "tokex: index tokex.%s is missing", index);
 	Assert(nkeys <= 2);
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -164,6 +265,18 @@ probe(Fast *f, Relation rel, const char *index, int nkeys, const char **cols, co
 							   eq[i], vals[i]);
 	}
 	return systable_beginscan(rel, indexid, true, f->snap, nkeys, keys);
+}
+
+/* ... through one of the known indexes, by name (checked by known_indexes) */
+static SysScanDesc
+probe(Fast *f, Relation rel, const char *index, int nkeys, const char **cols, const Datum *vals,
+	  const Oid *eq)
+{
+	for (int i = 0; i < (int) lengthof(known); i++)
+		if (strcmp(known[i].name, index) == 0)
+			return probe_index(f, rel, known[i].oid, nkeys, cols, vals, eq);
+	elog(ERROR, "tokex: no index %s is known to the fast path", index);
+	return NULL;				/* not reached */
 }
 
 /* A column of a fetched row */
@@ -307,12 +420,12 @@ typedef struct AuditRow
 
 /* The rows of one table (audit_event, or one of its partitions) with this jti */
 static int
-audit_rows_in(Fast *f, Relation rel, const char *index, const pg_uuid_t *jti, AuditRow **out)
+audit_rows_in(Fast *f, Relation rel, Oid index, const pg_uuid_t *jti, AuditRow **out)
 {
 	const char *column = "jti";
 	Datum		v = UUIDPGetDatum(jti);
 	Oid			eq = F_UUID_EQ;
-	SysScanDesc s = probe(f, rel, index, 1, &column, &v, &eq);
+	SysScanDesc s = probe_index(f, rel, index, 1, &column, &v, &eq);
 	HeapTuple	tup;
 	int			n = 0;
 
@@ -372,7 +485,12 @@ audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
 
 	*out = NULL;
 	if (audit->rd_rel->relkind == RELKIND_RELATION)
-		n = audit_rows_in(f, audit, "audit_event_jti", jti, out);
+	{
+		Oid			index = get_relname_relid("audit_event_jti", f->nsp);
+
+		if (OidIsValid(index) && index_usable(index, RelationGetRelid(audit), JTI_INDEX_DEF))
+			n = audit_rows_in(f, audit, index, jti, out);
+	}
 	else if (audit->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 	{
 		PartitionDesc pd = RelationGetPartitionDesc(audit, true);
@@ -381,10 +499,11 @@ audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
 		for (int i = pd->nparts - 1; n == 0 && i >= 0; i--)
 		{
 			Relation	part = table_open(pd->oids[i], AccessShareLock);
-			char	   *index = psprintf("%s_jti", RelationGetRelationName(part));
+			Oid			index = get_relname_relid(psprintf("%s_jti", RelationGetRelationName(part)),
+												  RelationGetNamespace(part));
 
-			if (part->rd_rel->relkind != RELKIND_RELATION ||
-				!OidIsValid(get_relname_relid(index, RelationGetNamespace(part))))
+			if (part->rd_rel->relkind != RELKIND_RELATION || !OidIsValid(index) ||
+				!index_usable(index, RelationGetRelid(part), JTI_INDEX_DEF))
 				n = -1;
 			else
 				n = audit_rows_in(f, part, index, jti, out);
@@ -790,6 +909,8 @@ fast_decide(const FastIn *in, FastOut *out)
 	if (in->n < 1 || in->n > MAX_CHAIN || in->own_issuer == NULL)
 		return false;
 	f.nsp = get_namespace_oid("tokex", false);
+	if (!known_indexes(&f))
+		return false;
 	f.snap = RegisterSnapshot(GetLatestSnapshot());
 
 	/* the chain: known, active identities, tokens newer than their revocation, no repeats */
@@ -959,6 +1080,13 @@ decide_fast(Issuance *x)
 
 	if (!tokex_fast_decide)
 		return false;
+
+	/*
+	 * The query runs through SPI, which first makes the caller's own earlier
+	 * changes of this statement visible (a CTE that revoked a delegation
+	 * before the exchange in its select list); so must this.
+	 */
+	CommandCounterIncrement();
 	old = MemoryContextSwitchTo(x->cxt);
 	memset(&in, 0, sizeof(in));
 	in.n = x->nchain;
@@ -1063,12 +1191,22 @@ tokex_decide_fast_sql(PG_FUNCTION_ARGS)
 		bool	   *nulls;
 		int			k;
 
-		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-						  &elems, &nulls, &k);
-		for (int i = 0; i < n && i < k; i++)
+		ArrayType  *a = PG_GETARG_ARRAYTYPE_P(2);
+		int			lb = ARR_NDIM(a) == 1 ? ARR_LBOUND(a)[0] : 1;
+
+		if (ARR_NDIM(a) > 1)
+			return (Datum) 0;
+		deconstruct_array(a, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &k);
+		/* chain_iat[n], as the query reads it, whatever the array's lower bound */
+		for (int i = 0; i < n; i++)
 		{
-			in.iat_null[i] = nulls[i];
-			in.iat[i] = nulls[i] ? 0 : DatumGetTimestampTz(elems[i]);
+			int			e = i + 1 - lb;
+
+			if (e >= 0 && e < k && !nulls[e])
+			{
+				in.iat_null[i] = false;
+				in.iat[i] = DatumGetTimestampTz(elems[e]);
+			}
 		}
 	}
 	in.audience = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
@@ -1218,6 +1356,8 @@ active_fast(const ActiveIn *in)
 	if (in->n < 1 || in->n > MAX_CHAIN || in->own_issuer == NULL || (in->own && !in->has_jti))
 		return false;
 	f.nsp = get_namespace_oid("tokex", false);
+	if (!known_indexes(&f))
+		return false;
 	f.snap = RegisterSnapshot(GetLatestSnapshot());
 
 	if (in->revoked_key)

@@ -231,8 +231,9 @@ verdict AS (
       WHEN _decide.client_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM client WHERE client.status OPERATOR(pg_catalog.=) 'active') THEN
         ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', _decide.client_id)]
-      WHEN EXISTS (SELECT 1 FROM client WHERE NOT ('urn:ietf:params:oauth:grant-type:token-exchange'
-                                                  OPERATOR(pg_catalog.=) ANY (client.grant_types))) THEN
+      -- (COALESCE: grant_types holding a NULL and not the grant is no permission)
+      WHEN EXISTS (SELECT 1 FROM client WHERE NOT COALESCE('urn:ietf:params:oauth:grant-type:token-exchange'
+                                                  OPERATOR(pg_catalog.=) ANY (client.grant_types), false)) THEN
         ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', _decide.client_id)]
       WHEN EXISTS (SELECT 1 FROM hop_problem WHERE grant_problem IS NOT NULL) THEN
         ARRAY['invalid_grant', (SELECT grant_problem FROM hop_problem WHERE grant_problem IS NOT NULL LIMIT 1)]

@@ -155,15 +155,17 @@ tokexframe='\((in [^)]*tokex\.so'
 [ -z "$compdir" ] || tokexframe+="|$compdir/src/[^)]*"
 tokexframe+=')\)'
 reports() {  # every report, blank-line separated, with its file name first
-  awk '/VGERR-BEGIN/ { inb = 1; printf "%s\n", FILENAME; next }
-       /VGERR-END/ { inb = 0; print ""; next } inb' "$logs"/vg.*.log
+  awk '/^==[0-9]+== VGERR-BEGIN/ { inb = 1; printf "%s\n", FILENAME; next }
+       /^==[0-9]+== VGERR-END/ { inb = 0; print ""; next } inb' "$logs"/vg.*.log
 }
 tokexreports() { reports | awk -v RS= -v re="$tokexframe" '$0 ~ re { print $0 "\n" }'; }
 nlogs=$(ls "$logs" | wc -l)
-nsummary=$(cat "$logs"/vg.*.log | grep -c 'ERROR SUMMARY:')
-nerrors=$(cat "$logs"/vg.*.log | sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors from \([0-9]*\) contexts.*/\1 \2/p' |
+# each process's last error summary (-v prints it twice)
+summaries=$(for f in "$logs"/vg.*.log; do grep 'ERROR SUMMARY:' "$f" | tail -1; done)
+nsummary=$(grep -c 'ERROR SUMMARY:' <<<"$summaries")
+nerrors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors from \([0-9]*\) contexts.*/\1 \2/p' <<<"$summaries" |
   awk '{ e += $1; c += $2 } END { print e + 0, c + 0 }')
-nsupp=$(cat "$logs"/vg.*.log | sed -n 's/.*(suppressed: \([0-9]*\) from.*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+nsupp=$(sed -n 's/.*(suppressed: \([0-9]*\) from.*/\1/p' <<<"$summaries" | awk '{ s += $1 } END { print s + 0 }')
 ntokex=$(tokexreports | awk -v RS= 'END { print NR }')
 kinds=$(reports | awk -v RS= '{ sub(/^[^\n]*\n/, ""); sub(/\n.*/, ""); sub(/^==[0-9]+== /, "");
     gsub(/[0-9,]+ (\([0-9,]+ direct, [0-9,]+ indirect\) )?bytes in [0-9,]+ blocks/, "N bytes in N blocks");

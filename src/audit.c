@@ -26,7 +26,9 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -34,6 +36,7 @@
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -758,9 +761,30 @@ writer_exit(int code, Datum arg)
 }
 
 /*
+ * In a worker's transaction, before it touches tokex's tables: hold the
+ * extension itself (a share lock on its pg_extension object) until the end
+ * of the transaction.  DROP EXTENSION takes that lock exclusively before it
+ * locks the tables one by one, so the two queue on one lock.  Without it, a
+ * sealer's round that held tokex.audit_block and wanted tokex.audit_seq
+ * while a DROP held the sequence and wanted the table was a deadlock, and
+ * the DROP the one cancelled (seen with the server under valgrind, where a
+ * round lasts long enough to meet a DROP).  A DROP that commits while we
+ * wait leaves the work to find no tokex, as it would have before.
+ */
+void
+tokex_worker_hold_extension(void)
+{
+	Oid			ext = get_extension_oid("tokex", true);
+
+	if (OidIsValid(ext))
+		LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+}
+
+/*
  * A background worker's unit of work: fn(arg) in a transaction of its own,
- * with a snapshot, committed; on error the transaction is aborted, the
- * message copied into why, and false returned (the worker carries on).
+ * holding the extension, with a snapshot, committed; on error the
+ * transaction is aborted, the message copied into why, and false returned
+ * (the worker carries on).
  */
 bool
 tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg, char *why, size_t whylen)
@@ -772,6 +796,7 @@ tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg, char 
 	{
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
+		tokex_worker_hold_extension();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, activity);
 		fn(arg);

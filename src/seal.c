@@ -898,6 +898,7 @@ seal_round_xact(void *arg)
 			PopActiveSnapshot();
 			CommitTransactionCommand();
 			StartTransactionCommand();
+			tokex_worker_hold_extension();
 			PushActiveSnapshot(GetTransactionSnapshot());
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "tokex: SPI_connect failed");

@@ -189,6 +189,7 @@ extern void tokex_audit_require_durable(void);
 extern void tokex_audit_write(json_t *row, bool granted);
 extern bool tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg,
 							  char *why, size_t whylen);
+extern void tokex_worker_hold_extension(void);
 
 /* seal.c: row hashes, sealed blocks, the background sealer */
 extern void tokex_seal_init(void);

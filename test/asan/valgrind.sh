@@ -4,8 +4,8 @@
 # definite or indirect leak fails the program.  A second opinion beside the
 # ASan build, for what ASan does not see (uninitialised reads in particular,
 # including inside OpenSSL and jansson).  Not in CI (minutes under
-# valgrind); the server itself is not run under valgrind (Debian's
-# PostgreSQL is built without USE_VALGRIND).  TAP output.
+# valgrind); the server itself under memcheck is valgrind-server.sh.
+# TAP output.
 #
 #   bash test/asan/valgrind.sh                  # all three programs
 #   bash test/asan/valgrind.sh test_negative    # some

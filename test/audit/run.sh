@@ -24,6 +24,7 @@ cleanup() {
   for p in "${bg[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   dropdb --force --if-exists "$DB" >/dev/null 2>&1
+  dropdb --force --if-exists "${DB}_drop" >/dev/null 2>&1
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -368,5 +369,46 @@ export_trail "$tmp/out3"
 out=$(node test/interop/audit-verify.mjs "$tmp/jwks1.json" "$tmp/out3/blocks.txt" "$tmp/out3/rows.txt" "$tmp/head1.jws" 2>&1)
 ok "$([ $? -eq 1 ] && grep -q 'unknown key' <<<"$out"; echo $?)" \
    "... and outside, with the keys the witness kept, nothing verifies: $(head -1 <<<"$out")"
+
+
+# DROP EXTENSION while an audit worker is in a round: the worker holds the
+# extension (a share lock on the pg_extension object) before any table, and
+# the DROP takes that lock first, so the DROP waits for the round to end.
+# (Without it the DROP could hold tokex.audit_seq and wait for a table the
+# round held, while the round waited for the sequence: a deadlock, the DROP
+# cancelled -- seen with the server under valgrind, test/asan/valgrind-server.sh.)
+D2=${DB}_drop
+createdb "$D2"
+q2() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$D2" "$@"; }
+q2 >/dev/null <<'SQL'
+CREATE EXTENSION tokex;
+SELECT FROM tokex.create_key('ES256');
+INSERT INTO tokex.identity (id, kind) VALUES ('drop-agent', 'agent');
+SQL
+waitfor() {  # waitfor <sql returning a boolean>: up to 10 s
+  for _ in $(seq 200); do [ "$(q2 -c "$1")" = t ] && return 0; sleep 0.05; done; return 1
+}
+# a session holds the table the writer inserts into, so the writer's round waits
+q2 -c "BEGIN" -c "LOCK TABLE tokex.audit_event IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(3)" -c "ROLLBACK" >/dev/null 2>&1 &
+bg+=($!)
+waitfor "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'tokex.audit_event'::regclass AND mode = 'AccessExclusiveLock' AND granted)"
+q2 -c "SET tokex.issuer = 'https://drop.test'" -c "SELECT tokex.identity_token('drop-agent') IS NOT NULL" >"$tmp/drop-token" 2>&1 &
+bg+=($!)
+waitfor "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'tokex audit writer' AND wait_event_type = 'Lock')"
+extlock="locktype = 'object' AND classid = 'pg_extension'::regclass AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+is "$(q2 -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE a.backend_type = 'tokex audit writer' AND $extlock AND l.mode = 'AccessShareLock' AND l.granted")" 1 \
+   "an audit writer waiting in its round holds the extension (a share lock)"
+psql -X -q -d "$D2" -c "DROP EXTENSION tokex CASCADE" >"$tmp/drop-out" 2>&1 &
+dropper=$!
+bg+=($dropper)
+waitfor "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                        WHERE a.query LIKE 'DROP EXTENSION%' AND $extlock AND NOT l.granted)"
+ok $? "... so DROP EXTENSION queues behind the round, on that lock"
+wait "$dropper"
+ok $? "... and succeeds once the round is over, no deadlock: $(head -1 "$tmp/drop-out")"
+wait
+is "$(cat "$tmp/drop-token")" t "... the token the round was writing for is issued"
+dropdb --force "$D2"
 
 finish

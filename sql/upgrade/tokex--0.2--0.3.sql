@@ -3024,32 +3024,37 @@ SELECT u.at            AS used_at,
 -- plan prunes the partitions outside the bounds when it runs.
 CREATE FUNCTION tokex._audit_by_jti(j uuid, near_lo timestamptz, near_hi timestamptz)
 RETURNS SETOF tokex.audit_event
-LANGUAGE sql STABLE AS $$
-  SELECT * FROM (
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.jti OPERATOR(pg_catalog.=) j
-       AND a.at OPERATOR(pg_catalog.>=) near_lo AND a.at OPERATOR(pg_catalog.<) near_hi
-    UNION ALL
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.jti OPERATOR(pg_catalog.=) j
-       AND (near_lo IS NULL OR near_hi IS NULL
-            OR a.at OPERATOR(pg_catalog.<) near_lo OR a.at OPERATOR(pg_catalog.>=) near_hi)) x
-  LIMIT 1
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF near_lo IS NOT NULL AND near_hi IS NOT NULL THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.jti OPERATOR(pg_catalog.=) j
+                    AND a.at OPERATOR(pg_catalog.>=) near_lo AND a.at OPERATOR(pg_catalog.<) near_hi
+                  LIMIT 1;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) j LIMIT 1;
+END
 $$;
 
 -- The same for a reference token, by its SHA-256: first in the rows of the
 -- last eight days (a reference token lives tokex.max_ttl, at most seven).
-CREATE FUNCTION tokex._audit_by_token(h bytea) RETURNS SETOF tokex.audit_event
-LANGUAGE sql STABLE AS $$
-  SELECT * FROM (
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h
-       AND a.at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval)
-    UNION ALL
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h
-       AND a.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval)) x
-  LIMIT 1
+CREATE FUNCTION tokex._audit_by_token(h bytea, anywhere boolean DEFAULT false)
+RETURNS SETOF tokex.audit_event
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  lo timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval;
+BEGIN
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h AND a.at OPERATOR(pg_catalog.>=) lo
+                LIMIT 1;
+  IF NOT FOUND AND anywhere THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h LIMIT 1;
+  END IF;
+END
 $$;
 
 -- A resource server or gateway records a downstream call made with a token
@@ -3442,7 +3447,7 @@ BEGIN
   ELSIF token_or_jti LIKE 'tkx\_at\_%' THEN
     -- a reference token: its jti and exp are its audit row's
     SELECT a.jti::text, a.expires_at INTO t_jti, t_exp
-      FROM tokex._audit_by_token(pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))) a
+      FROM tokex._audit_by_token(pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8')), true) a
      WHERE a.decision OPERATOR(pg_catalog.=) 'granted';
     IF t_jti IS NULL THEN
       RAISE EXCEPTION 'not a reference token tokex issued' USING ERRCODE = 'invalid_parameter_value';
@@ -3731,7 +3736,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION tokex._audit_partition_dress(regclass), tokex._audit_by_jti(uuid, timestamptz, timestamptz),
-  tokex._audit_by_token(bytea), tokex._audit_drop_partitions(bigint), tokex._audit_partition_upper(oid),
+  tokex._audit_by_token(bytea, boolean), tokex._audit_drop_partitions(bigint), tokex._audit_partition_upper(oid),
   tokex._audit_partition_lower(oid), tokex.audit_partition_ahead(),
   tokex._audit_partition_create(text, timestamptz, timestamptz) FROM PUBLIC;
 

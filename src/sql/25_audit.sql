@@ -165,38 +165,45 @@ SELECT tokex._audit_partition_dress('tokex.token_use_default');
 SELECT pg_catalog.pg_extension_config_dump('tokex.token_use_default', '');
 
 -- The audit row of the token with this jti, read first in the partitions of
--- [near_lo, near_hi) (where the token's iat says it was written: an index
--- probe in one or two partitions), then, only if it is not there, in every
--- other one.  Inlined into its callers (no SET, no SECURITY DEFINER), so a
--- plan prunes the partitions outside the bounds when it runs.
+-- [near_lo, near_hi) (where the token's iat says it was written), then, only
+-- if it is not there (a token jwt_sign was given an iat of another time),
+-- in all of them.  Two statements, not one: a plan that held the second
+-- would plan, lock and open every partition for every call.  The first,
+-- planned with its bounds as constants, reads one or two partitions.
 CREATE FUNCTION tokex._audit_by_jti(j uuid, near_lo timestamptz, near_hi timestamptz)
 RETURNS SETOF tokex.audit_event
-LANGUAGE sql STABLE AS $$
-  SELECT * FROM (
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.jti OPERATOR(pg_catalog.=) j
-       AND a.at OPERATOR(pg_catalog.>=) near_lo AND a.at OPERATOR(pg_catalog.<) near_hi
-    UNION ALL
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.jti OPERATOR(pg_catalog.=) j
-       AND (near_lo IS NULL OR near_hi IS NULL
-            OR a.at OPERATOR(pg_catalog.<) near_lo OR a.at OPERATOR(pg_catalog.>=) near_hi)) x
-  LIMIT 1
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF near_lo IS NOT NULL AND near_hi IS NOT NULL THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.jti OPERATOR(pg_catalog.=) j
+                    AND a.at OPERATOR(pg_catalog.>=) near_lo AND a.at OPERATOR(pg_catalog.<) near_hi
+                  LIMIT 1;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) j LIMIT 1;
+END
 $$;
 
--- The same for a reference token, by its SHA-256: first in the rows of the
--- last eight days (a reference token lives tokex.max_ttl, at most seven).
-CREATE FUNCTION tokex._audit_by_token(h bytea) RETURNS SETOF tokex.audit_event
-LANGUAGE sql STABLE AS $$
-  SELECT * FROM (
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h
-       AND a.at OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval)
-    UNION ALL
-    SELECT a.* FROM tokex.audit_event a
-     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h
-       AND a.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval)) x
-  LIMIT 1
+-- The same for a reference token, by its SHA-256: in the rows of the last
+-- eight days only (a reference token lives tokex.max_ttl, at most seven:
+-- an older one is expired).  anywhere: in all of them (for a revocation).
+CREATE FUNCTION tokex._audit_by_token(h bytea, anywhere boolean DEFAULT false)
+RETURNS SETOF tokex.audit_event
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  lo timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval;
+BEGIN
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h AND a.at OPERATOR(pg_catalog.>=) lo
+                LIMIT 1;
+  IF NOT FOUND AND anywhere THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h LIMIT 1;
+  END IF;
+END
 $$;
 
 -- A resource server or gateway records a downstream call made with a token

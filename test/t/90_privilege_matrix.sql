@@ -167,7 +167,7 @@ INSERT INTO decided VALUES
 ('tokex._audit_partition_upper(oid)',           '', '', '', '', ''),
 ('tokex._audit_drop_partitions(bigint)',        '', '', '', '', ''),
 ('tokex._audit_by_jti(uuid,timestamp with time zone,timestamp with time zone)', '', '', '', '', ''),
-('tokex._audit_by_token(bytea)',                '', '', '', '', ''),
+('tokex._audit_by_token(bytea,boolean)',                '', '', '', '', ''),
 ('tokex.audit_block',                           'r', '', 'r', '', ''),
 ('tokex.audit_export(timestamp with time zone)', 'X', '', 'X', '', ''),
 ('tokex.audit_head()',                          'X', '', 'X', '', ''),

@@ -4,16 +4,17 @@
 # as with millions of rows over many partitions?  (README: "Proving the
 # audit trail", Partitions.)
 #
-#   1. an empty audit (this month's partition and those ahead): pgbench runs
-#      tokex.exchange, then tokex.introspect of a token minted now (its
-#      audit row found by jti in the partition of its iat);
-#   2. BENCH_ROWS audit_event rows (default 3000000) spread over
-#      BENCH_MONTHS monthly partitions made in the past (default 30), through
-#      the row trigger (seq, row_hash), then ANALYZE;
-#   3. the same two pgbench runs again;
-#   4. the cost of one lookup of an audit row by jti in a single statement:
-#      a hit in the token's month, and a miss (a jti no row has: every
-#      partition's index is probed once).
+#   - two copies of one database: an empty audit (this month's partition
+#     and those ahead), and one with BENCH_ROWS audit_event rows (default
+#     3000000) spread over BENCH_MONTHS monthly partitions made in the past
+#     (default 30), written through the row trigger (seq, row_hash);
+#   - pgbench runs tokex.exchange, then tokex.introspect of a token minted
+#     now (its audit row found by jti in the partition of its iat), on each
+#     database in turn, three rounds (on a shared machine, alternating keeps
+#     the noise from favouring one);
+#   - the cost of one lookup of an audit row by jti (tokex._audit_by_jti):
+#     a hit in the token's month, and a miss (a jti no row has: every
+#     partition's index is probed once).
 #
 # Uses the server named by the PG* environment (tokex preloaded); creates
 # and drops its own database.  BENCH_SECONDS (default 10) per run,
@@ -101,16 +102,14 @@ SQL
 partitions() { q -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'tokex.audit_event'::regclass"; }
 rowcount() { q -c "SELECT reltuples::bigint FROM pg_class WHERE oid = 'tokex.audit_event'::regclass"; }
 
-echo "# $clients clients, $secs s per run, $(nproc) cores"
-mint
-echo "# empty audit: $(q -c "SELECT count(*) FROM tokex.audit_event") rows, $(partitions) partitions"
-run "exchange" exchange
-run "introspect (a token minted now)" introspect
-lookup "lookup by jti, hit (in the month of its iat)" hit 2>&1 | sed -n 's/^NOTICE:  //p'
-lookup "lookup by jti, miss (every partition probed)" miss 2>&1 | sed -n 's/^NOTICE:  //p'
-
+# the same database twice: one left empty, one filled
+dropdb --if-exists "$db"_full >/dev/null 2>&1
+createdb -T "$db" "$db"_full
+psql -X -q -d "$db"_full -c "ALTER DATABASE \"${db}_full\" SET tokex.issuer = 'https://tokex.bench'"
+trap 'dropdb --force --if-exists "$db" >/dev/null 2>&1 || true; dropdb --force --if-exists "$db"_full >/dev/null 2>&1 || true
+      rm -rf "$work"' EXIT
 start=$(date +%s)
-q >/dev/null <<SQL
+psql -X -q -At -v ON_ERROR_STOP=1 -d "$db"_full >/dev/null <<SQL
 SET client_min_messages = warning;
 SELECT tokex._audit_partition_create('audit_event', lo, lo + interval '1 month')
   FROM (SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => m)) AT TIME ZONE 'UTC' AS lo
@@ -122,11 +121,25 @@ SELECT gen_random_uuid(), t, 'granted', 'exchange', 'person-' || (g % $pairs), '
        'urn:ietf:params:oauth:token-type:access_token'
   FROM generate_series(1, $rows) g,
        LATERAL (SELECT now() - make_interval(months => $months) + (now() - (now() - make_interval(months => $months))) * (g::float8 / $rows) - interval '1 day' AS t) x;
-ANALYZE tokex.audit_event;
+VACUUM (ANALYZE) tokex.audit_event;
+CHECKPOINT;
 SQL
-echo "# filled: $(rowcount) rows, $(partitions) partitions, in $(( $(date +%s) - start )) s"
-mint
-run "exchange" exchange
-run "introspect (a token minted now)" introspect
-lookup "lookup by jti, hit (in the month of its iat)" hit 2>&1 | sed -n 's/^NOTICE:  //p'
-lookup "lookup by jti, miss (every partition probed)" miss 2>&1 | sed -n 's/^NOTICE:  //p'
+full=$(psql -X -At -d "$db"_full -c "SELECT count(*) FROM tokex.audit_event")
+echo "# filled in $(( $(date +%s) - start )) s"
+echo "# $clients clients, $secs s per run, $(nproc) cores; runs alternate between the two databases"
+for d in "$db" "$db"_full; do db=$d mint; done
+base=$db
+for round in 1 2 3; do
+  for d in "$base" "$base"_full; do
+    db=$d
+    label="$(q -c "SELECT count(*) FROM tokex.audit_event") rows, $(partitions) partitions"
+    run "round $round, $label: exchange" exchange
+    run "round $round, $label: introspect" introspect
+  done
+done
+for d in "$base" "$base"_full; do
+  db=$d
+  echo "# $(q -c "SELECT count(*) FROM tokex.audit_event") rows, $(partitions) partitions:"
+  lookup "lookup by jti, hit (in the month of its iat)" hit 2>&1 | sed -n 's/^NOTICE:  //p'
+  lookup "lookup by jti, miss (every partition probed)" miss 2>&1 | sed -n 's/^NOTICE:  //p'
+done

@@ -3026,6 +3026,9 @@ CREATE FUNCTION tokex._audit_by_jti(j uuid, near_lo timestamptz, near_hi timesta
 RETURNS SETOF tokex.audit_event
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  IF j IS NULL THEN
+    RETURN;
+  END IF;
   IF near_lo IS NOT NULL AND near_hi IS NOT NULL THEN
     RETURN QUERY SELECT a.* FROM tokex.audit_event a
                   WHERE a.jti OPERATOR(pg_catalog.=) j
@@ -3143,6 +3146,16 @@ identity_problem AS (  -- the first identity problem, in chain order
          END AS problem
     FROM chain c ORDER BY c.n
 ),
+own_row AS (  -- the audit row of each presented token of tokex's (NULLs: none)
+  -- looked for first where the chain's iats say it was written: the
+  -- presented tokens were issued between the first and the last
+  SELECT j, a.decision, a.actor_token_sha256, a.subject_token_sha256
+    FROM pg_catalog.unnest(own_jtis) j
+    CROSS JOIN (SELECT pg_catalog.min(t) OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval AS lo,
+                       pg_catalog.max(t) OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval AS hi
+                  FROM pg_catalog.unnest(chain_iat) t) near
+    LEFT JOIN LATERAL tokex._audit_by_jti(j, near.lo, near.hi) a ON true
+),
 token_problem AS (  -- revoked or unaudited tokens, a dead session
   SELECT CASE
            -- LIMIT keeps the lookup a per-key index probe in the generic plan
@@ -3151,14 +3164,11 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                                     WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
              'a presented token has been revoked'
            -- a token of ours without its committed audit row was never issued
-           -- (each looked for first where the chain's iats say it was written)
-           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
-                         WHERE NOT EXISTS (SELECT 1 FROM tokex._audit_by_jti(j, near.lo, near.hi) a
-                                            WHERE a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
+           WHEN EXISTS (SELECT 1 FROM own_row o
+                         WHERE COALESCE(o.decision OPERATOR(pg_catalog.<>) 'granted', true)) THEN
              'a presented token has no audit row'
            -- a token obtained with an API key revoked since dies with the key
-           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
-                          CROSS JOIN LATERAL tokex._audit_by_jti(j, near.lo, near.hi) a
+           WHEN EXISTS (SELECT 1 FROM own_row a
                           JOIN tokex.api_key k
                             ON k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
                                                                                a.subject_token_sha256])
@@ -3176,11 +3186,6 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                 LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) _decide.sid
                 LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id)
          END AS problem
-    -- the presented tokens were issued between the chain's first and last
-    -- iat: their audit rows are in the partitions of that time
-    FROM (SELECT pg_catalog.min(t) OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval AS lo,
-                 pg_catalog.max(t) OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval AS hi
-            FROM pg_catalog.unnest(chain_iat) t) near
 ),
 ids AS (
   SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
@@ -3379,7 +3384,13 @@ LANGUAGE sql STABLE AS $$
               AND NOT EXISTS (SELECT 1 FROM tokex.api_key k
                                WHERE k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
                                                                                    a.subject_token_sha256])
-                                 AND k.revoked_at IS NOT NULL)))
+                                 AND k.revoked_at IS NOT NULL)
+              -- every delegation that minted it still stands (a deleted one does not)
+              AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.unnest(a.delegation_ids) did
+                      LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
+                     WHERE d.id IS NULL OR d.revoked_at IS NOT NULL
+                        OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at)))
      -- one pass over the chain: a position that is unknown (for our own
      -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
      AND NOT EXISTS (SELECT 1 FROM (
@@ -3398,13 +3409,6 @@ LANGUAGE sql STABLE AS $$
               AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
               AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
               AND ag.status OPERATOR(pg_catalog.=) 'active'))
-     -- every delegation that minted it still stands (a deleted one does not)
-     AND NOT EXISTS (
-           SELECT 1 FROM tokex._audit_by_jti(jti_uuid, iat OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval,
-                                             iat OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval) a
-             CROSS JOIN LATERAL pg_catalog.unnest(a.delegation_ids) did
-             LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
-            WHERE (d.id IS NULL OR d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
 $$;
 
 -- Was this token issued to this client: a token of tokex's whose granted

@@ -174,6 +174,9 @@ CREATE FUNCTION tokex._audit_by_jti(j uuid, near_lo timestamptz, near_hi timesta
 RETURNS SETOF tokex.audit_event
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
 BEGIN
+  IF j IS NULL THEN
+    RETURN;
+  END IF;
   IF near_lo IS NOT NULL AND near_hi IS NOT NULL THEN
     RETURN QUERY SELECT a.* FROM tokex.audit_event a
                   WHERE a.jti OPERATOR(pg_catalog.=) j

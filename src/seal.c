@@ -799,7 +799,7 @@ tokex_seal_init(void)
 	DefineCustomIntVariable("tokex.audit_partition_ahead",
 							"How many partitions of audit_event and token_use are made ahead of the current one.",
 							"The background sealer makes them (tokex.audit_partition_ahead()) once a minute.",
-							&tokex_audit_partition_ahead, 3, 0, 120,
+							&tokex_audit_partition_ahead, 3, 1, 120,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 

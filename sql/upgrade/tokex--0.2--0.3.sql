@@ -3647,15 +3647,20 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
 $$;
 
 -- Partitions made ahead of time: for audit_event and token_use, one per
--- tokex.audit_partition_interval (day, week or month, UTC) from the current
--- one to tokex.audit_partition_ahead intervals ahead, where none is yet.
+-- tokex.audit_partition_interval (day, week or month, UTC) from the next one
+-- to tokex.audit_partition_ahead intervals ahead, where none is yet.  Not
+-- the current one: a row being inserted meanwhile, routed to the DEFAULT
+-- partition before the new one was attached, would then fail the DEFAULT
+-- partition's narrowed range.  current => true makes it too, for when
+-- nothing inserts (right after CREATE EXTENSION).
 -- An interval whose rows are already in the DEFAULT partition (those of
 -- the first weeks after CREATE EXTENSION) is left there.  Partitions are
 -- made with CREATE TABLE and ATTACH PARTITION, which does not stop the
 -- exchanges' inserts (but for those into the DEFAULT partition, a moment);
--- a lock not had at once is tried again at the next call.  The background sealer calls it once a minute; pg_cron or an
--- administrator can too.  Returns the number of partitions made.
-CREATE FUNCTION tokex.audit_partition_ahead() RETURNS integer
+-- a lock not had at once is tried again at the next call.  The background
+-- sealer calls it once a minute; pg_cron or an administrator can too.
+-- Returns the number of partitions made.
+CREATE FUNCTION tokex.audit_partition_ahead(current boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
   unit text := COALESCE(pg_catalog.current_setting('tokex.audit_partition_interval', true), 'month');
@@ -3677,6 +3682,9 @@ BEGIN
     lo := pg_catalog.date_trunc(unit, pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     upto := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) (step OPERATOR(pg_catalog.*) (ahead OPERATOR(pg_catalog.+) 1)))
             AT TIME ZONE 'UTC';
+    IF NOT COALESCE(current, false) THEN
+      lo := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+    END IF;
     WHILE lo OPERATOR(pg_catalog.<) upto LOOP
       hi := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
       -- an interval a partition already covers, even in part, is left as it is
@@ -3741,8 +3749,8 @@ $$;
 
 REVOKE ALL ON FUNCTION tokex._audit_partition_dress(regclass), tokex._audit_by_jti(uuid, timestamptz, timestamptz),
   tokex._audit_by_token(bytea, boolean), tokex._audit_drop_partitions(bigint), tokex._audit_partition_upper(oid),
-  tokex._audit_partition_lower(oid), tokex.audit_partition_ahead(),
+  tokex._audit_partition_lower(oid), tokex.audit_partition_ahead(boolean),
   tokex._audit_partition_create(text, timestamptz, timestamptz) FROM PUBLIC;
 
 -- making partitions ahead of time drops nothing
-GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead() TO tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead(boolean) TO tokex_admin;

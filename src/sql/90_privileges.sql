@@ -111,6 +111,6 @@ GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, toke
 GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
 
 -- making partitions ahead of time drops nothing
-GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead() TO tokex_admin;
+GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead(boolean) TO tokex_admin;
 
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

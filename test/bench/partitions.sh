@@ -39,7 +39,7 @@ trap 'dropdb --force --if-exists "$db" >/dev/null 2>&1 || true; rm -rf "$work"' 
 q >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION tokex;
-SELECT tokex.audit_partition_ahead();
+SELECT tokex.audit_partition_ahead(current => true);
 ALTER DATABASE "$db" SET tokex.issuer = 'https://tokex.bench';
 SET tokex.issuer = 'https://tokex.bench';
 SELECT tokex.create_key('ES256');

@@ -17,7 +17,7 @@ createdb $src
 q $src -c 'CREATE EXTENSION tokex' -c "ALTER DATABASE $src SET tokex.issuer = 'https://tokex.test'"
 # the audit's partitions made at run time (no members of the extension),
 # before the first row, so this month's rows are in one of them
-q $src -c 'SELECT tokex.audit_partition_ahead()' >/dev/null
+q $src -c 'SELECT tokex.audit_partition_ahead(current => true)' >/dev/null
 tok=$(q $src -c "SELECT tokex.create_key()" -c "SELECT tokex.jwt_sign('{\"sub\": \"alice\", \"exp\": 4102444800}')" | tail -1)
 q $src -v t="$tok" <<<"SELECT tokex.revoke_token(:'t', 'leaked');" >/dev/null
 # Shared Signals: a stream, alice's revoked tokens named in its event, bob's live

@@ -160,7 +160,7 @@ INSERT INTO decided VALUES
 -- partitions of the audit (those made at run time: below) and their upkeep
 ('tokex.audit_event_default',                   '', '', '', '', ''),
 ('tokex.token_use_default',                     '', '', '', '', ''),
-('tokex.audit_partition_ahead()',               'X', '', '', '', ''),
+('tokex.audit_partition_ahead(boolean)',        'X', '', '', '', ''),
 ('tokex._audit_partition_create(text,timestamp with time zone,timestamp with time zone)', '', '', '', '', ''),
 ('tokex._audit_partition_dress(regclass)',      '', '', '', '', ''),
 ('tokex._audit_partition_lower(oid)',           '', '', '', '', ''),
@@ -266,8 +266,7 @@ INSERT INTO decided VALUES
                                                  '',     '',   '',    '',  '');
 
 -- The partitions tokex.audit_partition_ahead() makes (here, for the
--- current interval and those ahead; the background sealer may have made
--- them already): like their parents, nothing for anyone.
+-- intervals ahead; the background sealer may have made them already): like their parents, nothing for anyone.
 SELECT ok(tokex.audit_partition_ahead() >= 0, 'the audit partitions ahead are made (or were already)');
 INSERT INTO decided
 SELECT c.oid::regclass::text, '', '', '', '', ''

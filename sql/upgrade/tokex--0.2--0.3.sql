@@ -3604,10 +3604,10 @@ $$;
 -- rows with seq <= through_seq and whose time is over, detached and
 -- dropped: the retention's cut without a DELETE (tokex._audit_prune then
 -- deletes what is left at or below the cut in other partitions).  A
--- partition whose lock is not had within a second is left for the next
--- round.  Returns the number of rows dropped.
+-- partition whose lock is not had within 200 ms (inserts queue behind the
+-- wait) is left for the next round.  Returns the number of rows dropped.
 CREATE FUNCTION tokex._audit_drop_partitions(through_seq bigint) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '1s' AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '200ms' AS $$
 DECLARE
   p record;
   n bigint;
@@ -3657,11 +3657,12 @@ $$;
 -- the first weeks after CREATE EXTENSION) is left there.  Partitions are
 -- made with CREATE TABLE and ATTACH PARTITION, which does not stop the
 -- exchanges' inserts (but for those into the DEFAULT partition, a moment);
--- a lock not had at once is tried again at the next call.  The background
--- sealer calls it once a minute; pg_cron or an administrator can too.
--- Returns the number of partitions made.
+-- a lock not had at once (any lock: within 100 ms, before a deadlock check,
+-- so that the sealer gives way) is tried again at the next call.  The
+-- background sealer calls it once a minute; pg_cron or an administrator
+-- can too.  Returns the number of partitions made.
 CREATE FUNCTION tokex.audit_partition_ahead(current boolean DEFAULT false) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '1s' AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '100ms' AS $$
 DECLARE
   unit text := COALESCE(pg_catalog.current_setting('tokex.audit_partition_interval', true), 'month');
   ahead integer := COALESCE(pg_catalog.current_setting('tokex.audit_partition_ahead', true), '3')::integer;
@@ -3678,38 +3679,44 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   step := pg_catalog.concat('1 ', unit)::interval;
-  FOREACH t IN ARRAY ARRAY['audit_event', 'token_use'] LOOP
-    lo := pg_catalog.date_trunc(unit, pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-    upto := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) (step OPERATOR(pg_catalog.*) (ahead OPERATOR(pg_catalog.+) 1)))
-            AT TIME ZONE 'UTC';
-    IF NOT COALESCE(current, false) THEN
-      lo := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
-    END IF;
-    WHILE lo OPERATOR(pg_catalog.<) upto LOOP
-      hi := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
-      -- an interval a partition already covers, even in part, is left as it is
-      SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
-                      WHERE i.inhparent OPERATOR(pg_catalog.=) pg_catalog.format('tokex.%I', t)::regclass
-                        AND tokex._audit_partition_lower(i.inhrelid) OPERATOR(pg_catalog.<) hi
-                        AND tokex._audit_partition_upper(i.inhrelid) OPERATOR(pg_catalog.>) lo)
-        INTO busy;
-      IF NOT busy THEN
-        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE at OPERATOR(pg_catalog.>=) $1 '
-                                  'AND at OPERATOR(pg_catalog.<) $2)', t OPERATOR(pg_catalog.||) '_default')
-          INTO busy USING lo, hi;
+  BEGIN
+    FOREACH t IN ARRAY ARRAY['audit_event', 'token_use'] LOOP
+      lo := pg_catalog.date_trunc(unit, pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+      upto := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) (step OPERATOR(pg_catalog.*) (ahead OPERATOR(pg_catalog.+) 1)))
+              AT TIME ZONE 'UTC';
+      IF NOT COALESCE(current, false) THEN
+        lo := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
       END IF;
-      IF NOT busy THEN
-        BEGIN
-          PERFORM tokex._audit_partition_create(t, lo, hi);
-          made := made OPERATOR(pg_catalog.+) 1;
-        EXCEPTION WHEN lock_not_available OR check_violation THEN
-          -- busy, or rows reached the DEFAULT partition meanwhile
-          NULL;
-        END;
-      END IF;
-      lo := hi;
+      WHILE lo OPERATOR(pg_catalog.<) upto LOOP
+        hi := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+        -- an interval a partition already covers, even in part, is left as it is
+        SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                        WHERE i.inhparent OPERATOR(pg_catalog.=) pg_catalog.format('tokex.%I', t)::regclass
+                          AND tokex._audit_partition_lower(i.inhrelid) OPERATOR(pg_catalog.<) hi
+                          AND tokex._audit_partition_upper(i.inhrelid) OPERATOR(pg_catalog.>) lo)
+          INTO busy;
+        IF NOT busy THEN
+          EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE at OPERATOR(pg_catalog.>=) $1 '
+                                    'AND at OPERATOR(pg_catalog.<) $2)', t OPERATOR(pg_catalog.||) '_default')
+            INTO busy USING lo, hi;
+        END IF;
+        IF NOT busy THEN
+          BEGIN
+            PERFORM tokex._audit_partition_create(t, lo, hi);
+            made := made OPERATOR(pg_catalog.+) 1;
+          EXCEPTION WHEN lock_not_available OR check_violation THEN
+            -- busy, or rows reached the DEFAULT partition meanwhile
+            NULL;
+          END;
+        END IF;
+        lo := hi;
+      END LOOP;
     END LOOP;
-  END LOOP;
+  EXCEPTION WHEN lock_not_available THEN
+    -- a table or function locked by someone else (DROP EXTENSION, a DDL):
+    -- what this call made is undone with the block; next time
+    RETURN 0;
+  END;
   RETURN made;
 END
 $$;

@@ -1024,8 +1024,14 @@ tokex_audit_sealer_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
 	pgstat_report_appname("tokex audit sealer");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	/* never wait long for a lock: the next round comes soon */
-	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Never wait long for a lock: the next round comes soon.  Less than
+	 * deadlock_timeout (1 s by default), so that when the sealer's locks
+	 * cross another's (a DROP EXTENSION locks a partition before its parent,
+	 * a read of the parent the other way round), the sealer gives way
+	 * rather than the other being cancelled as the deadlock's victim.
+	 */
+	SetConfigOption("lock_timeout", "500ms", PGC_SUSET, PGC_S_OVERRIDE);
 
 	for (;;)
 	{

@@ -1369,10 +1369,11 @@ active_fast(const ActiveIn *in)
 	}
 
 	/*
-	 * Its audit row: granted, by an operation that issues access tokens, not
-	 * with an API key revoked since; every delegation it records stands.
+	 * A token of ours: its audit row granted, by an operation that issues
+	 * access tokens, not with an API key revoked since, every delegation it
+	 * records still standing.
 	 */
-	if (ok && in->has_jti)
+	if (ok && in->own)
 	{
 		Relation	keys = open_table(&f, "api_key");
 		Relation	del = open_table(&f, "delegation");

@@ -59,6 +59,15 @@
 
 int			tokex_audit_seal_interval = 5;
 int			tokex_audit_retention = 0;
+int			tokex_audit_partition_interval = 2;
+int			tokex_audit_partition_ahead = 3;
+
+static const struct config_enum_entry partition_intervals[] = {
+	{"day", 0, false},
+	{"week", 1, false},
+	{"month", 2, false},
+	{NULL, 0, false}
+};
 
 /* ---------------------------------------------------------------------
  * The canonical row and its hash
@@ -444,6 +453,7 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 	int			cols[2];
 	Datum		values[1];
 	bool		nulls[1] = {false};
+	bool		fresh;
 	StringInfoData buf;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
@@ -458,7 +468,8 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "tokex: %s has no seq or row_hash column", RelationGetRelationName(rel));
 
 	(void) GetTopTransactionId();
-	if (heap_attisnull(tup, cols[0], desc))
+	fresh = heap_attisnull(tup, cols[0], desc);
+	if (fresh)
 	{
 		Oid			seq = get_relname_relid("audit_seq", get_namespace_oid("tokex", false));
 
@@ -471,7 +482,13 @@ tokex_audit_row_trigger(PG_FUNCTION_ARGS)
 	canon_row(&buf, canon_plan(desc, RelationGetRelid(rel)), tup, desc);
 	values[0] = PointerGetDatum(leaf_hash(&buf));
 	tup = heap_modify_tuple_by_cols(tup, desc, 1, &cols[1], values, nulls);
-	poke_sealer();
+	/*
+	 * A row that brings its seq (a restore, a row moved) does not start the
+	 * sealer: a restore's rows are sealed by the next new row's sealer, and
+	 * no partition is made while pg_restore still loads DEFAULT partitions.
+	 */
+	if (fresh)
+		poke_sealer();
 	return PointerGetDatum(tup);
 }
 
@@ -774,6 +791,16 @@ tokex_seal_init(void)
 							"tokex.apply_audit_retention() drops older ones, whole blocks at a time; the background sealer runs it.",
 							&tokex_audit_retention, 0, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomEnumVariable("tokex.audit_partition_interval",
+							 "The time each partition of audit_event and token_use covers: day, week or month (UTC).",
+							 "tokex.audit_partition_ahead() makes partitions of this size; existing ones stay as they are.",
+							 &tokex_audit_partition_interval, 2, partition_intervals,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tokex.audit_partition_ahead",
+							"How many partitions of audit_event and token_use are made ahead of the current one.",
+							"The background sealer makes them (tokex.audit_partition_ahead()) once a minute.",
+							&tokex_audit_partition_ahead, 3, 1, 120,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /*
@@ -886,7 +913,22 @@ seal_round_xact(void *arg)
 		SPI_processed == 1)
 	{
 		static TimestampTz retained = 0;
+		static TimestampTz partitioned = 0;
 
+		if (TimestampDifferenceExceeds(partitioned, GetCurrentTimestamp(), 60000))
+		{
+			/* partitions ahead of time, in a transaction of its own like the retention's */
+			partitioned = GetCurrentTimestamp();
+			if (SPI_execute("SELECT tokex.audit_partition_ahead()", false, 1) != SPI_OK_SELECT)
+				elog(ERROR, "tokex: audit_partition_ahead failed");
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "tokex: SPI_connect failed");
+		}
 		if (tokex_audit_retention > 0 &&
 			TimestampDifferenceExceeds(retained, GetCurrentTimestamp(), 60000))
 		{
@@ -983,8 +1025,14 @@ tokex_audit_sealer_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
 	pgstat_report_appname("tokex audit sealer");
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	/* never wait long for a lock: the next round comes soon */
-	SetConfigOption("lock_timeout", "5s", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * Never wait long for a lock: the next round comes soon.  Less than
+	 * deadlock_timeout (1 s by default), so that when the sealer's locks
+	 * cross another's (a DROP EXTENSION locks a partition before its parent,
+	 * a read of the parent the other way round), the sealer gives way
+	 * rather than the other being cancelled as the deadlock's victim.
+	 */
+	SetConfigOption("lock_timeout", "500ms", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * ... and be the one a deadlock aborts: a DROP EXTENSION (or other DDL)

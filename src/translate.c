@@ -479,9 +479,8 @@ translate_reference(const char *s, size_t n)
 			  "       a.subject_issuer, a.subject_sid, a.dpop_jkt, "
 			  "       pg_catalog.array_to_json(a.actor_chain)::pg_catalog.text AS chain, "
 			  "       COALESCE(a.actor, a.subject) AS current "
-			  "  FROM tokex.audit_event a "
-			  " WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) $1 "
-			  "   AND a.decision OPERATOR(pg_catalog.=) 'granted'", 1, (Oid[]) {BYTEAOID});
+			  "  FROM tokex._audit_by_token($1) a "
+			  " WHERE a.decision OPERATOR(pg_catalog.=) 'granted'", 1, (Oid[]) {BYTEAOID});
 	if (one_row(reference_plan, v) && !col_null("expires_at") && col_tstz("expires_at") > GetCurrentTimestamp())
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);

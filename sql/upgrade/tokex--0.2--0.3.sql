@@ -2779,3 +2779,1018 @@ LANGUAGE C STABLE AS 'MODULE_PATHNAME', 'tokex_token_active_fast_sql';
 
 REVOKE ALL ON FUNCTION tokex._token_active_fast(text[], text[], timestamptz, text, boolean, bytea, uuid, uuid,
   timestamptz) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- 0.3: audit_event and token_use partitioned by time (25_audit.sql,
+-- 26_audit_proof.sql; the README's "Proving the audit trail").  Each 0.2
+-- table becomes one partition of its new, partitioned table, for all time
+-- up to the end of the current month: nothing is copied, every row keeps
+-- its seq and row_hash (their canonical text names the root table, as
+-- before), so the sealed chain verifies as it did.  Like every partition
+-- made at run time, it leaves the extension (pg_dump dumps it, with its
+-- rows); later months get partitions of their own
+-- (tokex.audit_partition_ahead).  Its keys, indexes and triggers are made
+-- again, as every partition's.  token_use loses its foreign key (a key on
+-- a partitioned audit_event would have to include at): tokex.record_use
+-- finds the exchange before it inserts.
+------------------------------------------------------------------------
+ALTER TABLE tokex.token_use DROP CONSTRAINT token_use_exchange_id_fkey;
+
+ALTER TABLE tokex.audit_event RENAME TO audit_event_p_0_2;
+
+ALTER TABLE tokex.token_use RENAME TO token_use_p_0_2;
+
+ALTER SEQUENCE tokex.token_use_id_seq RENAME TO token_use_p_0_2_id_seq;
+
+DROP TRIGGER audit_event_append_only ON tokex.audit_event_p_0_2;
+
+DROP TRIGGER audit_event_row ON tokex.audit_event_p_0_2;
+
+DROP TRIGGER audit_event_ssf ON tokex.audit_event_p_0_2;
+
+DROP TRIGGER token_use_append_only ON tokex.token_use_p_0_2;
+
+DROP TRIGGER token_use_row ON tokex.token_use_p_0_2;
+
+ALTER TABLE tokex.audit_event_p_0_2 DROP CONSTRAINT audit_event_pkey;
+
+DROP INDEX tokex.audit_event_at, tokex.audit_event_jti, tokex.audit_event_subject,
+  tokex.audit_event_issued_token, tokex.audit_event_seq;
+
+ALTER TABLE tokex.token_use_p_0_2 DROP CONSTRAINT token_use_pkey;
+
+DROP INDEX tokex.token_use_exchange, tokex.token_use_seq;
+
+-- their CHECK constraints out of the way of the new tables' names (given
+-- back below: a partition has its parent's CHECKs by name)
+DO $$
+DECLARE c record;
+BEGIN
+  FOR c IN SELECT k.conrelid::regclass AS rel, k.conname FROM pg_catalog.pg_constraint k
+            WHERE k.conrelid OPERATOR(pg_catalog.=) ANY (ARRAY['tokex.audit_event_p_0_2'::regclass,
+                                                              'tokex.token_use_p_0_2'::regclass])
+              AND k.contype OPERATOR(pg_catalog.=) 'c' LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', c.rel, c.conname,
+                              c.conname OPERATOR(pg_catalog.||) '_0_2');
+  END LOOP;
+END
+$$;
+
+CREATE TABLE tokex.audit_event (
+  exchange_id          uuid NOT NULL,
+  at                   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  decision             text NOT NULL CHECK (decision IN ('granted', 'denied')),
+  error                text,
+  reason               text,
+  subject              text,
+  actor                text,
+  actor_chain          text[],
+  client_id            text,
+  audience             text,
+  requested_scope      text[],
+  scope                text[],
+  jti                  uuid,
+  expires_at           timestamptz,
+  delegation_ids       bigint[],
+  policy_ids           bigint[],
+  subject_issuer       text,
+  actor_issuer         text,
+  subject_token_sha256 bytea,
+  actor_token_sha256   bytea,
+  subject_sid          text,
+  issued_token_type    text,
+  db_user              text NOT NULL DEFAULT SESSION_USER,
+  -- what issued (or refused) a token: an exchange, client_credentials, a
+  -- session credential, an identity token, an admin's jwt_sign, or a refused
+  -- call at the introspection / revocation endpoint
+  operation            text NOT NULL DEFAULT 'exchange'
+                       CHECK (operation IN ('exchange', 'client_credentials', 'session', 'identity_token',
+                                            'jwt_sign', 'introspect', 'revoke')),
+  -- the presented credentials' types (an API key, a verifier's token type)
+  subject_token_type   text,
+  actor_token_type     text,
+  -- a reference token is found by its SHA-256 (the token itself is kept nowhere)
+  issued_token_sha256  bytea,
+  -- a vaulted credential released by the exchange: its id, never its value
+  credential_id        bigint,
+  -- the DPoP key (RFC 7638 thumbprint) the issued token is bound to
+  dpop_jkt             text,
+  CHECK ((decision = 'granted') = (error IS NULL)),
+  -- the row's place in the sealed chain and its hash (26_audit_proof.sql)
+  seq                  bigint NOT NULL,
+  row_hash             bytea NOT NULL
+) PARTITION BY RANGE (at);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.audit_event', '');
+
+CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.audit_event
+  FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
+
+ALTER TABLE tokex.audit_event ENABLE ALWAYS TRIGGER audit_event_append_only;
+
+CREATE TRIGGER audit_event_row BEFORE INSERT ON tokex.audit_event
+  FOR EACH ROW EXECUTE FUNCTION tokex._audit_row();
+
+ALTER TABLE tokex.audit_event ENABLE ALWAYS TRIGGER audit_event_row;
+
+CREATE TABLE tokex.token_use (
+  id          bigint GENERATED ALWAYS AS IDENTITY,
+  at          timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+  exchange_id uuid NOT NULL,
+  action      text NOT NULL,
+  outcome     text NOT NULL,
+  db_user     text NOT NULL DEFAULT SESSION_USER,
+  seq         bigint NOT NULL,
+  row_hash    bytea NOT NULL
+) PARTITION BY RANGE (at);
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.token_use', '');
+
+CREATE TRIGGER token_use_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.token_use
+  FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only();
+
+ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_append_only;
+
+CREATE TRIGGER token_use_row BEFORE INSERT ON tokex.token_use
+  FOR EACH ROW EXECUTE FUNCTION tokex._audit_row();
+
+ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_row;
+
+-- the ids of uses go on where 0.2 left them
+SELECT pg_catalog.setval('tokex.token_use_id_seq', s.last_value, s.is_called) FROM tokex.token_use_p_0_2_id_seq s;
+
+ALTER TABLE tokex.token_use_p_0_2 ALTER COLUMN id DROP IDENTITY;
+
+-- A partition's keys, indexes and append-only trigger (ALWAYS: also under
+-- session_replication_role = replica); its row trigger (tokex._audit_row)
+-- it has from the parent.  For the DEFAULT partitions below, those
+-- tokex.audit_partition_ahead() makes, and the one an update from 0.2
+-- makes of the earlier table.
+CREATE FUNCTION tokex._audit_partition_dress(part regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  n name;
+  root regclass;
+BEGIN
+  SELECT c.relname, i.inhparent::regclass INTO n, root
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) c.oid
+   WHERE c.oid OPERATOR(pg_catalog.=) part;
+  IF root OPERATOR(pg_catalog.=) 'tokex.audit_event'::regclass THEN
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX %I ON tokex.%I (exchange_id)', n OPERATOR(pg_catalog.||) '_exchange_id', n);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON tokex.%I (at)', n OPERATOR(pg_catalog.||) '_at', n);
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX %I ON tokex.%I (jti) WHERE jti IS NOT NULL', n OPERATOR(pg_catalog.||) '_jti', n);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON tokex.%I (subject, at)', n OPERATOR(pg_catalog.||) '_subject', n);
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX %I ON tokex.%I (issued_token_sha256) WHERE issued_token_sha256 IS NOT NULL',
+                              n OPERATOR(pg_catalog.||) '_issued_token', n);
+  ELSIF root OPERATOR(pg_catalog.=) 'tokex.token_use'::regclass THEN
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX %I ON tokex.%I (id)', n OPERATOR(pg_catalog.||) '_id', n);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON tokex.%I (exchange_id)', n OPERATOR(pg_catalog.||) '_exchange', n);
+  ELSE
+    RAISE EXCEPTION '% is no partition of tokex.audit_event or tokex.token_use', part
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- BRIN: rows are appended in nearly seq order, so a sealed block's rows
+  -- are a few page ranges, and an insert costs next to nothing
+  EXECUTE pg_catalog.format('CREATE INDEX %I ON tokex.%I USING brin (seq)', n OPERATOR(pg_catalog.||) '_seq', n);
+  EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE OR TRUNCATE ON tokex.%I '
+                            'FOR EACH STATEMENT EXECUTE FUNCTION tokex._append_only()',
+                            n OPERATOR(pg_catalog.||) '_append_only', n);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I ENABLE ALWAYS TRIGGER %I', n, n OPERATOR(pg_catalog.||) '_append_only');
+END
+$$;
+
+-- Rows no other partition takes: those of a time before the first
+-- partition made at run time (the first weeks after CREATE EXTENSION), or
+-- after the last one if tokex.audit_partition_ahead() has not run for long.
+-- Members of the extension, so their rows are dumped as its data.
+CREATE TABLE tokex.audit_event_default PARTITION OF tokex.audit_event DEFAULT;
+
+SELECT tokex._audit_partition_dress('tokex.audit_event_default');
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.audit_event_default', '');
+
+CREATE TABLE tokex.token_use_default PARTITION OF tokex.token_use DEFAULT;
+
+SELECT tokex._audit_partition_dress('tokex.token_use_default');
+
+SELECT pg_catalog.pg_extension_config_dump('tokex.token_use_default', '');
+
+-- the 0.2 tables, each the partition of all time up to the end of this month
+DO $$
+DECLARE
+  c record;
+BEGIN
+  FOR c IN SELECT l.conrelid::regclass AS rel, l.conname AS old, k.conname AS new
+             FROM pg_catalog.pg_constraint k
+             JOIN pg_catalog.pg_constraint l
+               ON l.conrelid OPERATOR(pg_catalog.=) (CASE k.conrelid WHEN 'tokex.audit_event'::regclass
+                                                      THEN 'tokex.audit_event_p_0_2'::regclass
+                                                      ELSE 'tokex.token_use_p_0_2'::regclass END)
+              AND l.contype OPERATOR(pg_catalog.=) 'c'
+              AND pg_catalog.pg_get_constraintdef(l.oid) OPERATOR(pg_catalog.=) pg_catalog.pg_get_constraintdef(k.oid)
+            WHERE k.conrelid OPERATOR(pg_catalog.=) ANY (ARRAY['tokex.audit_event'::regclass, 'tokex.token_use'::regclass])
+              AND k.contype OPERATOR(pg_catalog.=) 'c' LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s RENAME CONSTRAINT %I TO %I', c.rel, c.old, c.new);
+  END LOOP;
+END
+$$;
+
+DO $$
+DECLARE
+  hi timestamptz := (pg_catalog.date_trunc('month', GREATEST(pg_catalog.now(),
+                       (SELECT pg_catalog.max(at) FROM tokex.audit_event_p_0_2),
+                       (SELECT pg_catalog.max(at) FROM tokex.token_use_p_0_2)) AT TIME ZONE 'UTC')
+                     OPERATOR(pg_catalog.+) '1 month'::interval) AT TIME ZONE 'UTC';
+BEGIN
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.audit_event ATTACH PARTITION tokex.audit_event_p_0_2 '
+                            'FOR VALUES FROM (MINVALUE) TO (%L)', hi);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.token_use ATTACH PARTITION tokex.token_use_p_0_2 '
+                            'FOR VALUES FROM (MINVALUE) TO (%L)', hi);
+END
+$$;
+
+SELECT tokex._audit_partition_dress('tokex.audit_event_p_0_2');
+
+SELECT tokex._audit_partition_dress('tokex.token_use_p_0_2');
+
+REVOKE ALL ON tokex.audit_event_p_0_2, tokex.token_use_p_0_2 FROM PUBLIC;
+
+ALTER EXTENSION tokex DROP TABLE tokex.audit_event_p_0_2;
+
+ALTER EXTENSION tokex DROP TABLE tokex.token_use_p_0_2;
+
+CREATE TRIGGER audit_event_ssf AFTER INSERT ON tokex.audit_event
+  REFERENCING NEW TABLE AS ssf_new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION tokex._ssf_track();
+
+CREATE OR REPLACE VIEW tokex.audit AS
+SELECT at, exchange_id, operation, decision, error, reason, subject, actor, actor_chain, client_id,
+       audience, requested_scope, scope, jti, expires_at, delegation_ids, policy_ids,
+       subject_issuer, actor_issuer, subject_sid, issued_token_type, db_user,
+       subject_token_type, actor_token_type, credential_id, dpop_jkt
+  FROM tokex.audit_event;
+
+CREATE OR REPLACE VIEW tokex.audit_trail AS
+SELECT u.at            AS used_at,
+       u.action,
+       u.outcome,
+       a.subject       AS on_behalf_of,
+       a.actor,
+       a.actor_chain,
+       a.audience,
+       a.scope,
+       a.client_id,
+       a.delegation_ids,
+       a.policy_ids,
+       a.exchange_id,
+       a.at            AS exchanged_at,
+       a.expires_at,
+       u.db_user       AS recorded_by
+  FROM tokex.token_use u
+  JOIN tokex.audit_event a USING (exchange_id);
+
+-- The audit row of the token with this jti, read first in the partitions of
+-- [near_lo, near_hi) (where the token's iat says it was written: an index
+-- probe in one or two partitions), then, only if it is not there, in every
+-- other one.  Inlined into its callers (no SET, no SECURITY DEFINER), so a
+-- plan prunes the partitions outside the bounds when it runs.
+CREATE FUNCTION tokex._audit_by_jti(j uuid, near_lo timestamptz, near_hi timestamptz)
+RETURNS SETOF tokex.audit_event
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+BEGIN
+  IF j IS NULL THEN
+    RETURN;
+  END IF;
+  IF near_lo IS NOT NULL AND near_hi IS NOT NULL THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.jti OPERATOR(pg_catalog.=) j
+                    AND a.at OPERATOR(pg_catalog.>=) near_lo AND a.at OPERATOR(pg_catalog.<) near_hi
+                  LIMIT 1;
+    IF FOUND THEN
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) j LIMIT 1;
+END
+$$;
+
+-- The same for a reference token, by its SHA-256: first in the rows of the
+-- last eight days (a reference token lives tokex.max_ttl, at most seven).
+CREATE FUNCTION tokex._audit_by_token(h bytea, anywhere boolean DEFAULT false)
+RETURNS SETOF tokex.audit_event
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  lo timestamptz := pg_catalog.now() OPERATOR(pg_catalog.-) '8 days'::pg_catalog.interval;
+BEGIN
+  RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h AND a.at OPERATOR(pg_catalog.>=) lo
+                LIMIT 1;
+  IF NOT FOUND AND anywhere THEN
+    RETURN QUERY SELECT a.* FROM tokex.audit_event a
+                  WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) h LIMIT 1;
+  END IF;
+END
+$$;
+
+-- A resource server or gateway records a downstream call made with a token
+-- tokex minted; the row links to the exchange that minted it.
+CREATE OR REPLACE FUNCTION tokex.record_use(token text, action text, outcome text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  claims jsonb;
+  xid uuid;
+  iat timestamptz;
+  use_id bigint;
+BEGIN
+  IF action IS NULL OR outcome IS NULL THEN
+    RAISE EXCEPTION 'action and outcome are required' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF token LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its claims while it is live, as introspection gives them
+    claims := tokex.introspect(token);
+    IF NOT COALESCE((claims->>'active')::boolean, false) THEN
+      RAISE EXCEPTION 'invalid token' USING ERRCODE = 'invalid_authorization_specification',
+        DETAIL = 'The reference token is unknown, expired or revoked.';
+    END IF;
+  ELSE
+    claims := tokex.jwt_verify(token);
+  END IF;
+  IF claims->>'iss' IS DISTINCT FROM tokex._issuer() THEN
+    RAISE EXCEPTION 'token was not minted by tokex' USING ERRCODE = 'invalid_authorization_specification';
+  END IF;
+  -- jti is compared as a uuid, so the lookup is an index probe
+  IF (claims->>'jti') ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    -- first where its iat says it was written
+    iat := CASE WHEN pg_catalog.jsonb_typeof(claims->'iat') OPERATOR(pg_catalog.=) 'number'
+                     AND (claims->>'iat')::numeric BETWEEN 0 AND 253402300799
+                THEN pg_catalog.to_timestamp((claims->>'iat')::double precision) END;
+    SELECT a.exchange_id INTO xid
+      FROM tokex._audit_by_jti((claims->>'jti')::uuid, iat OPERATOR(pg_catalog.-) '1 hour'::interval,
+                               iat OPERATOR(pg_catalog.+) '1 hour'::interval) a
+     WHERE a.decision OPERATOR(pg_catalog.=) 'granted' AND a.operation OPERATOR(pg_catalog.=) 'exchange';
+  END IF;
+  IF xid IS NULL THEN
+    RAISE EXCEPTION 'token was not minted by a tokex exchange' USING ERRCODE = 'invalid_authorization_specification',
+      DETAIL = 'Only access tokens from tokex.exchange have an exchange to link a use to.';
+  END IF;
+  INSERT INTO tokex.token_use (exchange_id, action, outcome) VALUES (xid, action, outcome)
+  RETURNING id INTO use_id;
+  RETURN use_id;
+END
+$$;
+
+-- The query itself, inlined into the plan tokex.exchange prepares (an SQL
+-- function with a pinned search_path or SECURITY DEFINER would not be
+-- inlined), so its body names every table, function, operator and type by
+-- schema.  Granted to no one: administrators call tokex.decide below.
+CREATE OR REPLACE FUNCTION tokex._decide(
+  chain_iss text[], chain_sub text[], chain_iat timestamptz[],
+  audience text, resource text, requested_scope text[], token_scope text[],
+  client_id text, own_issuer text, revoked_keys bytea[] DEFAULT NULL, sid uuid DEFAULT NULL,
+  own_jtis uuid[] DEFAULT NULL, may_act_iss text[] DEFAULT NULL, may_act_sub text[] DEFAULT NULL,
+  at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (
+  identity_error text,     -- revoked tokens or session, unknown / inactive identities
+  error text, reason text, -- steps 5-8, or NULL when granted
+  chain text[], kinds text[],
+  delegation_ids bigint[], policy_ids bigint[],
+  target text, scope text[], ttl_seconds bigint, may_act_ids text[],
+  token_format text,       -- what the target resource takes (tokex.resource.token_format)
+  require_dpop boolean)    -- ... and whether only DPoP-bound tokens
+LANGUAGE sql STABLE AS $$
+WITH
+chain AS (  -- each chain position resolved to an identity
+  SELECT r.n, r.sub, chain_iat[r.n] AS iat, r.id, r.kind, r.status, r.tokens_valid_after
+    FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r
+),
+identity_problem AS (  -- the first identity problem, in chain order
+  SELECT CASE WHEN c.id IS NULL THEN
+                pg_catalog.format('%s "%s" is not a known identity',
+                                  CASE WHEN c.n OPERATOR(pg_catalog.=) 1 THEN 'subject' ELSE 'actor' END, c.sub)
+              WHEN c.status OPERATOR(pg_catalog.<>) 'active' THEN
+                pg_catalog.format('identity "%s" is %s', c.id, c.status)
+              WHEN c.tokens_valid_after IS NOT NULL AND c.iat IS NOT NULL
+                   AND c.iat OPERATOR(pg_catalog.<) c.tokens_valid_after THEN
+                pg_catalog.format('token for "%s" was issued before its revocation', c.id)
+              WHEN (SELECT pg_catalog.count(*) FROM chain c2
+                     WHERE c2.id OPERATOR(pg_catalog.=) c.id) OPERATOR(pg_catalog.>) 1 THEN
+                pg_catalog.format('identity "%s" appears twice in the chain', c.id)
+         END AS problem
+    FROM chain c ORDER BY c.n
+),
+own_row AS (  -- the audit row of each presented token of tokex's (NULLs: none)
+  -- looked for first where the chain's iats say it was written: the
+  -- presented tokens were issued between the first and the last
+  SELECT j, a.decision, a.actor_token_sha256, a.subject_token_sha256
+    FROM pg_catalog.unnest(own_jtis) j
+    CROSS JOIN (SELECT pg_catalog.min(t) OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval AS lo,
+                       pg_catalog.max(t) OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval AS hi
+                  FROM pg_catalog.unnest(chain_iat) t) near
+    LEFT JOIN LATERAL tokex._audit_by_jti(j, near.lo, near.hi) a ON true
+),
+token_problem AS (  -- revoked or unaudited tokens, a dead session
+  SELECT CASE
+           -- LIMIT keeps the lookup a per-key index probe in the generic plan
+           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(revoked_keys) k,
+                          LATERAL (SELECT 1 FROM tokex.revoked_token r
+                                    WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
+             'a presented token has been revoked'
+           -- a token of ours without its committed audit row was never issued
+           WHEN EXISTS (SELECT 1 FROM own_row o
+                         WHERE COALESCE(o.decision OPERATOR(pg_catalog.<>) 'granted', true)) THEN
+             'a presented token has no audit row'
+           -- a token obtained with an API key revoked since dies with the key
+           WHEN EXISTS (SELECT 1 FROM own_row a
+                          JOIN tokex.api_key k
+                            ON k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                               a.subject_token_sha256])
+                         WHERE k.revoked_at IS NOT NULL) THEN
+             'a presented token was obtained with an API key that has been revoked'
+           WHEN _decide.sid IS NOT NULL THEN
+             (SELECT CASE WHEN s.id IS NULL THEN 'the session is unknown'
+                          WHEN s.revoked_at IS NOT NULL THEN 'the session has been revoked'
+                          WHEN s.expires_at OPERATOR(pg_catalog.<=) _decide.at THEN 'the session has expired'
+                          WHEN d.revoked_at IS NOT NULL OR d.valid_from OPERATOR(pg_catalog.>) _decide.at
+                               OR d.valid_until OPERATOR(pg_catalog.<=) _decide.at THEN
+                            pg_catalog.format('the delegation the session was started under (%s) is no longer live', d.id)
+                     END
+                FROM (SELECT 1) one
+                LEFT JOIN tokex.session s ON s.id OPERATOR(pg_catalog.=) _decide.sid
+                LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id)
+         END AS problem
+),
+ids AS (
+  SELECT pg_catalog.array_agg(c.id ORDER BY c.n) AS chain,
+         pg_catalog.array_agg(c.kind ORDER BY c.n) AS kinds
+    FROM chain c
+),
+by_audience AS (SELECT r.* FROM tokex.resource r WHERE r.audience OPERATOR(pg_catalog.=) _decide.audience),
+by_resource AS (
+  SELECT r.* FROM tokex.resource r
+   WHERE r.resource_uri OPERATOR(pg_catalog.=) _decide.resource
+      OR r.audience OPERATOR(pg_catalog.=) _decide.resource
+   ORDER BY r.resource_uri OPERATOR(pg_catalog.=) _decide.resource DESC LIMIT 1),
+target AS (  -- the one resource the token is for, or why there is none
+  SELECT CASE
+           WHEN _decide.audience IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_audience) THEN
+             pg_catalog.format('audience "%s" is not a registered resource', _decide.audience)
+           WHEN _decide.resource IS NOT NULL AND NOT EXISTS (SELECT 1 FROM by_resource) THEN
+             pg_catalog.format('resource "%s" is not a registered resource', _decide.resource)
+           WHEN _decide.audience IS NOT NULL AND _decide.resource IS NOT NULL
+                AND (SELECT audience FROM by_audience) OPERATOR(pg_catalog.<>) (SELECT audience FROM by_resource) THEN
+             'audience and resource name different targets; a token has exactly one'
+         END AS problem,
+         COALESCE((SELECT ROW(a.*)::tokex.resource FROM by_audience a),
+                  (SELECT ROW(r.*)::tokex.resource FROM by_resource r)) AS r
+),
+hop AS (  -- for each hop (principal at n, delegate at n+1), the best live delegation
+  SELECT p.n, p.id AS principal, q.id AS delegate, d.id AS delegation_id, d.scopes, d.audiences,
+         d.max_depth, (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) AS needed
+    FROM chain p JOIN chain q ON q.n OPERATOR(pg_catalog.=) (p.n OPERATOR(pg_catalog.+) 1)
+    LEFT JOIN LATERAL (
+      SELECT d.* FROM tokex.delegation d
+       WHERE d.principal OPERATOR(pg_catalog.=) p.id AND d.delegate OPERATOR(pg_catalog.=) q.id
+         AND d.revoked_at IS NULL
+         AND d.valid_from OPERATOR(pg_catalog.<=) _decide.at
+         AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _decide.at)
+       ORDER BY d.max_depth OPERATOR(pg_catalog.>=) (pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) p.n) DESC,
+                (d.audiences IS NULL
+                 OR (SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (d.audiences)) DESC,
+                d.id
+       LIMIT 1) d ON true
+),
+hop_problem AS (
+  SELECT CASE
+           WHEN h.delegation_id IS NULL THEN
+             pg_catalog.format('no live delegation from "%s" to "%s"', h.principal, h.delegate)
+           WHEN h.max_depth OPERATOR(pg_catalog.<) h.needed THEN
+             pg_catalog.format('delegation %s from "%s" to "%s" allows %s hop(s), the chain needs %s',
+                               h.delegation_id, h.principal, h.delegate, h.max_depth, h.needed)
+         END AS grant_problem,
+         CASE WHEN h.audiences IS NOT NULL
+                   AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (h.audiences)) THEN
+             pg_catalog.format('delegation %s does not cover audience "%s"', h.delegation_id,
+                               (SELECT (r).audience FROM target))
+         END AS target_problem
+    FROM hop h ORDER BY h.n
+),
+subject AS (SELECT c.id, c.kind FROM chain c WHERE c.n OPERATOR(pg_catalog.=) 1),
+actor AS (  -- the current (outermost) actor, if any
+  SELECT c.id, c.kind FROM chain c
+   WHERE c.n OPERATOR(pg_catalog.=) pg_catalog.cardinality(chain_sub) AND c.n OPERATOR(pg_catalog.>) 1
+),
+policy_here AS NOT MATERIALIZED (  -- policy rows matching this exchange in everything but the audience
+  SELECT p.* FROM tokex.policy p
+   WHERE (p.subject IS NULL OR p.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject))
+     AND (p.subject_kind IS NULL OR p.subject_kind OPERATOR(pg_catalog.=) (SELECT kind FROM subject))
+     AND (p.actor IS NULL OR p.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor))
+     AND (p.actor_kind IS NULL OR p.actor_kind OPERATOR(pg_catalog.=) (SELECT kind FROM actor))
+     AND (p.client_id IS NULL OR p.client_id OPERATOR(pg_catalog.=) _decide.client_id)
+     AND (p.max_depth IS NULL
+          OR pg_catalog.cardinality(chain_sub) OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.<=) p.max_depth)
+     AND (p.valid IS NULL OR p.valid OPERATOR(pg_catalog.@>) _decide.at)
+),
+policy AS (  -- ... and the audience too: the rows that decide
+  SELECT p.* FROM policy_here p
+   WHERE (p.audience IS NULL OR p.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target))
+     -- found by index, not by reading every policy: the rows naming this
+     -- subject, else this actor, else this audience, else none of the three
+     -- (disjoint, and together every row that can match)
+     AND p.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT q.id FROM tokex.policy q WHERE q.subject OPERATOR(pg_catalog.=) (SELECT id FROM subject)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor OPERATOR(pg_catalog.=) (SELECT id FROM actor)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q
+            WHERE q.subject IS NULL AND q.actor IS NULL
+              AND q.audience OPERATOR(pg_catalog.=) (SELECT (r).audience FROM target)
+           UNION ALL
+           SELECT q.id FROM tokex.policy q WHERE q.subject IS NULL AND q.actor IS NULL AND q.audience IS NULL))
+),
+-- allow rows that would match but for the audience: the target is what is refused
+allow_elsewhere AS (
+  SELECT 1 FROM policy_here p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'allow' AND p.audience IS NOT NULL
+   LIMIT 1
+),
+deny_all AS (
+  SELECT p.id FROM policy p
+   WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND p.scopes IS NULL
+   ORDER BY p.priority DESC, p.id LIMIT 1
+),
+allow AS (SELECT p.* FROM policy p WHERE p.effect OPERATOR(pg_catalog.=) 'allow'),
+-- the scopes that survive every bound: resource, each hop's delegation,
+-- the subject token, the allow policies (NULL scopes = no bound), minus denies
+bound AS (
+  SELECT ARRAY(
+    SELECT s FROM pg_catalog.unnest((SELECT (r).scopes FROM target)) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM hop h WHERE NOT (s OPERATOR(pg_catalog.=) ANY (h.scopes)))
+       AND (token_scope IS NULL OR s OPERATOR(pg_catalog.=) ANY (token_scope))
+       AND (EXISTS (SELECT 1 FROM allow a WHERE a.scopes IS NULL)
+            OR EXISTS (SELECT 1 FROM allow a WHERE s OPERATOR(pg_catalog.=) ANY (a.scopes)))
+       AND NOT EXISTS (SELECT 1 FROM policy p
+                        WHERE p.effect OPERATOR(pg_catalog.=) 'deny' AND s OPERATOR(pg_catalog.=) ANY (p.scopes))
+     ORDER BY s) AS scopes
+),
+granted AS (
+  SELECT CASE WHEN requested_scope IS NULL THEN (SELECT scopes FROM bound)
+              ELSE ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s ORDER BY s) END AS scopes,
+         ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(requested_scope) s
+                WHERE NOT (s OPERATOR(pg_catalog.=) ANY ((SELECT scopes FROM bound)::pg_catalog.text[])) ORDER BY s) AS refused
+),
+client AS (
+  SELECT cl.* FROM tokex.client cl WHERE cl.client_id OPERATOR(pg_catalog.=) _decide.client_id
+),
+verdict AS (
+  SELECT
+    CASE
+      WHEN _decide.client_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM client WHERE client.status OPERATOR(pg_catalog.=) 'active') THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" is not registered or not active', _decide.client_id)]
+      -- (COALESCE: grant_types holding a NULL and not the grant is no permission)
+      WHEN EXISTS (SELECT 1 FROM client WHERE NOT COALESCE('urn:ietf:params:oauth:grant-type:token-exchange'
+                                                  OPERATOR(pg_catalog.=) ANY (client.grant_types), false)) THEN
+        ARRAY['unauthorized_client', pg_catalog.format('client "%s" may not use token exchange', _decide.client_id)]
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE grant_problem IS NOT NULL) THEN
+        ARRAY['invalid_grant', (SELECT grant_problem FROM hop_problem WHERE grant_problem IS NOT NULL LIMIT 1)]
+      WHEN (SELECT problem FROM target) IS NOT NULL THEN
+        ARRAY['invalid_target', (SELECT problem FROM target)]
+      WHEN EXISTS (SELECT 1 FROM hop_problem WHERE target_problem IS NOT NULL) THEN
+        ARRAY['invalid_target', (SELECT target_problem FROM hop_problem WHERE target_problem IS NOT NULL LIMIT 1)]
+      WHEN EXISTS (SELECT 1 FROM client WHERE client.audiences IS NOT NULL
+                     AND NOT ((SELECT (r).audience FROM target) OPERATOR(pg_catalog.=) ANY (client.audiences))) THEN
+        ARRAY['invalid_target', pg_catalog.format('client "%s" may not obtain tokens for "%s"',
+                                                  _decide.client_id, (SELECT (r).audience FROM target))]
+      WHEN EXISTS (SELECT 1 FROM deny_all) THEN
+        ARRAY['invalid_grant', pg_catalog.format('denied by policy %s', (SELECT id FROM deny_all))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) AND EXISTS (SELECT 1 FROM allow_elsewhere) THEN
+        ARRAY['invalid_target', pg_catalog.format('no policy allows audience "%s" here',
+                                                  (SELECT (r).audience FROM target))]
+      WHEN NOT EXISTS (SELECT 1 FROM allow) THEN
+        ARRAY['invalid_grant', 'no policy allows this exchange']
+      WHEN pg_catalog.cardinality((SELECT refused FROM granted)) OPERATOR(pg_catalog.>) 0 THEN
+        ARRAY['invalid_scope', pg_catalog.format('scope not grantable: %s',
+                                                 pg_catalog.array_to_string((SELECT refused FROM granted), ' '))]
+      WHEN pg_catalog.cardinality((SELECT scopes FROM granted)) OPERATOR(pg_catalog.=) 0 THEN
+        ARRAY['invalid_scope', 'no scope can be granted for this audience']
+    END AS v
+)
+SELECT COALESCE((SELECT problem FROM token_problem),
+                (SELECT problem FROM identity_problem WHERE problem IS NOT NULL LIMIT 1)),
+       (SELECT v[1] FROM verdict), (SELECT v[2] FROM verdict),
+       ids.chain, ids.kinds,
+       ARRAY(SELECT h.delegation_id FROM hop h WHERE h.delegation_id IS NOT NULL ORDER BY h.n),
+       ARRAY(SELECT p.id FROM policy p ORDER BY p.id),
+       (SELECT (r).audience FROM target),
+       (SELECT scopes FROM granted),
+       (SELECT pg_catalog.floor(EXTRACT(epoch FROM (r).token_ttl))::pg_catalog.int8 FROM target),
+       (SELECT pg_catalog.array_agg(m.id ORDER BY m.n)
+          FROM tokex._resolve(may_act_iss, may_act_sub, own_issuer) m),
+       (SELECT (r).token_format FROM target),
+       (SELECT (r).require_dpop FROM target)
+  FROM ids
+$$;
+
+-- Is a token that verified still live?  tokex's own tokens must have their
+-- granted audit row (a token of ours without one was never issued) and be
+-- an access token (an exchange's, client_credentials', or an admin's
+-- jwt_sign: a session credential or an identity token is no access token
+-- for any resource), name known, active identities issued after any
+-- tokens_valid_after, not be revoked, their session must be live, and every
+-- delegation that minted them (recorded in that audit row) must still
+-- stand.  For external tokens tokex knows only what its tables say about
+-- them.  No identity may appear twice in the chain.  at: the time of the call.
+CREATE OR REPLACE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat timestamptz,
+                                    own_issuer text, own boolean, revoked_key bytea, jti_uuid uuid,
+                                    sid uuid, at timestamptz DEFAULT pg_catalog.clock_timestamp())
+RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
+LANGUAGE sql STABLE AS $$
+  SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
+     -- the audit row looked for first where the token's iat says it was written
+     AND (NOT own OR EXISTS (
+           SELECT 1 FROM tokex._audit_by_jti(jti_uuid, iat OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval,
+                                             iat OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval) a
+            WHERE a.decision OPERATOR(pg_catalog.=) 'granted'
+              AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])
+              -- not obtained with an API key revoked since
+              AND NOT EXISTS (SELECT 1 FROM tokex.api_key k
+                               WHERE k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
+                                                                                   a.subject_token_sha256])
+                                 AND k.revoked_at IS NOT NULL)
+              -- every delegation that minted it still stands (a deleted one does not)
+              AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.unnest(a.delegation_ids) did
+                      LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
+                     WHERE d.id IS NULL OR d.revoked_at IS NOT NULL
+                        OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at)))
+     -- one pass over the chain: a position that is unknown (for our own
+     -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
+     AND NOT EXISTS (SELECT 1 FROM (
+                       SELECT r.*, pg_catalog.count(*) OVER (PARTITION BY COALESCE(r.id, r.sub)) AS seen
+                         FROM tokex._resolve(chain_iss, chain_sub, own_issuer) r) c
+                      WHERE (c.id IS NULL AND own)
+                         OR c.status OPERATOR(pg_catalog.<>) 'active'
+                         OR (c.tokens_valid_after IS NOT NULL AND iat OPERATOR(pg_catalog.<) c.tokens_valid_after)
+                         OR c.seen OPERATOR(pg_catalog.>) 1)
+     AND (sid IS NULL OR EXISTS (
+           SELECT 1 FROM tokex.session s
+             JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) s.delegation_id
+             JOIN tokex.identity ag ON ag.id OPERATOR(pg_catalog.=) s.agent
+            WHERE s.id OPERATOR(pg_catalog.=) sid AND s.revoked_at IS NULL
+              AND s.expires_at OPERATOR(pg_catalog.>) _token_active.at
+              AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
+              AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
+              AND ag.status OPERATOR(pg_catalog.=) 'active'))
+$$;
+
+-- Was this token issued to this client: a token of tokex's whose granted
+-- audit row names the client.  Not the token's client_id claim: that names
+-- the current actor when the exchange had no client, and another issuer's
+-- client_id means nothing here.
+CREATE OR REPLACE FUNCTION tokex._issued_to(client_id text, claims jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT COALESCE(claims->>'iss' OPERATOR(pg_catalog.=) tokex._setting('issuer')
+      AND EXISTS (SELECT 1
+                    -- first where the token's iat says it was written
+                    FROM (SELECT CASE WHEN pg_catalog.jsonb_typeof(claims->'iat') OPERATOR(pg_catalog.=) 'number'
+                                       AND (claims->>'iat')::numeric BETWEEN 0 AND 253402300799
+                                      THEN pg_catalog.to_timestamp((claims->>'iat')::double precision) END AS at) near,
+                         LATERAL tokex._audit_by_jti(
+                           CASE WHEN claims->>'jti' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                THEN (claims->>'jti')::uuid END,
+                           near.at OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval,
+                           near.at OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval) a
+                   WHERE a.decision OPERATOR(pg_catalog.=) 'granted'
+                     AND a.client_id OPERATOR(pg_catalog.=) _issued_to.client_id), false)
+$$;
+
+-- The revocation row of a token or a bare jti, without inserting it:
+-- (issuer, jti text, the token's exp).  A bare jti names a token of issuer
+-- (default: tokex itself).
+CREATE OR REPLACE FUNCTION tokex._revocation_target(token_or_jti text, issuer text,
+                                         OUT t_iss text, OUT t_jti text, OUT t_exp timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  claims jsonb;
+BEGIN
+  IF token_or_jti IS NULL OR token_or_jti OPERATOR(pg_catalog.=) '' THEN
+    RAISE EXCEPTION 'token_or_jti is required' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF token_or_jti LIKE 'tkx\_%' AND token_or_jti NOT LIKE 'tkx\_at\_%' THEN
+    -- a tokex API key: never kept as a jti (in tokex.revocation and its NOTIFY)
+    RAISE EXCEPTION 'not a token: an API key is revoked with tokex.revoke_api_key'
+      USING ERRCODE = 'invalid_parameter_value';
+  ELSIF token_or_jti LIKE 'tkx\_at\_%' THEN
+    -- a reference token: its jti and exp are its audit row's
+    SELECT a.jti::text, a.expires_at INTO t_jti, t_exp
+      FROM tokex._audit_by_token(pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8')), true) a
+     WHERE a.decision OPERATOR(pg_catalog.=) 'granted';
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'not a reference token tokex issued' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t_iss := tokex._issuer();
+  ELSIF pg_catalog.strpos(token_or_jti, '.') > 0 THEN
+    claims := (tokex.jwt_decode(token_or_jti))->'payload';
+    -- iss and jti as the exchange reads them, from the token's own JSON
+    SELECT v[1], v[2] INTO t_iss, t_jti FROM tokex._token_jti(token_or_jti) v;
+    IF t_jti IS NULL THEN
+      RAISE EXCEPTION 'the token has no jti' USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Revoke the identity, delegation or session it belongs to instead.';
+    END IF;
+    IF t_iss IS NULL THEN
+      RAISE EXCEPTION 'the token has no iss' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.jsonb_typeof(claims->'exp') OPERATOR(pg_catalog.=) 'number'
+       AND (claims->>'exp')::numeric BETWEEN 0 AND 253402300799 THEN
+      t_exp := pg_catalog.to_timestamp((claims->>'exp')::double precision);
+    END IF;
+  ELSE
+    t_jti := token_or_jti;
+    t_iss := COALESCE(issuer, tokex._issuer());
+  END IF;
+  IF t_exp IS NULL AND t_iss OPERATOR(pg_catalog.=) tokex._setting('issuer')
+     AND t_jti ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN
+    SELECT a.expires_at INTO t_exp FROM tokex.audit_event a WHERE a.jti OPERATOR(pg_catalog.=) t_jti::uuid;
+  END IF;
+END
+$$;
+
+-- The live tokens of every stream that revocation rev kills.  One branch
+-- per kind of tokex.revocation; a kind without a branch names no token.
+-- A new kind (an API key, say) is one more WHEN here, one in
+-- tokex._ssf_subject, and a trigger that logs it in tokex.revocation.
+CREATE OR REPLACE FUNCTION tokex._ssf_affected(rev tokex.revocation) RETURNS SETOF tokex.ssf_token
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  t0 timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+  CASE rev.kind
+    WHEN 'identity' THEN
+      -- the identity in any position of the chain; what it stopped: all its
+      -- tokens when it is no longer active, else those issued before
+      -- tokens_valid_after
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t, tokex.identity i
+         WHERE i.id OPERATOR(pg_catalog.=) rev.target
+           AND (t.subject OPERATOR(pg_catalog.=) rev.target
+                OR t.actor_chain OPERATOR(pg_catalog.@>) ARRAY[rev.target])
+           AND (i.status OPERATOR(pg_catalog.<>) 'active'
+                OR t.issued_at OPERATOR(pg_catalog.<) i.tokens_valid_after);
+    WHEN 'delegation' THEN
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+         WHERE t.delegation_ids OPERATOR(pg_catalog.@>) ARRAY[rev.target::bigint];
+    WHEN 'session' THEN
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t WHERE t.sid OPERATOR(pg_catalog.=) rev.target;
+    WHEN 'token' THEN
+      -- a jti of tokex's own (another issuer's tokens are no receiver's here)
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+         WHERE rev.target ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+           AND t.jti OPERATOR(pg_catalog.=) rev.target::uuid
+           AND EXISTS (SELECT 1 FROM tokex.revoked_token r
+                        WHERE r.key OPERATOR(pg_catalog.=) tokex._jti_key(tokex._setting('issuer'), rev.target));
+    WHEN 'key' THEN
+      -- the audit does not record which key signed a token: the key active
+      -- when the audit writer committed it, or a token issued while the key
+      -- was active (one second either side, for a backend that had not yet
+      -- seen a rotation)
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t, tokex.key k
+         WHERE k.kid OPERATOR(pg_catalog.=) rev.target
+           AND (t.kid OPERATOR(pg_catalog.=) rev.target
+                OR (t.issued_at OPERATOR(pg_catalog.>=) (k.activated_at OPERATOR(pg_catalog.-) interval '1 second')
+                    AND t.issued_at OPERATOR(pg_catalog.<=)
+                        (COALESCE(k.retired_at, k.revoked_at, t0) OPERATOR(pg_catalog.+) interval '1 second')));
+    WHEN 'api_key' THEN
+      -- the tokens obtained with the key, as the actor's or the subject's
+      -- credential (the audit row keeps its SHA-256): a revoked key kills them
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+          -- the token's audit row is in the partition of its issued_at (its at)
+          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) t.jti AND a.at OPERATOR(pg_catalog.=) t.issued_at
+          JOIN tokex.api_key k ON k.id OPERATOR(pg_catalog.=) rev.target::bigint
+         WHERE k.key_sha256 OPERATOR(pg_catalog.=) a.actor_token_sha256
+            OR k.key_sha256 OPERATOR(pg_catalog.=) a.subject_token_sha256;
+    WHEN 'policy' THEN
+      -- what tokex.exchange would now refuse, of the tokens policy decided
+      -- (an exchange's: its audit row names the policy rows that matched):
+      -- this row is a deny that matches the token's exchange (a deny with
+      -- scopes: and the token carries one of them), or no allow row matches
+      -- it any more (an allow deleted, narrowed or turned to deny)
+      RETURN QUERY
+        SELECT t.* FROM tokex.ssf_token t
+          JOIN tokex.ssf_stream s ON s.stream_id OPERATOR(pg_catalog.=) t.stream_id
+          LEFT JOIN tokex.identity si ON si.id OPERATOR(pg_catalog.=) t.subject
+          LEFT JOIN tokex.identity ai ON ai.id OPERATOR(pg_catalog.=) t.actor
+         WHERE pg_catalog.cardinality(t.policy_ids) OPERATOR(pg_catalog.>) 0
+           AND (EXISTS (SELECT 1 FROM tokex.policy p
+                         WHERE p.id OPERATOR(pg_catalog.=) rev.target::bigint
+                           AND p.effect OPERATOR(pg_catalog.=) 'deny'
+                           AND (p.scopes IS NULL OR t.scope OPERATOR(pg_catalog.&&) p.scopes)
+                           AND tokex._ssf_policy_matches(p, t, s.audience, si.kind, ai.kind, t0))
+                OR NOT EXISTS (SELECT 1 FROM tokex.policy a
+                                WHERE a.effect OPERATOR(pg_catalog.=) 'allow'
+                                  AND tokex._ssf_policy_matches(a, t, s.audience, si.kind, ai.kind, t0)));
+    ELSE
+      RETURN;
+  END CASE;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tokex.apply_audit_retention(keep interval DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  k bigint;
+  bound bigint;
+  conflict bigint;
+  done bigint;
+BEGIN
+  keep := COALESCE(keep, pg_catalog.make_interval(secs => tokex._audit_retention()));
+  IF keep OPERATOR(pg_catalog.<=) '0'::interval THEN
+    RETURN 0;
+  END IF;
+  SELECT b.block INTO k FROM tokex.audit_block b
+   WHERE b.last_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) keep)
+   ORDER BY b.last_at DESC LIMIT 1;
+  SELECT pg_catalog.max(b.pruned_through) INTO done FROM tokex.audit_block b;
+  LOOP
+    IF k IS NULL OR k OPERATOR(pg_catalog.<=) COALESCE(done, 0) THEN
+      RETURN 0;
+    END IF;
+    SELECT b.to_seq INTO bound FROM tokex.audit_block b WHERE b.block OPERATOR(pg_catalog.=) k;
+    -- a later use of an exchange in the range keeps that exchange's block
+    SELECT pg_catalog.min(e.seq) INTO conflict
+      FROM tokex.token_use u JOIN tokex.audit_event e ON e.exchange_id OPERATOR(pg_catalog.=) u.exchange_id
+     WHERE u.seq OPERATOR(pg_catalog.>) bound AND e.seq OPERATOR(pg_catalog.<=) bound;
+    EXIT WHEN conflict IS NULL;
+    SELECT pg_catalog.max(b.block) INTO k FROM tokex.audit_block b WHERE b.to_seq OPERATOR(pg_catalog.<) conflict;
+  END LOOP;
+  PERFORM tokex._seal_audit(k);
+  RETURN tokex._audit_drop_partitions(bound) OPERATOR(pg_catalog.+) tokex._audit_prune(bound);
+END
+$$;
+
+-- The partitions of audit_event and token_use (not DEFAULT) that hold only
+-- rows with seq <= through_seq and whose time is over, detached and
+-- dropped: the retention's cut without a DELETE (tokex._audit_prune then
+-- deletes what is left at or below the cut in other partitions).  A
+-- partition whose lock is not had within 200 ms (inserts queue behind the
+-- wait) is left for the next round.  Returns the number of rows dropped.
+CREATE FUNCTION tokex._audit_drop_partitions(through_seq bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '200ms' AS $$
+DECLARE
+  p record;
+  n bigint;
+  total bigint := 0;
+  newer boolean;
+BEGIN
+  FOR p IN
+    SELECT c.oid::regclass AS part, c.relname, i.inhparent::regclass AS root
+      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+     WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['tokex.audit_event'::regclass, 'tokex.token_use'::regclass])
+       AND NOT COALESCE(pg_catalog.pg_get_expr(c.relpartbound, c.oid) OPERATOR(pg_catalog.=) 'DEFAULT', false)
+       AND tokex._audit_partition_upper(c.oid) OPERATOR(pg_catalog.<=) pg_catalog.now()
+     ORDER BY c.relname
+  LOOP
+    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE seq OPERATOR(pg_catalog.>) $1)', p.relname)
+      INTO newer USING through_seq;
+    CONTINUE WHEN newer;
+    BEGIN
+      EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM tokex.%I', p.relname) INTO n;
+      EXECUTE pg_catalog.format('ALTER TABLE %s DETACH PARTITION tokex.%I', p.root, p.relname);
+      EXECUTE pg_catalog.format('DROP TABLE tokex.%I', p.relname);
+      total := total OPERATOR(pg_catalog.+) n;
+    EXCEPTION WHEN lock_not_available THEN
+      RAISE NOTICE 'tokex: partition % is busy, left for the next retention round', p.relname;
+    END;
+  END LOOP;
+  RETURN total;
+END
+$$;
+
+-- The upper bound of a range partition (NULL for another one).
+CREATE FUNCTION tokex._audit_partition_upper(part oid) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                  'TO \(''([^'']+)''\)'))[1]::timestamptz
+    FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) part
+$$;
+
+-- Partitions made ahead of time: for audit_event and token_use, one per
+-- tokex.audit_partition_interval (day, week or month, UTC) from the next one
+-- to tokex.audit_partition_ahead intervals ahead, where none is yet.  Not
+-- the current one: a row being inserted meanwhile, routed to the DEFAULT
+-- partition before the new one was attached, would then fail the DEFAULT
+-- partition's narrowed range.  current => true makes it too, for when
+-- nothing inserts (right after CREATE EXTENSION).
+-- An interval whose rows are already in the DEFAULT partition (those of
+-- the first weeks after CREATE EXTENSION) is left there.  Partitions are
+-- made with CREATE TABLE and ATTACH PARTITION, which does not stop the
+-- exchanges' inserts (but for those into the DEFAULT partition, a moment);
+-- a lock not had at once (any lock: within 100 ms, before a deadlock check,
+-- so that the sealer gives way) is tried again at the next call.  The
+-- background sealer calls it once a minute; pg_cron or an administrator
+-- can too.  Returns the number of partitions made.
+CREATE FUNCTION tokex.audit_partition_ahead(current boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '100ms' AS $$
+DECLARE
+  unit text := COALESCE(pg_catalog.current_setting('tokex.audit_partition_interval', true), 'month');
+  ahead integer := COALESCE(pg_catalog.current_setting('tokex.audit_partition_ahead', true), '3')::integer;
+  step interval;
+  upto timestamptz;
+  lo timestamptz;
+  hi timestamptz;
+  t text;
+  made integer := 0;
+  busy boolean;
+BEGIN
+  IF unit NOT IN ('day', 'week', 'month') THEN
+    RAISE EXCEPTION 'tokex.audit_partition_interval is day, week or month, not "%"', unit
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  step := pg_catalog.concat('1 ', unit)::interval;
+  BEGIN
+    FOREACH t IN ARRAY ARRAY['audit_event', 'token_use'] LOOP
+      lo := pg_catalog.date_trunc(unit, pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+      upto := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) (step OPERATOR(pg_catalog.*) (ahead OPERATOR(pg_catalog.+) 1)))
+              AT TIME ZONE 'UTC';
+      IF NOT COALESCE(current, false) THEN
+        lo := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+      END IF;
+      WHILE lo OPERATOR(pg_catalog.<) upto LOOP
+        hi := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+        -- an interval a partition already covers, even in part, is left as it is
+        SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                        WHERE i.inhparent OPERATOR(pg_catalog.=) pg_catalog.format('tokex.%I', t)::regclass
+                          AND tokex._audit_partition_lower(i.inhrelid) OPERATOR(pg_catalog.<) hi
+                          AND tokex._audit_partition_upper(i.inhrelid) OPERATOR(pg_catalog.>) lo)
+          INTO busy;
+        IF NOT busy THEN
+          EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE at OPERATOR(pg_catalog.>=) $1 '
+                                    'AND at OPERATOR(pg_catalog.<) $2)', t OPERATOR(pg_catalog.||) '_default')
+            INTO busy USING lo, hi;
+        END IF;
+        IF NOT busy THEN
+          BEGIN
+            PERFORM tokex._audit_partition_create(t, lo, hi);
+            made := made OPERATOR(pg_catalog.+) 1;
+          EXCEPTION WHEN lock_not_available OR check_violation THEN
+            -- busy, or rows reached the DEFAULT partition meanwhile
+            NULL;
+          END;
+        END IF;
+        lo := hi;
+      END LOOP;
+    END LOOP;
+  EXCEPTION WHEN lock_not_available THEN
+    -- a table or function locked by someone else (DROP EXTENSION, a DDL):
+    -- what this call made is undone with the block; next time
+    RETURN 0;
+  END;
+  RETURN made;
+END
+$$;
+
+CREATE FUNCTION tokex._audit_partition_lower(part oid) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT CASE WHEN b ~ '^FOR VALUES FROM \(MINVALUE\)' THEN '-infinity'::timestamptz
+              ELSE (pg_catalog.regexp_match(b, 'FROM \(''([^'']+)''\)'))[1]::timestamptz END
+    FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_class c
+           WHERE c.oid OPERATOR(pg_catalog.=) part) x
+$$;
+
+-- One partition of table t (audit_event or token_use) for [lo, hi), named
+-- t_pYYYYMMDD after lo (UTC): made on its own, dressed, then attached, so
+-- the parent is locked only SHARE UPDATE EXCLUSIVE (inserts go on).
+CREATE FUNCTION tokex._audit_partition_create(t text, lo timestamptz, hi timestamptz) RETURNS regclass
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  n text := pg_catalog.format('%s_p%s', t, pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD'));
+BEGIN
+  -- the locks ATTACH takes (the parent's, and the DEFAULT partition's, which
+  -- it reads), had now or not at all: waiting for a transaction that holds
+  -- the DEFAULT partition could deadlock with one that then locks the parent
+  EXECUTE pg_catalog.format('LOCK TABLE ONLY tokex.%I IN SHARE UPDATE EXCLUSIVE MODE NOWAIT', t);
+  EXECUTE pg_catalog.format('LOCK TABLE ONLY tokex.%I IN ACCESS EXCLUSIVE MODE NOWAIT', t OPERATOR(pg_catalog.||) '_default');
+  EXECUTE pg_catalog.format('CREATE TABLE tokex.%I (LIKE tokex.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', n, t);
+  -- the range as a constraint first: ATTACH then skips its scan
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)',
+                            n, n OPERATOR(pg_catalog.||) '_range', lo, hi);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I ATTACH PARTITION tokex.%I FOR VALUES FROM (%L) TO (%L)', t, n, lo, hi);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I DROP CONSTRAINT %I', n, n OPERATOR(pg_catalog.||) '_range');
+  PERFORM tokex._audit_partition_dress(pg_catalog.format('tokex.%I', n)::regclass);
+  EXECUTE pg_catalog.format('REVOKE ALL ON tokex.%I FROM PUBLIC', n);
+  RETURN pg_catalog.format('tokex.%I', n)::regclass;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tokex._audit_partition_dress(regclass), tokex._audit_by_jti(uuid, timestamptz, timestamptz),
+  tokex._audit_by_token(bytea, boolean), tokex._audit_drop_partitions(bigint), tokex._audit_partition_upper(oid),
+  tokex._audit_partition_lower(oid), tokex.audit_partition_ahead(boolean),
+  tokex._audit_partition_create(text, timestamptz, timestamptz) FROM PUBLIC;
+
+-- making partitions ahead of time drops nothing
+GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead(boolean) TO tokex_admin;

@@ -22,12 +22,7 @@ CREATE TRIGGER token_use_row BEFORE INSERT ON tokex.token_use
 
 ALTER TABLE tokex.token_use ENABLE ALWAYS TRIGGER token_use_row;
 
--- BRIN: rows are appended in nearly seq order, so a block's range is a few
--- page ranges, and an insert costs next to nothing (a B-tree would cost
--- every exchange an index insert)
-CREATE INDEX audit_event_seq ON tokex.audit_event USING brin (seq);
-
-CREATE INDEX token_use_seq ON tokex.token_use USING brin (seq);
+-- (each partition's BRIN index on seq: tokex._audit_partition_dress)
 
 -- The canonical text of a row, and its RFC 9162 leaf hash recomputed.
 CREATE FUNCTION tokex._audit_canonical(r record) RETURNS text
@@ -460,7 +455,161 @@ BEGIN
     SELECT pg_catalog.max(b.block) INTO k FROM tokex.audit_block b WHERE b.to_seq OPERATOR(pg_catalog.<) conflict;
   END LOOP;
   PERFORM tokex._seal_audit(k);
-  RETURN tokex._audit_prune(bound);
+  RETURN tokex._audit_drop_partitions(bound) OPERATOR(pg_catalog.+) tokex._audit_prune(bound);
+END
+$$;
+
+-- The partitions of audit_event and token_use (not DEFAULT) that hold only
+-- rows with seq <= through_seq and whose time is over, detached and
+-- dropped: the retention's cut without a DELETE (tokex._audit_prune then
+-- deletes what is left at or below the cut in other partitions).  A
+-- partition whose lock is not had within 200 ms (inserts queue behind the
+-- wait) is left for the next round.  Returns the number of rows dropped.
+CREATE FUNCTION tokex._audit_drop_partitions(through_seq bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '200ms' AS $$
+DECLARE
+  p record;
+  n bigint;
+  total bigint := 0;
+  newer boolean;
+BEGIN
+  FOR p IN
+    SELECT c.oid::regclass AS part, c.relname, i.inhparent::regclass AS root
+      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+     WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (ARRAY['tokex.audit_event'::regclass, 'tokex.token_use'::regclass])
+       AND NOT COALESCE(pg_catalog.pg_get_expr(c.relpartbound, c.oid) OPERATOR(pg_catalog.=) 'DEFAULT', false)
+       AND tokex._audit_partition_upper(c.oid) OPERATOR(pg_catalog.<=) pg_catalog.now()
+     ORDER BY c.relname
+  LOOP
+    EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE seq OPERATOR(pg_catalog.>) $1)', p.relname)
+      INTO newer USING through_seq;
+    CONTINUE WHEN newer;
+    BEGIN
+      EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM tokex.%I', p.relname) INTO n;
+      EXECUTE pg_catalog.format('ALTER TABLE %s DETACH PARTITION tokex.%I', p.root, p.relname);
+      EXECUTE pg_catalog.format('DROP TABLE tokex.%I', p.relname);
+      total := total OPERATOR(pg_catalog.+) n;
+    EXCEPTION WHEN lock_not_available THEN
+      RAISE NOTICE 'tokex: partition % is busy, left for the next retention round', p.relname;
+    END;
+  END LOOP;
+  RETURN total;
+END
+$$;
+
+-- The upper bound of a range partition (NULL for another one).
+CREATE FUNCTION tokex._audit_partition_upper(part oid) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                  'TO \(''([^'']+)''\)'))[1]::timestamptz
+    FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) part
+$$;
+
+-- Partitions made ahead of time: for audit_event and token_use, one per
+-- tokex.audit_partition_interval (day, week or month, UTC) from the next one
+-- to tokex.audit_partition_ahead intervals ahead, where none is yet.  Not
+-- the current one: a row being inserted meanwhile, routed to the DEFAULT
+-- partition before the new one was attached, would then fail the DEFAULT
+-- partition's narrowed range.  current => true makes it too, for when
+-- nothing inserts (right after CREATE EXTENSION).
+-- An interval whose rows are already in the DEFAULT partition (those of
+-- the first weeks after CREATE EXTENSION) is left there.  Partitions are
+-- made with CREATE TABLE and ATTACH PARTITION, which does not stop the
+-- exchanges' inserts (but for those into the DEFAULT partition, a moment);
+-- a lock not had at once (any lock: within 100 ms, before a deadlock check,
+-- so that the sealer gives way) is tried again at the next call.  The
+-- background sealer calls it once a minute; pg_cron or an administrator
+-- can too.  Returns the number of partitions made.
+CREATE FUNCTION tokex.audit_partition_ahead(current boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, tokex, pg_temp SET lock_timeout = '100ms' AS $$
+DECLARE
+  unit text := COALESCE(pg_catalog.current_setting('tokex.audit_partition_interval', true), 'month');
+  ahead integer := COALESCE(pg_catalog.current_setting('tokex.audit_partition_ahead', true), '3')::integer;
+  step interval;
+  upto timestamptz;
+  lo timestamptz;
+  hi timestamptz;
+  t text;
+  made integer := 0;
+  busy boolean;
+BEGIN
+  IF unit NOT IN ('day', 'week', 'month') THEN
+    RAISE EXCEPTION 'tokex.audit_partition_interval is day, week or month, not "%"', unit
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  step := pg_catalog.concat('1 ', unit)::interval;
+  BEGIN
+    FOREACH t IN ARRAY ARRAY['audit_event', 'token_use'] LOOP
+      lo := pg_catalog.date_trunc(unit, pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+      upto := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) (step OPERATOR(pg_catalog.*) (ahead OPERATOR(pg_catalog.+) 1)))
+              AT TIME ZONE 'UTC';
+      IF NOT COALESCE(current, false) THEN
+        lo := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+      END IF;
+      WHILE lo OPERATOR(pg_catalog.<) upto LOOP
+        hi := ((lo AT TIME ZONE 'UTC') OPERATOR(pg_catalog.+) step) AT TIME ZONE 'UTC';
+        -- an interval a partition already covers, even in part, is left as it is
+        SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                        WHERE i.inhparent OPERATOR(pg_catalog.=) pg_catalog.format('tokex.%I', t)::regclass
+                          AND tokex._audit_partition_lower(i.inhrelid) OPERATOR(pg_catalog.<) hi
+                          AND tokex._audit_partition_upper(i.inhrelid) OPERATOR(pg_catalog.>) lo)
+          INTO busy;
+        IF NOT busy THEN
+          EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM tokex.%I WHERE at OPERATOR(pg_catalog.>=) $1 '
+                                    'AND at OPERATOR(pg_catalog.<) $2)', t OPERATOR(pg_catalog.||) '_default')
+            INTO busy USING lo, hi;
+        END IF;
+        IF NOT busy THEN
+          BEGIN
+            PERFORM tokex._audit_partition_create(t, lo, hi);
+            made := made OPERATOR(pg_catalog.+) 1;
+          EXCEPTION WHEN lock_not_available OR check_violation THEN
+            -- busy, or rows reached the DEFAULT partition meanwhile
+            NULL;
+          END;
+        END IF;
+        lo := hi;
+      END LOOP;
+    END LOOP;
+  EXCEPTION WHEN lock_not_available THEN
+    -- a table or function locked by someone else (DROP EXTENSION, a DDL):
+    -- what this call made is undone with the block; next time
+    RETURN 0;
+  END;
+  RETURN made;
+END
+$$;
+
+CREATE FUNCTION tokex._audit_partition_lower(part oid) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
+  SELECT CASE WHEN b ~ '^FOR VALUES FROM \(MINVALUE\)' THEN '-infinity'::timestamptz
+              ELSE (pg_catalog.regexp_match(b, 'FROM \(''([^'']+)''\)'))[1]::timestamptz END
+    FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_class c
+           WHERE c.oid OPERATOR(pg_catalog.=) part) x
+$$;
+
+-- One partition of table t (audit_event or token_use) for [lo, hi), named
+-- t_pYYYYMMDD after lo (UTC): made on its own, dressed, then attached, so
+-- the parent is locked only SHARE UPDATE EXCLUSIVE (inserts go on).
+CREATE FUNCTION tokex._audit_partition_create(t text, lo timestamptz, hi timestamptz) RETURNS regclass
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, tokex, pg_temp AS $$
+DECLARE
+  n text := pg_catalog.format('%s_p%s', t, pg_catalog.to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD'));
+BEGIN
+  -- the locks ATTACH takes (the parent's, and the DEFAULT partition's, which
+  -- it reads), had now or not at all: waiting for a transaction that holds
+  -- the DEFAULT partition could deadlock with one that then locks the parent
+  EXECUTE pg_catalog.format('LOCK TABLE ONLY tokex.%I IN SHARE UPDATE EXCLUSIVE MODE NOWAIT', t);
+  EXECUTE pg_catalog.format('LOCK TABLE ONLY tokex.%I IN ACCESS EXCLUSIVE MODE NOWAIT', t OPERATOR(pg_catalog.||) '_default');
+  EXECUTE pg_catalog.format('CREATE TABLE tokex.%I (LIKE tokex.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', n, t);
+  -- the range as a constraint first: ATTACH then skips its scan
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)',
+                            n, n OPERATOR(pg_catalog.||) '_range', lo, hi);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I ATTACH PARTITION tokex.%I FOR VALUES FROM (%L) TO (%L)', t, n, lo, hi);
+  EXECUTE pg_catalog.format('ALTER TABLE tokex.%I DROP CONSTRAINT %I', n, n OPERATOR(pg_catalog.||) '_range');
+  PERFORM tokex._audit_partition_dress(pg_catalog.format('tokex.%I', n)::regclass);
+  EXECUTE pg_catalog.format('REVOKE ALL ON tokex.%I FROM PUBLIC', n);
+  RETURN pg_catalog.format('tokex.%I', n)::regclass;
 END
 $$;
 

@@ -104,9 +104,9 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   ELSIF token_or_jti LIKE 'tkx\_at\_%' THEN
     -- a reference token: its jti and exp are its audit row's
-    SELECT a.jti::text, a.expires_at INTO t_jti, t_exp FROM tokex.audit_event a
-     WHERE a.issued_token_sha256 OPERATOR(pg_catalog.=) pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8'))
-       AND a.decision OPERATOR(pg_catalog.=) 'granted';
+    SELECT a.jti::text, a.expires_at INTO t_jti, t_exp
+      FROM tokex._audit_by_token(pg_catalog.sha256(pg_catalog.convert_to(token_or_jti, 'UTF8')), true) a
+     WHERE a.decision OPERATOR(pg_catalog.=) 'granted';
     IF t_jti IS NULL THEN
       RAISE EXCEPTION 'not a reference token tokex issued' USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -68,6 +68,16 @@ identity_problem AS (  -- the first identity problem, in chain order
          END AS problem
     FROM chain c ORDER BY c.n
 ),
+own_row AS (  -- the audit row of each presented token of tokex's (NULLs: none)
+  -- looked for first where the chain's iats say it was written: the
+  -- presented tokens were issued between the first and the last
+  SELECT j, a.decision, a.actor_token_sha256, a.subject_token_sha256
+    FROM pg_catalog.unnest(own_jtis) j
+    CROSS JOIN (SELECT pg_catalog.min(t) OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval AS lo,
+                       pg_catalog.max(t) OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval AS hi
+                  FROM pg_catalog.unnest(chain_iat) t) near
+    LEFT JOIN LATERAL tokex._audit_by_jti(j, near.lo, near.hi) a ON true
+),
 token_problem AS (  -- revoked or unaudited tokens, a dead session
   SELECT CASE
            -- LIMIT keeps the lookup a per-key index probe in the generic plan
@@ -76,14 +86,11 @@ token_problem AS (  -- revoked or unaudited tokens, a dead session
                                     WHERE r.key OPERATOR(pg_catalog.=) k LIMIT 1) r) THEN
              'a presented token has been revoked'
            -- a token of ours without its committed audit row was never issued
-           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
-                         WHERE NOT EXISTS (SELECT 1 FROM tokex.audit_event a
-                                            WHERE a.jti OPERATOR(pg_catalog.=) j
-                                              AND a.decision OPERATOR(pg_catalog.=) 'granted')) THEN
+           WHEN EXISTS (SELECT 1 FROM own_row o
+                         WHERE COALESCE(o.decision OPERATOR(pg_catalog.<>) 'granted', true)) THEN
              'a presented token has no audit row'
            -- a token obtained with an API key revoked since dies with the key
-           WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(own_jtis) j
-                          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) j
+           WHEN EXISTS (SELECT 1 FROM own_row a
                           JOIN tokex.api_key k
                             ON k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
                                                                                a.subject_token_sha256])

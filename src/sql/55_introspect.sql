@@ -21,15 +21,23 @@ CREATE FUNCTION tokex._token_active(chain_iss text[], chain_sub text[], iat time
 RETURNS TABLE (active boolean)   -- a table function, so the planner inlines it
 LANGUAGE sql STABLE AS $$
   SELECT NOT EXISTS (SELECT 1 FROM tokex.revoked_token r WHERE r.key OPERATOR(pg_catalog.=) revoked_key)
+     -- the audit row looked for first where the token's iat says it was written
      AND (NOT own OR EXISTS (
-           SELECT 1 FROM tokex.audit_event a
-            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid AND a.decision OPERATOR(pg_catalog.=) 'granted'
+           SELECT 1 FROM tokex._audit_by_jti(jti_uuid, iat OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval,
+                                             iat OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval) a
+            WHERE a.decision OPERATOR(pg_catalog.=) 'granted'
               AND a.operation OPERATOR(pg_catalog.=) ANY (ARRAY['exchange', 'client_credentials', 'jwt_sign'])
               -- not obtained with an API key revoked since
               AND NOT EXISTS (SELECT 1 FROM tokex.api_key k
                                WHERE k.key_sha256 OPERATOR(pg_catalog.=) ANY (ARRAY[a.actor_token_sha256,
                                                                                    a.subject_token_sha256])
-                                 AND k.revoked_at IS NOT NULL)))
+                                 AND k.revoked_at IS NOT NULL)
+              -- every delegation that minted it still stands (a deleted one does not)
+              AND NOT EXISTS (
+                    SELECT 1 FROM pg_catalog.unnest(a.delegation_ids) did
+                      LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
+                     WHERE d.id IS NULL OR d.revoked_at IS NOT NULL
+                        OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at)))
      -- one pass over the chain: a position that is unknown (for our own
      -- tokens), inactive, revoked by tokens_valid_after, or a repeat (a cycle)
      AND NOT EXISTS (SELECT 1 FROM (
@@ -48,13 +56,6 @@ LANGUAGE sql STABLE AS $$
               AND d.revoked_at IS NULL AND d.valid_from OPERATOR(pg_catalog.<=) _token_active.at
               AND (d.valid_until IS NULL OR d.valid_until OPERATOR(pg_catalog.>) _token_active.at)
               AND ag.status OPERATOR(pg_catalog.=) 'active'))
-     -- every delegation that minted it still stands (a deleted one does not)
-     AND NOT EXISTS (
-           SELECT 1 FROM tokex.audit_event a
-             CROSS JOIN LATERAL pg_catalog.unnest(a.delegation_ids) did
-             LEFT JOIN tokex.delegation d ON d.id OPERATOR(pg_catalog.=) did
-            WHERE a.jti OPERATOR(pg_catalog.=) jti_uuid
-              AND (d.id IS NULL OR d.revoked_at IS NOT NULL OR d.valid_until OPERATOR(pg_catalog.<=) _token_active.at))
 $$;
 
 -- Its fast path (src/fastdecide.c), which tokex.introspect runs first: true

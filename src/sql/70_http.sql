@@ -277,11 +277,17 @@ $$;
 CREATE FUNCTION tokex._issued_to(client_id text, claims jsonb) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
   SELECT COALESCE(claims->>'iss' OPERATOR(pg_catalog.=) tokex._setting('issuer')
-      AND EXISTS (SELECT 1 FROM tokex.audit_event a
-                   WHERE a.jti OPERATOR(pg_catalog.=)
+      AND EXISTS (SELECT 1
+                    -- first where the token's iat says it was written
+                    FROM (SELECT CASE WHEN pg_catalog.jsonb_typeof(claims->'iat') OPERATOR(pg_catalog.=) 'number'
+                                       AND (claims->>'iat')::numeric BETWEEN 0 AND 253402300799
+                                      THEN pg_catalog.to_timestamp((claims->>'iat')::double precision) END AS at) near,
+                         LATERAL tokex._audit_by_jti(
                            CASE WHEN claims->>'jti' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                                THEN (claims->>'jti')::uuid END
-                     AND a.decision OPERATOR(pg_catalog.=) 'granted'
+                                THEN (claims->>'jti')::uuid END,
+                           near.at OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval,
+                           near.at OPERATOR(pg_catalog.+) '1 hour'::pg_catalog.interval) a
+                   WHERE a.decision OPERATOR(pg_catalog.=) 'granted'
                      AND a.client_id OPERATOR(pg_catalog.=) _issued_to.client_id), false)
 $$;
 

@@ -257,7 +257,8 @@ BEGIN
       -- credential (the audit row keeps its SHA-256): a revoked key kills them
       RETURN QUERY
         SELECT t.* FROM tokex.ssf_token t
-          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) t.jti
+          -- the token's audit row is in the partition of its issued_at (its at)
+          JOIN tokex.audit_event a ON a.jti OPERATOR(pg_catalog.=) t.jti AND a.at OPERATOR(pg_catalog.=) t.issued_at
           JOIN tokex.api_key k ON k.id OPERATOR(pg_catalog.=) rev.target::bigint
          WHERE k.key_sha256 OPERATOR(pg_catalog.=) a.actor_token_sha256
             OR k.key_sha256 OPERATOR(pg_catalog.=) a.subject_token_sha256;

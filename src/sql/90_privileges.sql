@@ -110,4 +110,7 @@ GRANT EXECUTE ON FUNCTION tokex.audit_keys() TO tokex_auditor, tokex_admin, toke
 -- a superuser's: dropping evidence is not an administrator's call)
 GRANT EXECUTE ON FUNCTION tokex.rotate_audit_key(text) TO tokex_admin;
 
+-- making partitions ahead of time drops nothing
+GRANT EXECUTE ON FUNCTION tokex.audit_partition_ahead(boolean) TO tokex_admin;
+
 GRANT SELECT ON tokex.audit_block TO tokex_auditor, tokex_admin;

@@ -60,6 +60,9 @@ createdb "$DB"
 q >/dev/null <<SQL
 SET client_min_messages = warning;
 CREATE EXTENSION tokex;
+-- this month's partition and those ahead, before the first row (else the
+-- rows of this month stay in the DEFAULT partition)
+SELECT tokex.audit_partition_ahead(current => true);
 ALTER DATABASE $DB SET tokex.issuer = 'https://tokex.audit.test';
 SET tokex.issuer = 'https://tokex.audit.test';
 SELECT tokex.create_key();
@@ -193,10 +196,28 @@ is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_row;
                   'exchange_id', gen_random_uuid(), 'jti', gen_random_uuid(), 'seq', 0))).*
                   FROM tokex.audit_event e WHERE exchange_id = '$victim'")" \
    "inserted row" "... or below every block, its trigger disabled: inserted row"
-is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
-                ALTER TABLE tokex.token_use DISABLE TRIGGER token_use_append_only;
+# every append-only trigger off: the parents' and each partition's
+offall="DO \$\$ DECLARE t record; BEGIN
+  FOR t IN SELECT c.oid::regclass AS rel, g.tgname FROM pg_class c JOIN pg_trigger g ON g.tgrelid = c.oid
+            WHERE c.relnamespace = 'tokex'::regnamespace AND g.tgname LIKE '%append_only'
+              AND (c.relname IN ('audit_event', 'token_use') OR c.relispartition) LOOP
+    EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', t.rel, t.tgname);
+  END LOOP; END \$\$;"
+is "$(problems "$offall
                 TRUNCATE tokex.token_use, tokex.audit_event")" \
    "missing row" "TRUNCATE: missing row"
+# the partitions: this month's holds the rows (made before the first one)
+part=$(q -c "SELECT tableoid::regclass FROM tokex.audit_event WHERE exchange_id = '$victim'")
+is "$part" "tokex.audit_event_p$(date -u +%Y%m)01" "the rows are in this month's partition, made ahead by tokex.audit_partition_ahead()"
+is "$(q -c "TRUNCATE $part" 2>&1 | grep -c 'is append-only')" 1 "TRUNCATE of one partition is refused (its own append-only trigger)"
+is "$(q -c "UPDATE $part SET reason = reason WHERE false" 2>&1 | grep -c 'is append-only')" 1 "... so is an UPDATE of the partition"
+is "$(problems "ALTER TABLE $part DISABLE TRIGGER USER; TRUNCATE $part")" \
+   "missing row" "TRUNCATE of one partition, its trigger disabled: missing row"
+is "$(problems "ALTER TABLE tokex.audit_event DETACH PARTITION $part; DROP TABLE $part;
+                SELECT tokex.audit_partition_ahead(current => true)")" \
+   "missing row" "a partition dropped and made again, empty: missing row"
+is "$(problems "ALTER TABLE tokex.audit_event DETACH PARTITION $part")" \
+   "missing row" "a partition detached (its rows kept aside): missing row"
 # (a config table cannot be dropped without dropping tokex: it is moved aside instead)
 is "$(problems "ALTER TABLE tokex.token_use RENAME TO token_use_gone;
                 CREATE TABLE tokex.token_use (LIKE public.token_use_shape INCLUDING ALL)")" \
@@ -230,7 +251,8 @@ q -c "CREATE TABLE public.old_event AS SELECT * FROM tokex.audit_event" \
 q -c "SELECT count(*) FROM (SELECT $(x "$st" "$at" cal.read) FROM generate_series(1, 20)) s" >/dev/null
 seal_all
 q -c "SELECT tokex.audit_head()" > "$tmp/head2.jws"
-restore="ALTER TABLE tokex.audit_event DISABLE TRIGGER USER; ALTER TABLE tokex.token_use DISABLE TRIGGER USER;
+restore="$offall
+         ALTER TABLE tokex.audit_event DISABLE TRIGGER USER; ALTER TABLE tokex.token_use DISABLE TRIGGER USER;
          TRUNCATE tokex.token_use, tokex.audit_event;
          INSERT INTO tokex.audit_event SELECT * FROM public.old_event;
          INSERT INTO tokex.token_use OVERRIDING SYSTEM VALUE SELECT * FROM public.old_use;"
@@ -410,5 +432,40 @@ ok $? "... and succeeds once the round is over, no deadlock: $(head -1 "$tmp/dro
 wait
 is "$(cat "$tmp/drop-token")" t "... the token the round was writing for is issued"
 dropdb --force "$D2"
+
+# Retention by partition: the rows of two past months (their partitions made
+# by hand, the rows back-dated) sealed, then one more row in the earlier
+# month.  The cut is the block of the later month's rows: that month's
+# partition holds nothing newer and is detached and dropped whole; the
+# earlier one keeps its newer row (only its rows at or below the cut are
+# deleted), as do this month's and the DEFAULT partition.
+seal_all
+q >/dev/null <<'SQL'
+CREATE TEMP TABLE m AS SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '3 months') AT TIME ZONE 'UTC' AS m3,
+                              (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '2 months') AT TIME ZONE 'UTC' AS m2,
+                              (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 month') AT TIME ZONE 'UTC' AS m1;
+SELECT tokex._audit_partition_create(t, lo, hi)
+  FROM m, LATERAL (VALUES ('audit_event', m3, m2), ('audit_event', m2, m1), ('token_use', m3, m2), ('token_use', m2, m1)) v(t, lo, hi);
+INSERT INTO tokex.audit_event (exchange_id, at, decision, operation, subject)
+SELECT gen_random_uuid(), t + interval '9 days', 'granted', 'jwt_sign', 'alice'
+  FROM m, LATERAL (VALUES (m3), (m3), (m3), (m2), (m2), (m2)) v(t);
+SQL
+seal_all
+q -c "INSERT INTO tokex.audit_event (exchange_id, at, decision, operation, subject)
+      SELECT gen_random_uuid(), (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '3 months') AT TIME ZONE 'UTC' + interval '10 days',
+             'granted', 'jwt_sign', 'bob'" >/dev/null
+seal_all
+p3="tokex.audit_event_p$(date -u -d "$(date -u +%Y-%m-01) -3 months" +%Y%m%d)"
+p2="tokex.audit_event_p$(date -u -d "$(date -u +%Y-%m-01) -2 months" +%Y%m%d)"
+rows_before=$(q -c "SELECT count(*) FROM tokex.audit_event")
+dropped=$(q -c "SELECT tokex.apply_audit_retention('20 days')")
+is "$(q -c "SELECT to_regclass('$p2') IS NULL, to_regclass('tokex.token_use_p${p2#tokex.audit_event_p}') IS NULL,
+                   (SELECT count(*) FROM $p3), (SELECT string_agg(subject, ',') FROM $p3)" -F ' ')" "t t 1 bob" \
+   "retention: a past partition whose rows are all at or below the cut is dropped (both tables); one with a newer row keeps that row"
+is "$(q -c "SELECT $rows_before - count(*) FROM tokex.audit_event")" "$dropped" \
+   "... and apply_audit_retention() counts the rows of the dropped partition with those deleted ($dropped)"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the chain still verifies across the gap"
+is "$(problems "ALTER TABLE $p3 DISABLE TRIGGER USER; DELETE FROM $p3")" \
+   "missing row" "... while the newer row, deleted from its partition behind the retention's back, still shows"
 
 finish

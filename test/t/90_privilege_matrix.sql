@@ -6,7 +6,7 @@
 -- grant that is missing.  Adding a function or table means adding its row here
 -- (and its GRANT in src/sql/90_privileges.sql).
 \ir preamble.psql
-SELECT plan(9);
+SELECT plan(10);
 
 -- a login role with no grants at all: what PUBLIC, and so anyone, can do
 CREATE ROLE tokex_t90_nobody LOGIN;
@@ -157,6 +157,17 @@ INSERT INTO decided VALUES
 ('tokex.api_key(revoked_at)',                   'w', '', '', '', ''),
 ('tokex.api_key_id_seq',                        '', '', '', '', ''),
 ('tokex.apply_audit_retention(interval)',       '', '', '', '', ''),
+-- partitions of the audit (those made at run time: below) and their upkeep
+('tokex.audit_event_default',                   '', '', '', '', ''),
+('tokex.token_use_default',                     '', '', '', '', ''),
+('tokex.audit_partition_ahead(boolean)',        'X', '', '', '', ''),
+('tokex._audit_partition_create(text,timestamp with time zone,timestamp with time zone)', '', '', '', '', ''),
+('tokex._audit_partition_dress(regclass)',      '', '', '', '', ''),
+('tokex._audit_partition_lower(oid)',           '', '', '', '', ''),
+('tokex._audit_partition_upper(oid)',           '', '', '', '', ''),
+('tokex._audit_drop_partitions(bigint)',        '', '', '', '', ''),
+('tokex._audit_by_jti(uuid,timestamp with time zone,timestamp with time zone)', '', '', '', '', ''),
+('tokex._audit_by_token(bytea,boolean)',                '', '', '', '', ''),
 ('tokex.audit_block',                           'r', '', 'r', '', ''),
 ('tokex.audit_export(timestamp with time zone)', 'X', '', 'X', '', ''),
 ('tokex.audit_head()',                          'X', '', 'X', '', ''),
@@ -257,6 +268,15 @@ INSERT INTO decided VALUES
 ('tokex._may_introspect(tokex.client,jsonb)',    '',     '',   '',    '',  ''),
 ('tokex._token_endpoint(text,text,text,text,text,text)',
                                                  '',     '',   '',    '',  '');
+
+-- The partitions tokex.audit_partition_ahead() makes (here, for the
+-- intervals ahead; the background sealer may have made them already): like their parents, nothing for anyone.
+SELECT ok(tokex.audit_partition_ahead() >= 0, 'the audit partitions ahead are made (or were already)');
+INSERT INTO decided
+SELECT c.oid::regclass::text, '', '', '', '', ''
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent IN ('tokex.audit_event'::regclass, 'tokex.token_use'::regclass)
+ON CONFLICT (object) DO NOTHING;
 
 -- the roles of the matrix's columns
 CREATE TEMP VIEW matrix_role (col, role) AS

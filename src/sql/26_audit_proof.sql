@@ -239,6 +239,7 @@ DECLARE
   r bytea;
   expect bigint;
   last_seq bigint;
+  hi bigint;
 BEGIN
   SELECT pg_catalog.max(a.pruned_through) INTO cut FROM tokex.audit_block a;
   IF from_block IS NOT NULL AND from_block OPERATOR(pg_catalog.>) 1 THEN
@@ -316,11 +317,16 @@ BEGIN
     RETURN QUERY SELECT NULL::bigint, 'altered row'::text, x.what
       FROM tokex._audit_altered(last_seq, NULL) x;
     IF from_block IS NULL THEN
+      -- a seq no insert was given: not above 0, or beyond what the
+      -- sequence has handed out (such a row would never be sealed)
+      hi := (SELECT s.last_value FROM tokex.audit_seq s);
       RETURN QUERY SELECT NULL::bigint, 'inserted row'::text,
         pg_catalog.format('%s row with seq %s, outside every block', x.tbl, x.seq)
-        FROM (SELECT 'audit_event' AS tbl, e.seq FROM tokex.audit_event e WHERE e.seq OPERATOR(pg_catalog.<=) 0
+        FROM (SELECT 'audit_event' AS tbl, e.seq FROM tokex.audit_event e
+               WHERE e.seq OPERATOR(pg_catalog.<=) 0 OR e.seq OPERATOR(pg_catalog.>) hi
               UNION ALL
-              SELECT 'token_use', u.seq FROM tokex.token_use u WHERE u.seq OPERATOR(pg_catalog.<=) 0) x;
+              SELECT 'token_use', u.seq FROM tokex.token_use u
+               WHERE u.seq OPERATOR(pg_catalog.<=) 0 OR u.seq OPERATOR(pg_catalog.>) hi) x;
     END IF;
   END IF;
 END
@@ -388,6 +394,14 @@ BEGIN
       pg_catalog.format('block %s today differs from the head the witness kept', n);
   END IF;
   RETURN QUERY SELECT * FROM tokex._audit_verify(n, NULL, false);
+  -- a retention since the witnessed head is signed like any block, by a key
+  -- the database holds: only the witness can judge whether it was due
+  RETURN QUERY SELECT b.block, 'pruned'::text,
+      pg_catalog.format('block %s, sealed after the witnessed block %s, records the rows of blocks up to %s dropped (the retention); compare with the retention you expect',
+                        b.block, n, b.pruned_through)
+    FROM tokex.audit_block b
+   WHERE b.block OPERATOR(pg_catalog.>) n AND b.pruned_through IS NOT NULL
+   ORDER BY b.block;
 END
 $$;
 

@@ -369,7 +369,10 @@ is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the chain st
 is "$(problems "ALTER TABLE tokex.audit_event DISABLE TRIGGER audit_event_append_only;
                 DELETE FROM tokex.audit_event WHERE seq = (SELECT max(seq) FROM tokex.audit_event)")" \
    "missing row" "... while a deletion nobody signed still shows"
-is "$(vh "$tmp/head1.jws")" none "... and the witness's old head is still a prefix"
+is "$(vh "$tmp/head1.jws")" pruned "... the witness's old head is still a prefix, and the retention since is shown to it (pruned)"
+is "$(problems "INSERT INTO tokex.audit_event (exchange_id, decision, operation, subject, seq)
+                VALUES (gen_random_uuid(), 'granted', 'exchange', 'bob', 9000000000000000)")" \
+   "inserted row" "a forged row with a seq beyond the sequence (never to be sealed): inserted row"
 export_trail "$tmp/out2"
 out=$(node test/interop/audit-verify.mjs "$tmp/out2/jwks.json" "$tmp/out2/blocks.txt" "$tmp/out2/rows.txt" "$tmp/head1.jws" 2>&1)
 ok $? "... outside the database too: $out"

@@ -391,9 +391,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *suffix[] = {"", "?x=1#f", "", "/"};
 		size_t		ul = strlen(u);
 
-		/* 2: the claims' URL less its last character */
+		/* 2: the claims' URL less its last character (not a byte: it stays UTF-8) */
 		if (((o[1] >> 2) & 3) == 2 && ul > 0)
-			ul--;
+			while (--ul > 0 && ((unsigned char) u[ul] & 0xC0) == 0x80)
+				;
 		htu = malloc(ul + 8);
 		FUZZ_ASSERT(htu, "out of memory");
 		memcpy(htu, u, ul);

@@ -12,7 +12,7 @@ OBJS       = src/tokex.o src/issue.o src/exchange.o src/decide.o src/fastdecide.
              src/session.o src/introspect.o src/revocation.o src/client.o src/translate.o \
              src/keys.o src/issuers.o src/jwt.o src/vault.o src/dpop.o src/resource.o src/standby.o src/seal.o \
              src/jose/common.o src/jose/key.o src/jose/jwk.o src/jose/jwks.o src/jose/jws.o \
-             src/jose/jwt.o
+             src/jose/jwt.o src/jose/opaque.o src/jose/dpop.o
 
 PG_CPPFLAGS = -I$(srcdir)/src -DTOKEX_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers

@@ -20,19 +20,12 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
-static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
 
 /* url without its query and fragment (RFC 9449 §4.3 step 9) */
 static char *
 without_query(const char *url)
 {
-	size_t		n = strcspn(url, "?#");
-
-	return pnstrdup(url, n);
+	return pnstrdup(url, jose_dpop_url_len(url));
 }
 
 /* The token endpoint a proof must name (htu): tokex._endpoint('/rpc/token'). */
@@ -48,107 +41,48 @@ dpop_token_endpoint(void)
 					tokex_endpoint_style == TOKEX_ENDPOINTS_PLAIN ? "/token" : "/rpc/token");
 }
 
-/* base64url(SHA-256(s)), as ath carries it */
-static char *
-b64_sha256(const char *s, size_t n)
-{
-	uint8		h[32];
-
-	tokex_sha256(s, n, h);
-	return tokex_adopt(jose_b64url_encode(h, 32, NULL));
-}
-
 /*
  * Check a DPoP proof for a request (htm, htu) and, when given, the access
- * token it accompanies (ath).  NULL when it holds, with out filled; else
- * why not.  Nothing here raises for a bad proof.
+ * token it accompanies (ath): jose_dpop_check (src/jose/dpop.c) with
+ * tokex's clock and settings.  NULL when it holds, with out filled (in the
+ * current context); else why not.  Nothing here raises for a bad proof.
  */
 const char *
 dpop_check(const char *proof, size_t len, const char *htm, const char *htu,
 		   const char *access_token, size_t at_len, DpopProof *out)
 {
-	jose_jws	jws;
+	jose_dpop_rules rules = {
+		.htm = htm,
+		.htu = htu,
+		.access_token = access_token,
+		.at_len = at_len,
+		.now = tokex_now(),
+		.skew = tokex_clock_skew,
+		.max_age = tokex_dpop_max_age,
+	};
+	jose_dpop	p;
+	jose_dpop_fault fault;
 	jose_error	err;
-	json_t	   *jwk;
-	json_t	   *claims;
-	json_t	   *v;
-	jose_key   *key;
-	int64		now = tokex_now();
-	double		iat;
 
 	memset(out, 0, sizeof(*out));
-	if (jose_jws_parse(proof, len, &jws, &err) < 0)
-		return psprintf("the proof is not a JWS: %s", err.detail);
-	/* the header (and the jwk in it) outlives jws, which is cleared on every path below */
-	tokex_json_track(json_incref(jws.header));
-	if (jws.typ == NULL || strcmp(jws.typ, "dpop+jwt") != 0)
+	if (jose_dpop_check(proof, len, &rules, &p, &fault, &err) < 0)
 	{
-		jose_jws_clear(&jws);
-		return "the proof's typ is not dpop+jwt";
+		/* not the proof's fault: out of memory, SHA-256 failed */
+		if (fault == JOSE_DPOP_OK)
+			ereport(ERROR, (errcode(strcmp(err.detail, "out of memory") == 0 ? ERRCODE_OUT_OF_MEMORY
+								   : ERRCODE_INTERNAL_ERROR), errmsg("%s", err.detail)));
+		/* the request's own method and URL may be longer than err.detail holds */
+		if (fault == JOSE_DPOP_HTM)
+			return psprintf("the proof's htm is not %s", htm);
+		if (fault == JOSE_DPOP_HTU)
+			return psprintf("the proof's htu is not %s", without_query(htu));
+		return pstrdup(err.detail);
 	}
-	if (jose_alg_kty(jws.alg) == JOSE_KTY_OCT)
-	{
-		jose_jws_clear(&jws);
-		return "the proof is signed with a symmetric algorithm";
-	}
-	jwk = json_object_get(jws.header, "jwk");
-	if (!json_is_object(jwk))
-	{
-		jose_jws_clear(&jws);
-		return "the proof has no jwk header";
-	}
-	for (size_t i = 0; i < lengthof(private_members); i++)
-		if (json_object_get(jwk, private_members[i]))
-		{
-			jose_jws_clear(&jws);
-			return "the proof's jwk holds a private key";
-		}
-	key = tokex_track(jose_jwk_parse(jwk, jws.alg, false, &err), 0, tokex_release_key);
-	if (key == NULL)
-	{
-		jose_jws_clear(&jws);
-		return psprintf("the proof's jwk: %s", err.detail);
-	}
-	if (jose_jws_verify(&jws, key, &err) < 0)
-	{
-		jose_jws_clear(&jws);
-		return psprintf("the proof's signature: %s", err.detail);
-	}
-	claims = tokex_json_track(jose_jws_payload_json(&jws, &err));
-	jose_jws_clear(&jws);
-	if (claims == NULL)
-		return psprintf("the proof's claims: %s", err.detail);
-	if (jose_jwk_thumbprint(key, out->jkt, &err) < 0)
-		return psprintf("the proof's jwk: %s", err.detail);
-
-	v = json_object_get(claims, "jti");
-	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 256)
-		return "the proof has no jti (a string of at most 256 characters)";
-	out->jti = pstrdup(json_string_value(v));
-	v = json_object_get(claims, "htm");
-	if (!json_is_string(v) || strcmp(json_string_value(v), htm) != 0)
-		return psprintf("the proof's htm is not %s", htm);
-	v = json_object_get(claims, "htu");
-	if (!json_is_string(v) || strstr(json_string_value(v), "://") == NULL ||
-		strcmp(without_query(json_string_value(v)), without_query(htu)) != 0)
-		return psprintf("the proof's htu is not %s", without_query(htu));
-	v = json_object_get(claims, "iat");
-	if (!json_is_number(v))
-		return "the proof has no iat";
-	iat = json_number_value(v);
-	if (iat > (double) (now + tokex_clock_skew))
-		return "the proof's iat is in the future";
-	if (iat < (double) (now - tokex_dpop_max_age - tokex_clock_skew))
-		return "the proof is too old (tokex.dpop_max_age)";
-	out->expires = (int64) iat + tokex_dpop_max_age + tokex_clock_skew + 1;
-	v = json_object_get(claims, "ath");
-	if (access_token)
-	{
-		if (!json_is_string(v) || strcmp(json_string_value(v), b64_sha256(access_token, at_len)) != 0)
-			return "the proof's ath is not the access token's hash";
-	}
-	v = json_object_get(claims, "nonce");
-	out->nonce = json_is_string(v) ? pstrdup(json_string_value(v)) : NULL;
+	memcpy(out->jkt, p.jkt, sizeof(out->jkt));
+	out->expires = p.expires;
+	out->jti = pstrdup(p.jti);
+	out->nonce = p.nonce ? pstrdup(p.nonce) : NULL;
+	jose_dpop_clear(&p);
 	return NULL;
 }
 
@@ -309,59 +243,51 @@ dpop_bound_jkt(const TokexToken *t, bool *other)
  */
 static SPIPlanPtr secret_plan = NULL;
 
-static void
-nonce_mac(int64 t, uint8 out[8 + 16])
+/* tokex.dpop_secret's secret (inside SPI, in SPI's context) */
+static bytea *
+nonce_secret(void)
 {
-	uint8		mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-	bytea	   *secret;
 	bool		isnull;
 
-	for (int i = 0; i < 8; i++)
-		out[i] = (uint8) (((uint64) t) >> (56 - 8 * i));
 	tokex_keep_plan(&secret_plan, "SELECT secret FROM tokex.dpop_secret", 0, NULL);
 	if (execute_now(secret_plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tokex: no DPoP nonce secret (tokex.dpop_secret)");
-	secret = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (HMAC(EVP_sha256(), VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), out, 8, mac, &maclen) == NULL)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("HMAC failed")));
-	memcpy(out + 8, mac, 16);
+	return DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* A fresh nonce (inside SPI). */
 char *
 dpop_nonce_new(void)
 {
-	uint8		n[8 + 16];
+	bytea	   *secret = nonce_secret();
+	jose_error	err;
+	char	   *n = jose_dpop_nonce_new((const uint8 *) VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret),
+										tokex_now(), &err);
 
-	nonce_mac(tokex_now(), n);
-	return tokex_adopt(jose_b64url_encode(n, sizeof(n), NULL));
+	if (n == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("HMAC failed")));
+	return tokex_adopt(n);
 }
 
 /* Is nonce one tokex issued within tokex.dpop_nonce_lifetime? (inside SPI) */
 bool
 dpop_nonce_ok(const char *nonce)
 {
-	uint8	   *raw = NULL;
-	size_t		len = 0;
+	int64		t;
 	jose_error	err;
-	uint8		want[8 + 16];
-	int64		t = 0;
-	int64		now = tokex_now();
-	bool		ok;
+	bytea	   *secret;
+	int			ok;
 
-	if (nonce == NULL || jose_b64url_decode(nonce, strlen(nonce), 64, &raw, &len, &err) < 0)
+	/* the secret is read only for what has a nonce's shape */
+	if (nonce == NULL || jose_dpop_nonce_time(nonce, strlen(nonce), &t, &err) < 0)
 		return false;
-	/* owned by the call's context: nonce_mac below may raise */
-	tokex_track(raw, len, tokex_release_free);
-	if (len != sizeof(want))
-		return false;
-	for (int i = 0; i < 8; i++)
-		t = (int64) (((uint64) t << 8) | raw[i]);
-	nonce_mac(t, want);
-	ok = CRYPTO_memcmp(raw, want, sizeof(want)) == 0 &&
-		t <= now + tokex_clock_skew && t >= now - tokex_dpop_nonce_lifetime;
-	return ok;
+	secret = nonce_secret();
+	ok = jose_dpop_nonce_ok(nonce, strlen(nonce), (const uint8 *) VARDATA_ANY(secret),
+							VARSIZE_ANY_EXHDR(secret), tokex_now(), tokex_clock_skew,
+							tokex_dpop_nonce_lifetime, &err);
+	if (ok < 0)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("HMAC failed")));
+	return ok == 1;
 }
 
 /* tokex._random_bytes(n): n bytes from the operating system's CSPRNG. */

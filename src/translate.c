@@ -10,9 +10,9 @@
  *   tkx_at_... reference token     tokex's own opaque access token, resolved
  *                                  from its audit row (by SHA-256)
  *
- * and the opaque format itself: tkx_<kind>_ + 43 base62 characters (256
- * random bits) + 6 base62 characters of the CRC-32 of what precedes them,
- * so that a secret scanner can recognise a leaked one offline.
+ * The opaque format itself (tkx_<kind>_ + 43 base62 characters + a base62
+ * CRC-32, so that a secret scanner can recognise a leaked one offline) is
+ * in the PostgreSQL-free core, src/jose/opaque.c, where it is fuzzed.
  */
 #include "issue.h"
 
@@ -27,62 +27,23 @@
 #include "utils/syscache.h"
 
 
-#define OPAQUE_BODY		43
-#define OPAQUE_CRC		6
-#define OPAQUE_LEN(kind) (4 + strlen(kind) + 1 + OPAQUE_BODY + OPAQUE_CRC)
-
-static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/* CRC-32 (ISO-HDLC, as zlib and the secret-scanning token formats use). */
-static uint32
-crc32_iso(const char *p, size_t n)
-{
-	uint32		c = 0xFFFFFFFF;
-
-	for (size_t i = 0; i < n; i++)
-	{
-		c ^= (unsigned char) p[i];
-		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0xEDB88320 & (0 - (c & 1)));
-	}
-	return ~c;
-}
-
-static void
-crc_b62(const char *p, size_t n, char out[OPAQUE_CRC])
-{
-	uint32		c = crc32_iso(p, n);
-
-	for (int i = OPAQUE_CRC - 1; i >= 0; i--)
-	{
-		out[i] = b62[c % 62];
-		c /= 62;
-	}
-}
-
-/* A new opaque credential of kind ("ak", "at"): palloc'd. */
+/* A new opaque credential of kind ("ak", "at"): palloc'd (the format: src/jose/opaque.c). */
 char *
 tokex_opaque_new(const char *kind)
 {
-	size_t		len = OPAQUE_LEN(kind);
-	char	   *s = palloc(len + 1);
-	size_t		prefix = snprintf(s, len + 1, "tkx_%s_", kind);
-	size_t		filled = 0;
+	jose_error	err;
+	char	   *m = jose_opaque_new(kind, pg_strong_random, &err);
+	char	   *s;
 
-	/* uniform base62: bytes >= 248 (4 * 62) are drawn again */
-	while (filled < OPAQUE_BODY)
+	if (m == NULL)
 	{
-		unsigned char r[64];
-
-		if (!pg_strong_random(r, sizeof(r)))
-			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a credential")));
-		for (size_t i = 0; i < sizeof(r) && filled < OPAQUE_BODY; i++)
-			if (r[i] < 248)
-				s[prefix + filled++] = b62[r[i] % 62];
-		explicit_bzero(r, sizeof(r));
+		if (strcmp(err.detail, "out of memory") == 0)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a credential")));
 	}
-	crc_b62(s, prefix + OPAQUE_BODY, s + prefix + OPAQUE_BODY);
-	s[len] = '\0';
+	s = pstrdup(m);
+	explicit_bzero(m, strlen(m));
+	free(m);
 	return s;
 }
 
@@ -90,17 +51,7 @@ tokex_opaque_new(const char *kind)
 bool
 tokex_opaque_ok(const char *s, size_t len, const char *kind)
 {
-	size_t		prefix = 4 + strlen(kind) + 1;
-	char		crc[OPAQUE_CRC];
-
-	if (len != OPAQUE_LEN(kind) || strncmp(s, "tkx_", 4) != 0 ||
-		strncmp(s + 4, kind, strlen(kind)) != 0 || s[prefix - 1] != '_')
-		return false;
-	for (size_t i = prefix; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z')))
-			return false;
-	crc_b62(s, prefix + OPAQUE_BODY, crc);
-	return memcmp(crc, s + prefix + OPAQUE_BODY, OPAQUE_CRC) == 0;
+	return jose_opaque_ok(s, len, kind);
 }
 
 PG_FUNCTION_INFO_V1(tokex_opaque_new_sql);

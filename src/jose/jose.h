@@ -90,7 +90,8 @@ typedef enum jose_kty
 	X(JWKS, "invalid JWKS") \
 	X(JSON_DEPTH, "JSON nested too deeply")	/* deeper than JOSE_MAX_JSON_DEPTH */ \
 	X(KEY_OPS, "key not allowed for this operation")	/* by its "key_ops" */ \
-	X(JSON_MEMBERS, "JSON has too many members")	/* more than JOSE_MAX_JSON_MEMBERS */
+	X(JSON_MEMBERS, "JSON has too many members")	/* more than JOSE_MAX_JSON_MEMBERS */ \
+	X(DPOP, "invalid DPoP proof")	/* a DPoP proof's own rules (dpop.c): jose_dpop_fault says which */
 
 typedef enum jose_errcode
 {
@@ -369,5 +370,118 @@ typedef struct jose_jwt
 jose_jwt   *jose_jwt_verify(const char *token, size_t len, const jose_jwt_rules *rules,
 							jose_error *err);
 void		jose_jwt_free(jose_jwt *jwt);
+
+/* ---------------- opaque credentials (opaque.c) ---------------- */
+
+/*
+ * tkx_<kind>_ + JOSE_OPAQUE_BODY base62 characters (256 random bits) +
+ * JOSE_OPAQUE_CRC base62 characters of the CRC-32 of everything before
+ * them.  Kinds: "ak" (API key), "at" (reference token).
+ */
+#define JOSE_OPAQUE_BODY		43
+#define JOSE_OPAQUE_CRC			6
+
+uint32_t	jose_crc32(const char *p, size_t n);	/* ISO-HDLC, as zlib's */
+/* The CRC-32 of p as JOSE_OPAQUE_CRC base62 digits, most significant first. */
+void		jose_opaque_crc(const char *p, size_t n, char out[JOSE_OPAQUE_CRC]);
+size_t		jose_opaque_len(const char *kind);	/* strlen of a credential of kind */
+
+/*
+ * A new credential of kind, malloc'd; its body is drawn from fill (which
+ * fills len bytes with random ones, false when it cannot).  NULL with
+ * JOSE_E_INTERNAL when fill or malloc fails.
+ */
+char	   *jose_opaque_new(const char *kind, bool (*fill) (void *buf, size_t len),
+							jose_error *err);
+
+/* Is s (len bytes, no terminator needed) a well-formed credential of kind, checksum included? */
+bool		jose_opaque_ok(const char *s, size_t len, const char *kind);
+
+/* ---------------- DPoP proofs, RFC 9449 (dpop.c) ---------------- */
+
+/* What a proof is checked against: the request, the token it comes with, the clock. */
+typedef struct jose_dpop_rules
+{
+	const char *htm;			/* the request's method */
+	const char *htu;			/* its URL (query and fragment are ignored) */
+	const char *access_token;	/* the token presented with it (ath), or NULL */
+	size_t		at_len;
+	int64_t		now;			/* Unix seconds */
+	int64_t		skew;			/* tolerance for iat, seconds (0..86400) */
+	int64_t		max_age;		/* how old iat may be, seconds (0..86400) */
+} jose_dpop_rules;
+
+/* Which rule a refused proof broke (err->detail says it in words). */
+typedef enum jose_dpop_fault
+{
+	JOSE_DPOP_OK = 0,			/* also a refusal that is not the proof's fault:
+								 * JOSE_E_INTERNAL, out of memory or SHA-256 failed */
+	JOSE_DPOP_NOT_JWS,			/* err has jose_jws_parse's code */
+	JOSE_DPOP_TYP,				/* typ is not dpop+jwt */
+	JOSE_DPOP_SYMMETRIC,		/* an HS* alg */
+	JOSE_DPOP_NO_JWK,			/* no jwk object in the header */
+	JOSE_DPOP_PRIVATE_JWK,		/* the jwk has a private member (d, p, ..., k) */
+	JOSE_DPOP_JWK,				/* the jwk is no key for alg; err has jose_jwk_parse's code */
+	JOSE_DPOP_SIGNATURE,		/* err has jose_jws_verify's code */
+	JOSE_DPOP_CLAIMS,			/* the payload is no JSON object */
+	JOSE_DPOP_JTI,				/* jti missing, empty or longer than 256 */
+	JOSE_DPOP_HTM,
+	JOSE_DPOP_HTU,
+	JOSE_DPOP_IAT,				/* no iat number */
+	JOSE_DPOP_IAT_FUTURE,		/* iat > now + skew */
+	JOSE_DPOP_TOO_OLD,			/* iat < now - max_age - skew */
+	JOSE_DPOP_ATH,				/* ath is not base64url(SHA-256(access token)) */
+} jose_dpop_fault;
+
+/* A proof that held. */
+typedef struct jose_dpop
+{
+	char		jkt[44];		/* the RFC 7638 thumbprint of its jwk */
+	char	   *jti;			/* malloc'd */
+	char	   *nonce;			/* malloc'd, or NULL */
+	int64_t		expires;		/* when it can no longer be accepted (iat + max_age + skew + 1) */
+} jose_dpop;
+
+/*
+ * Check a DPoP proof (RFC 9449 §4.3): a JWS with typ dpop+jwt, an
+ * asymmetric alg and a public jwk in its header that verifies its
+ * signature; claims jti (1..256 bytes), htm = rules->htm, htu = rules->htu
+ * (both without query and fragment, htu with a scheme), iat within
+ * [now - max_age - skew, now + skew] (and within +-JOSE_MAX_NUMERIC_DATE),
+ * and ath when rules->access_token.
+ * The nonce, when present, is handed back unchecked (see jose_dpop_nonce_ok),
+ * as is the replay check (the caller remembers jkt + jti until expires).
+ * 0 with *out filled (free with jose_dpop_clear), or -1 with err set (code
+ * JOSE_E_DPOP or the failing step's), *fault saying which rule, and *out
+ * empty.  err->detail holds rules->htm and htu for those faults; a
+ * caller that shows the message for a long URL formats it itself.
+ */
+int			jose_dpop_check(const char *proof, size_t len, const jose_dpop_rules *rules,
+							jose_dpop *out, jose_dpop_fault *fault, jose_error *err);
+void		jose_dpop_clear(jose_dpop *p);
+
+/* The length of url without its query and fragment. */
+size_t		jose_dpop_url_len(const char *url);
+
+/*
+ * Server nonces (RFC 9449 §8), stateless: base64url(t as 8 bytes
+ * big-endian || the first 16 bytes of HMAC-SHA256(secret, those 8 bytes)).
+ */
+#define JOSE_DPOP_NONCE_RAW		24	/* bytes before base64url */
+#define JOSE_DPOP_NONCE_LEN		32	/* characters after */
+
+/* The nonce for time t, malloc'd; NULL with JOSE_E_INTERNAL when HMAC fails. */
+char	   *jose_dpop_nonce_new(const uint8_t *secret, size_t secret_len, int64_t t,
+								jose_error *err);
+/* The time a nonce names, unchecked: 0, or -1 (JOSE_E_BASE64, JOSE_E_FORMAT) when it has no nonce's shape. */
+int			jose_dpop_nonce_time(const char *nonce, size_t len, int64_t *t, jose_error *err);
+
+/*
+ * 1 when nonce is one made with secret at a time within [now - lifetime,
+ * now + skew], 0 when not, -1 (JOSE_E_INTERNAL) when HMAC fails.
+ */
+int			jose_dpop_nonce_ok(const char *nonce, size_t len, const uint8_t *secret,
+							   size_t secret_len, int64_t now, int64_t skew, int64_t lifetime,
+							   jose_error *err);
 
 #endif							/* TOKEX_JOSE_H */

@@ -7,7 +7,7 @@
 # valgrind); the server itself under memcheck is valgrind-server.sh.
 # TAP output.
 #
-#   bash test/asan/valgrind.sh                  # all three programs
+#   bash test/asan/valgrind.sh                  # all four programs
 #   bash test/asan/valgrind.sh test_negative    # some
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +17,7 @@ command -v valgrind >/dev/null || { echo "1..0 # SKIP valgrind is not installed"
 make -s -C "$root/test/unit" all >/dev/null || { echo "Bail out! test/unit does not build"; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in ${*:-test_jose test_vectors test_negative}; do
+for t in ${*:-test_jose test_vectors test_negative test_credentials}; do
   start=$SECONDS
   valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
     "$root/test/unit/build/plain/$t" >"$log" 2>&1

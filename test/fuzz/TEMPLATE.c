@@ -4,10 +4,10 @@
  * corpus/<name>/ (seed-* made by make-corpus.py, regress-* for inputs that
  * once found a defect).  See README.md.
  *
- * Meant for the parsers still to come: API keys (tkx_ak_...) and reference
- * tokens (tkx_at_...).  Their parsers must live in the PostgreSQL-free core
- * (src/jose/ or a sibling directory built the same way) to be fuzzed here;
- * a parser that needs PostgreSQL is fuzzed through SQL instead (test/limits/).
+ * A parser must live in the PostgreSQL-free core (src/jose/ or a sibling
+ * directory built the same way) to be fuzzed here: move its pure part there
+ * and leave a thin wrapper in src/, as opaque.c and dpop.c were; a parser
+ * that needs PostgreSQL is fuzzed through SQL instead (test/limits/).
  *
  * Say in the banner what the parser is, who reaches it, and the oracles:
  * what must hold of every input it accepts, and of every refusal.
@@ -25,18 +25,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 
 	/*
-	 * Example for an API key "tkx_ak_<id>_<secret>":
+	 * Example for a credential "xyz_<id>_<secret>" (fuzz_opaque.c and
+	 * fuzz_dpop.c are real ones):
 	 *
-	 *	tkx_api_key k;
-	 *	if (tkx_api_key_parse(in, size, &k, &err) == 0)
+	 *	jose_xyz k;
+	 *	if (jose_xyz_parse(in, size, &k, &err) == 0)
 	 *	{
-	 *		FUZZ_ASSERT(size >= 7 && memcmp(in, "tkx_ak_", 7) == 0, "prefix");
+	 *		FUZZ_ASSERT(size >= 4 && memcmp(in, "xyz_", 4) == 0, "prefix");
 	 *		FUZZ_ASSERT(k.id_len + k.secret_len < size, "parts inside the input");
 	 *		... re-format k and compare with the input (one spelling per key) ...
-	 *		tkx_api_key_clear(&k);
+	 *		jose_xyz_clear(&k);
 	 *	}
 	 *	else
-	 *		fuzz_check_refusal(&err, "api_key_parse");
+	 *		fuzz_check_refusal(&err, "xyz_parse");
 	 */
 	(void) err;
 

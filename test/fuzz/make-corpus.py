@@ -8,7 +8,8 @@ and past JOSE_MAX_JSON_DEPTH, integers past 64 bits, alg none, crit).  Regressio
 (inputs that once found a defect) live in the same directories, named regress-*, and
 are never rewritten by this script.
 
-    python3 test/fuzz/make-corpus.py      # rewrites the seed-* files
+    python3 test/fuzz/make-corpus.py              # rewrites the seed-* files
+    python3 test/fuzz/make-corpus.py opaque dpop  # only these harnesses' seeds
 """
 import base64
 import hashlib
@@ -38,7 +39,16 @@ def dumps(o):
     return json.dumps(o, separators=(",", ":"))
 
 
+ONLY = set(sys.argv[1:])
+
+
+def chosen(harness):
+    return not ONLY or harness in ONLY
+
+
 def write(harness, name, data):
+    if not chosen(harness):
+        return
     d = os.path.join(CORPUS, harness)
     os.makedirs(d, exist_ok=True)
     if isinstance(data, str):
@@ -49,6 +59,8 @@ def write(harness, name, data):
 
 def clear():
     for h in os.listdir(CORPUS) if os.path.isdir(CORPUS) else []:
+        if not chosen(h):
+            continue
         for f in os.listdir(os.path.join(CORPUS, h)):
             if f.startswith("seed-"):
                 os.remove(os.path.join(CORPUS, h, f))
@@ -109,6 +121,33 @@ def sign(key, alg, signing_input):
 def token(key, header, payload, alg=None):
     si = b64(dumps(header)) + "." + b64(dumps(payload))
     return si + "." + b64(sign(key, alg or header.get("alg"), si))
+
+
+B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def opaque(kind):
+    """tkx_<kind>_ + 43 base62 + the base62 CRC-32 of the rest (zlib's), as tokex makes them."""
+    import secrets
+    import zlib
+    s = "tkx_%s_" % kind + "".join(secrets.choice(B62) for _ in range(43))
+    c = zlib.crc32(s.encode())
+    crc = ""
+    for _ in range(6):
+        crc = B62[c % 62] + crc
+        c //= 62
+    return s + crc
+
+
+NONCE_SECRET = b"tokex fuzz dpop nonce secret 32b"   # fuzz_dpop.c's
+
+
+def nonce(t):
+    """A server nonce for time t, as jose_dpop_nonce_new makes it under fuzz_dpop's secret."""
+    raw = t.to_bytes(8, "big")
+    h = hmac.HMAC(NONCE_SECRET, hashes.SHA256())
+    h.update(raw)
+    return b64(raw + h.finalize()[:16])
 
 
 def deep(n):
@@ -199,6 +238,48 @@ def main():
            (0x00, dumps({"alg": "ES256", "kid": "hs"}), claims)]
     for i, (opt, h, p) in enumerate(jwt):
         write("jwt", "%02d" % i, bytes([opt]) + h.encode() + b"\n" + dumps(p).encode())
+
+    # opaque credentials: valid ones of each kind, and one wrong in each way
+    ak, at = opaque("ak"), opaque("at")
+    for i, s in enumerate([ak, at, ak[:-1] + ("0" if ak[-1] != "0" else "1"), "tkx_at_" + ak[7:],
+                           ak[:-1], ak + "0", ak[:20] + "-" + ak[21:], "TKX_ak_" + ak[7:],
+                           "tkx_ak_", "tkx_akx" + ak[7:], ak[:7] + "\0" + ak[8:],
+                           "ghp_" + ak[7:43]]):
+        write("opaque", "%02d" % i, s)
+
+    # DPoP: 4 option bytes (see fuzz_dpop.c), then header \n claims [\n access token]
+    htu = "https://as.example/rpc/token"
+    proof_claims = {"jti": "p1", "htm": "POST", "htu": htu, "iat": now}
+    es_dpop = dict(es_pub)
+    dp = [(b"\x00\x00\x00\x17", dumps({}), proof_claims, None),            # ES256, jwk+alg+typ added
+          (b"\x01\x00\x00\x17", dumps({}), proof_claims, None),            # EdDSA
+          (b"\x02\x00\x00\x17", dumps({}), dict(proof_claims, nonce="n"), None),  # ES384
+          (b"\x03\x00\x00\x17", dumps({}), proof_claims, None),            # HS256: refused
+          (b"\x00\x04\x00\x17", dumps({}), dict(proof_claims, htu=htu + "?a=b"), None),
+          (b"\x00\x00\x00\x1f", dumps({}), proof_claims, None),            # signature changed
+          (b"\x00\x00\x80\x17", dumps({}), proof_claims, None),            # clock 256 s later
+          (b"\x00\x00\x00\x17", dumps({}), dict(proof_claims, ath=b64(hashlib.sha256(b"tok").digest())), b"tok"),
+          (b"\x00\x00\x00\x16", dumps({"jwk": dict(es_pub, d="AAAA")}), proof_claims, None),
+          (b"\x00\x00\x00\x13", dumps({"typ": "JWT"}), proof_claims, None),
+          (b"\x00\x00\x00\x10", dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": es_dpop}), proof_claims, None),
+          (b"\x00\x00\x00\x17", dumps({}), dict(proof_claims, jti="x" * 257), None),
+          (b"\x00\x00\x00\x17", dumps({}), dict(proof_claims, iat=str(now)), None),
+          (b"\x00\x00\x00\x37", dumps({}), dict(proof_claims, nonce=nonce(now)), None),
+          (b"\x00\x00\x00\x37", dumps({}), dict(proof_claims, nonce=nonce(now)[:-1] + "A"), None)]
+    # the clock at the window's edges (now = iat + byte 2): skew 60, max_age 60; then skew 0
+    for b2, b3 in ((0xC4, 0x17), (0xC3, 0x17), (0x78, 0x17), (0x79, 0x17), (0x00, 0x57), (0xFF, 0x57),
+                   (0x3C, 0x57), (0x3D, 0x57)):
+        dp.append((bytes([0, 0, b2, b3]), dumps({}), proof_claims, None))
+    for i, (o, h, c, tok) in enumerate(dp):
+        data = o + h.encode() + b"\n" + dumps(c).encode()
+        if tok is not None:
+            data += b"\n" + tok
+        write("dpop", "%02d" % i, data)
+    # raw proofs, as clients send them, each followed by its claims (the request and clock come from them)
+    raw = [(es, "ES256", es_pub), (ed, "EdDSA", ed_pub), (rs, "RS256", rs_pub)]
+    for i, (k, alg, pub) in enumerate(raw):
+        t = token(k, {"typ": "dpop+jwt", "alg": alg, "jwk": pub}, proof_claims)
+        write("dpop", "%02d" % (len(dp) + i), b"\x04\x00\x00\x10" + t.encode() + b"\n" + dumps(proof_claims).encode())
     return 0
 
 

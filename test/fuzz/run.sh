@@ -34,6 +34,7 @@ max_len() {
   case $1 in
     jws) echo 70000 ;;
     jwks|jwk) echo 16384 ;;
+    opaque) echo 256 ;;
     *) echo 4096 ;;
   esac
 }

@@ -247,6 +247,8 @@ run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
 	Oid			save_user;
 	int			save_sec;
 	char	   *volatile out = NULL;
+	volatile bool interrupted = false;
+	char		message[256];
 
 	*why = NULL;
 	*sqlstate = 0;
@@ -288,6 +290,17 @@ run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
 		/* its message is not repeated: it may quote the credential */
 		*why = "the verifier raised an error";
 		*sqlstate = e->sqlerrcode;
+		/*
+		 * ... but the caller's statement_timeout or a cancel request that
+		 * fired while it ran (raised by ProcessInterrupts, not by the
+		 * verifier) cancels the statement, as it would anywhere else: it is
+		 * no answer about the credential, and swallowing it would let the
+		 * statement run on with its timeout spent.
+		 */
+		interrupted = e->sqlerrcode == ERRCODE_QUERY_CANCELED && e->funcname != NULL &&
+			strcmp(e->funcname, "ProcessInterrupts") == 0;
+		if (interrupted)
+			strlcpy(message, e->message ? e->message : "canceling statement", sizeof(message));
 		FreeErrorData(e);
 		out = NULL;
 	}
@@ -295,6 +308,8 @@ run_verifier(Oid fn, Oid role, text *token, char **why, int *sqlstate)
 	RollbackAndReleaseCurrentSubTransaction();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	if (interrupted)
+		ereport(ERROR, (errcode(ERRCODE_QUERY_CANCELED), errmsg("%s", message)));
 	return out;
 }
 

@@ -2,7 +2,7 @@
 -- verifier, each deciding through the same graph, may_act, policy and audit
 -- row as a JWT; the verifier runs as the role that registered it.
 \ir preamble.psql
-SELECT plan(74);
+SELECT plan(75);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind, issuer, subject) VALUES
@@ -169,6 +169,9 @@ END $$;
 -- one that raises 57014 (query_canceled) itself, and one with an iat in the future
 CREATE FUNCTION vtest.cancel(token text) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN RAISE SQLSTATE '57014' USING MESSAGE = 'pretend ' || token; END $$;
+-- one that is slow: the caller's statement_timeout fires while it runs
+CREATE FUNCTION vtest.slow(token text) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(2); RETURN jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'exp', 2000000000); END $$;
 CREATE FUNCTION vtest.future(token text) RETURNS jsonb LANGUAGE sql AS $$
   SELECT jsonb_build_object('iss', 'https://mcp.test', 'sub', 'bot', 'iat', 1999999999, 'exp', 2000000000)
 $$;
@@ -178,6 +181,7 @@ $$;
 SELECT lives_ok($$SELECT tokex.register_token_type('urn:example:sticky', 'vtest.sticky(text)')$$, 'a verifier that leaves traces');
 SELECT tokex.register_token_type('urn:example:cancel', 'vtest.cancel(text)');
 SELECT tokex.register_token_type('urn:example:future', 'vtest.future(text)');
+SELECT tokex.register_token_type('urn:example:slow', 'vtest.slow(text)');
 SELECT throws_ok($$SELECT tokex.register_token_type('urn:example:definer', 'vtest.definer(text)')$$, '42501', NULL,
                  'a SECURITY DEFINER function is no verifier (it would run as its owner)');
 SELECT lives_ok($$SELECT tokex.register_token_type('urn:example:mcp', 'vtest.mcp(text)', 'the MCP server''s tokens')$$,
@@ -255,6 +259,22 @@ SELECT pg_temp.x(:'st_any', :'JWT', 's3cr3t', 'urn:example:cancel') AS r \gset
 SELECT is((:'r'::jsonb)->>'error_description', 'actor_token: the verifier raised an error (SQLSTATE 57014)',
           'a verifier''s own query_canceled is a refusal like any error, answered and audited');
 SELECT is((pg_temp.last_audit()).reason, 'actor_token: the verifier raised an error (SQLSTATE 57014)', '... audited');
+-- the caller's statement_timeout firing in a verifier cancels the statement (it is no
+-- answer about the credential); a batch of such calls stops there, not after each one
+CREATE FUNCTION pg_temp.until_canceled(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  EXECUTE q;
+  RETURN 'finished';
+EXCEPTION WHEN query_canceled THEN
+  RETURN CASE WHEN clock_timestamp() - t0 < interval '1.5 seconds' THEN 'canceled at once' ELSE 'canceled late' END;
+END $$;
+SET statement_timeout = '300ms';
+SELECT is(pg_temp.until_canceled(format($$SELECT count(pg_temp.x(%L, %L, 'x' || g, 'urn:example:slow'))
+                                          FROM generate_series(1, 3) g$$, :'st_any', :'JWT')),
+          'canceled at once',
+          'statement_timeout firing in a slow verifier cancels the statement at once, not after each call of a batch');
+RESET statement_timeout;
 UPDATE tokex.identity SET tokens_valid_after = now() WHERE id = 'mcp-bot';
 SELECT pg_temp.x(:'st_any', :'JWT', 'x', 'urn:example:future') AS r \gset
 SELECT is((:'r'::jsonb)->>'error', 'invalid_grant', 'claims with an iat in the future are refused (they would outrun tokens_valid_after)');

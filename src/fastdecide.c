@@ -514,6 +514,69 @@ audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
 	return n;
 }
 
+/* Does the delegation with this id still stand at time at (not revoked, not expired)? */
+static bool
+delegation_stands(Fast *f, Relation del, int64 id, TimestampTz at, bool from_too)
+{
+	const char *column = "id";
+	Datum		v = Int64GetDatum(id);
+	Oid			eq = F_INT8EQ;
+	SysScanDesc s = probe(f, del, "delegation_pkey", 1, &column, &v, &eq);
+	HeapTuple	tup = systable_getnext(s);
+	bool		ok = false;
+
+	if (tup != NULL)
+	{
+		bool		isnull;
+		TimestampTz from,
+					until;
+
+		get(del, tup, "revoked_at", &isnull);
+		ok = isnull && (!from_too || (get_tstz(del, tup, "valid_from", &from) && from <= at)) &&
+			(!get_tstz(del, tup, "valid_until", &until) || until > at);
+	}
+	systable_endscan(s);
+	return ok;
+}
+
+/*
+ * Is the session live at time at: not revoked, not expired, its delegation
+ * standing?  *agent: its agent's identity id.
+ */
+static bool
+session_live(Fast *f, const pg_uuid_t *sid, TimestampTz at, char **agent)
+{
+	Relation	sess = open_table(f, "session");
+	const char *column = "id";
+	Datum		v = UUIDPGetDatum(sid);
+	Oid			eq = F_UUID_EQ;
+	SysScanDesc s = probe(f, sess, "session_pkey", 1, &column, &v, &eq);
+	HeapTuple	tup = systable_getnext(s);
+	int64		delegation = 0;
+	TimestampTz expires;
+	bool		ok = false;
+
+	if (tup != NULL)
+	{
+		bool		isnull;
+
+		get(sess, tup, "revoked_at", &isnull);
+		ok = isnull && get_tstz(sess, tup, "expires_at", &expires) && expires > at;
+		delegation = DatumGetInt64(get(sess, tup, "delegation_id", &isnull));
+		*agent = get_text(sess, tup, "agent");
+	}
+	systable_endscan(s);
+	table_close(sess, NoLock);
+	if (ok)
+	{
+		Relation	del = open_table(f, "delegation");
+
+		ok = delegation_stands(f, del, delegation, at, true);
+		table_close(del, NoLock);
+	}
+	return ok;
+}
+
 /*
  * The presented tokens: none revoked; each of tokex's own has its granted
  * audit row and was not obtained with an API key revoked since; the
@@ -555,49 +618,9 @@ tokens_live(Fast *f, const FastIn *in)
 	}
 	if (ok && in->has_sid)
 	{
-		Relation	sess = open_table(f, "session");
-		const char *column = "id";
-		Datum		v = UUIDPGetDatum(&in->sid);
-		Oid			eq = F_UUID_EQ;
-		SysScanDesc s = probe(f, sess, "session_pkey", 1, &column, &v, &eq);
-		HeapTuple	tup = systable_getnext(s);
-		int64		delegation = 0;
-		TimestampTz expires;
+		char	   *agent;
 
-		ok = false;
-		if (tup != NULL)
-		{
-			bool		isnull;
-
-			get(sess, tup, "revoked_at", &isnull);
-			ok = isnull && get_tstz(sess, tup, "expires_at", &expires) && expires > in->at;
-			delegation = DatumGetInt64(get(sess, tup, "delegation_id", &isnull));
-		}
-		systable_endscan(s);
-		table_close(sess, NoLock);
-		if (ok)
-		{
-			Relation	del = open_table(f, "delegation");
-			const char *dcol = "id";
-			Datum		dv = Int64GetDatum(delegation);
-			Oid			deq = F_INT8EQ;
-			SysScanDesc ds = probe(f, del, "delegation_pkey", 1, &dcol, &dv, &deq);
-			HeapTuple	dt = systable_getnext(ds);
-			TimestampTz from,
-						until;
-
-			ok = false;
-			if (dt != NULL)
-			{
-				bool		isnull;
-
-				get(del, dt, "revoked_at", &isnull);
-				ok = isnull && get_tstz(del, dt, "valid_from", &from) && from <= in->at &&
-					(!get_tstz(del, dt, "valid_until", &until) || until > in->at);
-			}
-			systable_endscan(ds);
-			table_close(del, NoLock);
-		}
+		ok = session_live(f, &in->sid, in->at, &agent);
 	}
 	return ok;
 }
@@ -1317,31 +1340,6 @@ typedef struct ActiveIn
 	TimestampTz at;
 } ActiveIn;
 
-/* Does the delegation with this id still stand at time at (not revoked, not expired)? */
-static bool
-delegation_stands(Fast *f, Relation del, int64 id, TimestampTz at, bool from_too)
-{
-	const char *column = "id";
-	Datum		v = Int64GetDatum(id);
-	Oid			eq = F_INT8EQ;
-	SysScanDesc s = probe(f, del, "delegation_pkey", 1, &column, &v, &eq);
-	HeapTuple	tup = systable_getnext(s);
-	bool		ok = false;
-
-	if (tup != NULL)
-	{
-		bool		isnull;
-		TimestampTz from,
-					until;
-
-		get(del, tup, "revoked_at", &isnull);
-		ok = isnull && (!from_too || (get_tstz(del, tup, "valid_from", &from) && from <= at)) &&
-			(!get_tstz(del, tup, "valid_until", &until) || until > at);
-	}
-	systable_endscan(s);
-	return ok;
-}
-
 /*
  * tokex._token_active, when the answer is yes: true.  false: the query
  * must answer (no, or a case this path does not take).
@@ -1434,35 +1432,9 @@ active_fast(const ActiveIn *in)
 	/* its session: live, under a live delegation, its agent active */
 	if (ok && in->has_sid)
 	{
-		Relation	sess = open_table(&f, "session");
-		const char *column = "id";
-		Datum		v = UUIDPGetDatum(&in->sid);
-		Oid			eq = F_UUID_EQ;
-		SysScanDesc s = probe(&f, sess, "session_pkey", 1, &column, &v, &eq);
-		HeapTuple	tup = systable_getnext(s);
-		int64		delegation = 0;
 		char	   *agent = NULL;
-		TimestampTz expires;
 
-		ok = false;
-		if (tup != NULL)
-		{
-			bool		isnull;
-
-			get(sess, tup, "revoked_at", &isnull);
-			ok = isnull && get_tstz(sess, tup, "expires_at", &expires) && expires > in->at;
-			delegation = DatumGetInt64(get(sess, tup, "delegation_id", &isnull));
-			agent = get_text(sess, tup, "agent");
-		}
-		systable_endscan(s);
-		table_close(sess, NoLock);
-		if (ok)
-		{
-			Relation	del = open_table(&f, "delegation");
-
-			ok = delegation_stands(&f, del, delegation, in->at, true);
-			table_close(del, NoLock);
-		}
+		ok = session_live(&f, &in->sid, in->at, &agent);
 		if (ok)
 		{
 			Relation	ident = open_table(&f, "identity");

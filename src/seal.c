@@ -55,6 +55,7 @@
 
 #define SEAL_MAX_DBS		32
 #define SEAL_START_MS		10000	/* a start not seen through by then is retried */
+#define SEAL_RETRY_MS		10000	/* after a sealer failed, the next starts no sooner */
 #define SEAL_WAIT_MS		2000	/* how long seal_audit waits for running writers */
 
 int			tokex_audit_seal_interval = 5;
@@ -743,6 +744,7 @@ typedef struct SealerSlot
 	pid_t		pid;			/* 0 while starting */
 	bool		flagged;		/* a row came since the last round began */
 	TimestampTz since;
+	TimestampTz retry_at;		/* nonzero: the last one failed; none starts before */
 } SealerSlot;
 
 typedef struct SealShmem
@@ -826,6 +828,20 @@ poke_sealer(void)
 	for (int i = 0; i < SEAL_MAX_DBS; i++)
 		if (seal_shmem->sealers[i].dboid == MyDatabaseId)
 			s = &seal_shmem->sealers[i];
+	if (s && s->pid == 0 && s->retry_at != 0)
+	{
+		/*
+		 * The last sealer stopped on an error (logged): start the next one
+		 * no sooner than SEAL_RETRY_MS later, or every audit row would start
+		 * one that fails again, hundreds of processes a second.
+		 */
+		if (now < s->retry_at)
+		{
+			LWLockRelease(seal_shmem->lock);
+			return;
+		}
+		s->dboid = InvalidOid, s->retry_at = 0, s = NULL;
+	}
 	if (s && s->pid == 0 && TimestampDifferenceExceeds(s->since, now, SEAL_START_MS))
 		s->dboid = InvalidOid, s = NULL;	/* a start that never came through */
 	/*
@@ -843,13 +859,16 @@ poke_sealer(void)
 		s->flagged = true;
 	else
 		for (int i = 0; i < SEAL_MAX_DBS; i++)
-			if (seal_shmem->sealers[i].dboid == InvalidOid)
+			if (seal_shmem->sealers[i].dboid == InvalidOid ||
+				(seal_shmem->sealers[i].pid == 0 && seal_shmem->sealers[i].retry_at != 0 &&
+				 now >= seal_shmem->sealers[i].retry_at))	/* another database's, rested */
 			{
 				s = &seal_shmem->sealers[i];
 				s->dboid = MyDatabaseId;
 				s->pid = 0;
 				s->flagged = true;
 				s->since = now;
+				s->retry_at = 0;
 				index = i;
 				break;
 			}
@@ -878,6 +897,7 @@ poke_sealer(void)
 }
 
 static int	sealer_index = -1;
+static bool sealer_failed = false;	/* set while it runs: see sealer_exit */
 
 static void
 sealer_exit(int code, Datum arg)
@@ -887,8 +907,13 @@ sealer_exit(int code, Datum arg)
 	LWLockAcquire(seal_shmem->lock, LW_EXCLUSIVE);
 	if (seal_shmem->sealers[sealer_index].pid == MyProcPid)
 	{
-		seal_shmem->sealers[sealer_index].dboid = InvalidOid;
-		seal_shmem->sealers[sealer_index].pid = 0;
+		SealerSlot *s = &seal_shmem->sealers[sealer_index];
+
+		s->pid = 0;
+		if (sealer_failed)
+			s->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SEAL_RETRY_MS);
+		else
+			s->dboid = InvalidOid;
 	}
 	LWLockRelease(seal_shmem->lock);
 }
@@ -1021,6 +1046,8 @@ tokex_audit_sealer_main(Datum arg)
 	seal_shmem->sealers[sealer_index].pid = MyProcPid;
 	LWLockRelease(seal_shmem->lock);
 	before_shmem_exit(sealer_exit, (Datum) 0);
+	/* until it leaves of its own accord, whatever ends it counts as a failure */
+	sealer_failed = true;
 
 	BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
 	pgstat_report_appname("tokex audit sealer");
@@ -1052,14 +1079,17 @@ tokex_audit_sealer_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		if (tokex_audit_seal_interval <= 0)
+		{
+			sealer_failed = false;
 			break;
+		}
 		if (nobody || now >= next)
 		{
 			bool		sealed,
 						pending;
 
 			if (!seal_round(&sealed, &pending))
-				break;
+				break;			/* sealer_failed stays: the next waits SEAL_RETRY_MS */
 			next = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 											   pending ? tokex_audit_seal_interval * 1000 : SEAL_TICK_MS);
 			stuck = (pending && !sealed) ? stuck + 1 : 0;

@@ -471,4 +471,22 @@ is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the chain st
 is "$(problems "ALTER TABLE $p3 DISABLE TRIGGER USER; DELETE FROM $p3")" \
    "missing row" "... while the newer row, deleted from its partition behind the retention's back, still shows"
 
+# A sealer that fails (here: seal_audit renamed away) rests SEAL_RETRY_MS
+# before the next starts: not one new process per audit row.  Each start
+# rolls back one transaction in this database, which its statistics count.
+q -c "ALTER FUNCTION tokex.seal_audit() RENAME TO seal_audit_away" >/dev/null
+sleep 1.5
+rb0=$(q -c "SELECT pg_stat_force_next_flush()" -c "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()" | tail -1)
+for _ in $(seq 1 8); do
+  q -c "SELECT count(tokex.jwt_sign(jsonb_build_object('sub', 'rest-' || g))) FROM generate_series(1, 10) g" >/dev/null
+  sleep 0.1
+done
+sleep 1.5
+rb1=$(q -c "SELECT pg_stat_force_next_flush()" -c "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()" | tail -1)
+q -c "ALTER FUNCTION tokex.seal_audit_away() RENAME TO seal_audit" >/dev/null
+ok "$([ $((rb1 - rb0)) -le 3 ]; echo $?)" \
+   "a failing sealer is not restarted for every audit row: $((rb1 - rb0)) failed rounds over 80 rows in ~3 s"
+seal_all
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and once it works again, every row is sealed and verifies"
+
 finish

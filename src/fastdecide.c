@@ -30,7 +30,9 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
+#include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
+#include "utils/partcache.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/array.h"
@@ -114,6 +116,7 @@ typedef struct Fast
 {
 	Oid			nsp;
 	Snapshot	snap;
+	TimestampTz now;			/* the clock: where audit rows written before now are */
 } Fast;
 
 /* ---- reading rows by index ---------------------------------------------- */
@@ -472,10 +475,69 @@ audit_rows_in(Fast *f, Relation rel, Oid index, const pg_uuid_t *jti, AuditRow *
 }
 
 /*
+ * The partitions of audit_event (indexes into pd) a row written before
+ * now can be in, in the order to look: the one now falls in (or the
+ * DEFAULT partition when none covers now), then the older ones, newest
+ * first, then the DEFAULT partition, and last those made ahead for times
+ * to come (a row is there only if written with an `at` ahead of the clock).
+ * Newest first, as before, meant the three empty partitions made ahead
+ * probed before the one of every token of ours.  A key other than one
+ * timestamptz range: every partition, the last first.
+ */
+/* Append partition p (an index into the PartitionDesc) to order, once */
+static void
+add_partition(int *order, int *n, int p)
+{
+	for (int k = 0; k < *n; k++)
+		if (order[k] == p)
+			return;
+	if (p >= 0)
+		order[(*n)++] = p;
+}
+
+static int
+partitions_by_age(Relation audit, PartitionDesc pd, TimestampTz now, int *order)
+{
+	PartitionKey key = RelationGetPartitionKey(audit);
+	PartitionBoundInfo b = pd->boundinfo;
+	int			n = 0;
+	int			off = -1;		/* the last bound at or below now */
+
+	if (key == NULL || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		key->parttypid[0] != TIMESTAMPTZOID || b == NULL || b->strategy != PARTITION_STRATEGY_RANGE ||
+		b->nindexes != b->ndatums + 1)
+	{
+		for (int i = pd->nparts - 1; i >= 0; i--)
+			order[n++] = i;
+		return n;
+	}
+	for (int i = 0; i < b->ndatums; i++)
+	{
+		PartitionRangeDatumKind k = b->kind[i][0];
+
+		if (k == PARTITION_RANGE_DATUM_MINVALUE ||
+			(k == PARTITION_RANGE_DATUM_VALUE && DatumGetTimestampTz(b->datums[i][0]) <= now))
+			off = i;
+		else
+			break;
+	}
+	/* the range holding now is the one above the last bound at or below it */
+	add_partition(order, &n, b->indexes[off + 1]);
+	/* the older ones: bound j is the upper end of partition indexes[j] */
+	for (int j = off; j >= 0; j--)
+		add_partition(order, &n, b->indexes[j]);
+	add_partition(order, &n, b->default_index);
+	/* those ahead, nearest first */
+	for (int j = off + 2; j < b->nindexes; j++)
+		add_partition(order, &n, b->indexes[j]);
+	return n;
+}
+
+/*
  * The audit rows of the token with this jti (one, by construction): by the
  * table's jti index, or, partitioned by time, by each partition's
- * (<partition>_jti), the newest first, until one has it.  -1: this path
- * cannot read it (an index it does not know); the query will.
+ * (<partition>_jti), in the order of partitions_by_age, until one has it.
+ * -1: this path cannot read it (an index it does not know); the query will.
  */
 static int
 audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
@@ -494,11 +556,13 @@ audit_rows(Fast *f, const pg_uuid_t *jti, AuditRow **out)
 	else if (audit->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
 	{
 		PartitionDesc pd = RelationGetPartitionDesc(audit, true);
+		int		   *order = palloc(sizeof(int) * Max(pd->nparts, 1));
+		int			norder = partitions_by_age(audit, pd, f->now, order);
 
 		n = 0;
-		for (int i = pd->nparts - 1; n == 0 && i >= 0; i--)
+		for (int k = 0; n == 0 && k < norder; k++)
 		{
-			Relation	part = table_open(pd->oids[i], AccessShareLock);
+			Relation	part = table_open(pd->oids[order[k]], AccessShareLock);
 			Oid			index = get_relname_relid(psprintf("%s_jti", RelationGetRelationName(part)),
 												  RelationGetNamespace(part));
 
@@ -935,6 +999,7 @@ fast_decide(const FastIn *in, FastOut *out)
 	if (!known_indexes(&f))
 		return false;
 	f.snap = RegisterSnapshot(GetLatestSnapshot());
+	f.now = GetCurrentTimestamp();
 
 	/* the chain: known, active identities, tokens newer than their revocation, no repeats */
 	{
@@ -1357,6 +1422,7 @@ active_fast(const ActiveIn *in)
 	if (!known_indexes(&f))
 		return false;
 	f.snap = RegisterSnapshot(GetLatestSnapshot());
+	f.now = GetCurrentTimestamp();
 
 	if (in->revoked_key)
 	{

@@ -9,7 +9,7 @@
 -- policies, target, scopes, ttl, may_act ids, format, DPoP); a grant of the
 -- query is a grant of the fast path (it leaves only refusals to the query).
 \ir preamble.psql
-SELECT plan(20);
+SELECT plan(22);
 
 CREATE FUNCTION pg_temp.pick(a text[]) RETURNS text LANGUAGE sql VOLATILE AS $$
   SELECT a[1 + floor(random() * cardinality(a))::int]
@@ -309,6 +309,39 @@ INSERT INTO tokex.client (client_id, grant_types) VALUES ('cc-only', '{client_cr
 SELECT is((SELECT error FROM tokex._decide('{https://tokex.test,https://tokex.test}', '{i1,i2}', ARRAY[now(), now()],
              'cal', NULL, NULL, NULL, 'cc-only', 'https://tokex.test', NULL, NULL, NULL, NULL, NULL, now())),
           'unauthorized_client', 'a client whose grant_types hold a NULL may not exchange');
+
+-- audit_event by partition: the fast path reads a token's row in the
+-- partition that holds the clock, an older one, the DEFAULT partition, or
+-- one made ahead (a row written with an `at` ahead of the clock), as the
+-- query does; a jti with no row anywhere is the query's to refuse.
+UPDATE tokex.delegation SET revoked_at = NULL WHERE principal = 'i1';
+CREATE TEMP TABLE t0 AS SELECT clock_timestamp() AS t;
+SELECT count(tokex._audit_partition_create('audit_event', lo, hi))
+  FROM t0, LATERAL (VALUES (t, t + interval '1 day'), (t - interval '60 days', t - interval '30 days'),
+                           (t + interval '5 days', t + interval '30 days')) v(lo, hi);
+CREATE TEMP TABLE part_rows AS
+  SELECT gen_random_uuid() AS jti, w FROM unnest('{current,older,default,ahead}'::text[]) w
+  UNION ALL SELECT gen_random_uuid(), 'none';
+INSERT INTO tokex.audit_event (exchange_id, at, decision, jti, operation)
+  SELECT gen_random_uuid(), CASE w WHEN 'current' THEN clock_timestamp() WHEN 'older' THEN t - interval '45 days'
+                                   WHEN 'default' THEN t - interval '10 days' ELSE t + interval '10 days' END,
+         'granted', jti, 'exchange'
+    FROM part_rows, t0 WHERE w <> 'none';
+SELECT is((SELECT string_agg(w || ':' || coalesce(s.identity_error, s.error, 'granted') || '/' || f.n, ' ' ORDER BY w)
+             FROM part_rows,
+                  LATERAL (SELECT identity_error, error FROM tokex._decide('{https://tokex.test,https://tokex.test}',
+                             '{i1,i2}', ARRAY[now(), now()], 'cal', NULL, NULL, NULL, NULL, 'https://tokex.test', NULL,
+                             NULL, ARRAY[jti], NULL, NULL, now())) s,
+                  LATERAL (SELECT count(*) AS n FROM tokex._decide_fast('{https://tokex.test,https://tokex.test}', '{i1,i2}',
+                             ARRAY[now(), now()], 'cal', NULL, NULL, NULL, NULL, 'https://tokex.test', NULL, NULL,
+                             ARRAY[jti], NULL, NULL, now())) f),
+          'ahead:granted/1 current:granted/1 default:granted/1 none:a presented token has no audit row/0 older:granted/1',
+          'a token of ours: its row found in the partition of the clock, an older one, the DEFAULT one and one ahead, by both');
+SELECT is((SELECT string_agg(w || ':' || coalesce(tokex._token_active_fast('{https://tokex.test}', '{i1}', now(),
+                                'https://tokex.test', true, NULL, jti, NULL, now())::text, 'null'), ' ' ORDER BY w)
+             FROM part_rows),
+          'ahead:true current:true default:true none:false older:true',
+          '... and by the introspection''s fast path');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -206,8 +206,7 @@ tokex_verify_assertion(PG_FUNCTION_ARGS)
 					  0, tokex_release_jwt);
 	if (jwt == NULL)
 		tokex_invalid_token(&err);
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
-										CStringGetDatum(tokex_adopt(json_dumps(jwt->payload, JSON_COMPACT)))));
+	PG_RETURN_DATUM(tokex_json_to_jsonb(jwt->payload));
 }
 
 /* tokex._random_secret() -> 256 random bits, base64url: a new client secret */

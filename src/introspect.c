@@ -144,6 +144,5 @@ tokex_introspect(PG_FUNCTION_ARGS)
 		if (v)
 			json_object_set(out, members[i], v);
 	}
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
-										CStringGetDatum(tokex_adopt(json_dumps(out, JSON_COMPACT)))));
+	PG_RETURN_DATUM(tokex_json_to_jsonb(out));
 }

@@ -235,10 +235,8 @@ mint(Issuance *x)
 static Datum
 json_to_jsonb(json_t *j)
 {
-	char	   *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-
-	json_decref(j);
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(tokex_adopt(s)));
+	/* released with the call's memory, raise or not */
+	return tokex_json_to_jsonb(tokex_json_track(j));
 }
 
 /*

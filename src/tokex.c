@@ -12,6 +12,9 @@
 #include "executor/spi.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+#include "utils/float.h"
 #include "utils/timestamp.h"
 
 #include <openssl/evp.h>
@@ -287,6 +290,132 @@ Datum
 tokex_jsonb_in(const char *s)
 {
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
+}
+
+/* Push one jansson value into a jsonb under construction; false: not here */
+static bool
+push_json(JsonbParseState **st, json_t *j, JsonbIteratorToken as, JsonbValue **res)
+{
+	JsonbValue	v;
+
+	check_stack_depth();
+	switch (json_typeof(j))
+	{
+		case JSON_OBJECT:
+			{
+				const char *k;
+				json_t	   *e;
+
+				*res = pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
+				json_object_foreach(j, k, e)
+				{
+					JsonbValue	key;
+
+					key.type = jbvString;
+					key.val.string.val = (char *) k;
+					key.val.string.len = strlen(k);
+					*res = pushJsonbValue(st, WJB_KEY, &key);
+					if (!push_json(st, e, WJB_VALUE, res))
+						return false;
+				}
+				*res = pushJsonbValue(st, WJB_END_OBJECT, NULL);
+				return true;
+			}
+		case JSON_ARRAY:
+			{
+				size_t		i;
+				json_t	   *e;
+
+				*res = pushJsonbValue(st, WJB_BEGIN_ARRAY, NULL);
+				json_array_foreach(j, i, e)
+					if (!push_json(st, e, WJB_ELEM, res))
+					return false;
+				*res = pushJsonbValue(st, WJB_END_ARRAY, NULL);
+				return true;
+			}
+		case JSON_STRING:
+			v.type = jbvString;
+			v.val.string.val = (char *) json_string_value(j);
+			v.val.string.len = json_string_length(j);
+			/* jsonb takes no NUL (jsonb_in refuses \u0000): let it say so */
+			if (memchr(v.val.string.val, '\0', v.val.string.len) != NULL)
+				return false;
+			break;
+		case JSON_INTEGER:
+			v.type = jbvNumeric;
+			v.val.numeric = int64_to_numeric(json_integer_value(j));
+			break;
+		case JSON_REAL:
+			{
+				/*
+				 * The shortest digits that read back as the same double (0.1,
+				 * not json_dumps's 0.10000000000000001), with ".0" kept on a
+				 * whole number as jansson does: the number as it was written,
+				 * for what tokens carry.
+				 */
+				char	   *t = float8out_internal(json_real_value(j));
+
+				if (strspn(t, "-0123456789") == strlen(t))
+					t = psprintf("%s.0", t);
+				else if (strpbrk(t, "0123456789") == NULL)
+					return false;	/* Infinity, NaN: not JSON */
+				v.type = jbvNumeric;
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(t),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
+				break;
+			}
+		case JSON_TRUE:
+		case JSON_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = json_is_true(j);
+			break;
+		case JSON_NULL:
+			v.type = jbvNull;
+			break;
+		default:
+			return false;
+	}
+	if (*st == NULL)
+	{
+		/* a scalar at the top: jsonb keeps it as a one-element raw-scalar array */
+		JsonbValue	va;
+
+		va.type = jbvArray;
+		va.val.array.rawScalar = true;
+		va.val.array.nElems = 1;
+		pushJsonbValue(st, WJB_BEGIN_ARRAY, &va);
+		pushJsonbValue(st, WJB_ELEM, &v);
+		*res = pushJsonbValue(st, WJB_END_ARRAY, NULL);
+	}
+	else
+		*res = pushJsonbValue(st, as, &v);
+	return true;
+}
+
+/*
+ * A jansson value as jsonb, built directly rather than written out and
+ * parsed again by jsonb_in (as costly as an exchange's ES256 signature):
+ * keys sorted and unique as jsonb_in makes them, numbers as numeric.  j is
+ * not consumed.
+ */
+Datum
+tokex_json_to_jsonb(json_t *j)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue *res = NULL;
+
+	if (j == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	if (!push_json(&st, j, WJB_ELEM, &res))
+	{
+		char	   *t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+
+		if (t == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		return tokex_jsonb_in(tokex_adopt(t));
+	}
+	return JsonbPGetDatum(JsonbValueToJsonb(res));
 }
 
 void

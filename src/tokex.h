@@ -96,6 +96,7 @@ extern json_t *tokex_jsonb_to_json(Jsonb *jb, const char *what);
 
 /* JSON text -> jsonb Datum. */
 extern Datum tokex_jsonb_in(const char *s);
+extern Datum tokex_json_to_jsonb(json_t *j);
 
 /* SHA-256 of n bytes (ERROR if OpenSSL fails). */
 extern void tokex_sha256(const void *p, size_t n, uint8 out[32]);

@@ -3,7 +3,7 @@
 -- confusion, and trusted external issuers (HS256 tokens built here with
 -- pgcrypto) with their audience requirement and JWKS validation.
 \ir preamble.psql
-SELECT plan(119);
+SELECT plan(121);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
   SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
@@ -338,6 +338,18 @@ SELECT is((SELECT count(*) FROM tokex.trusted_issuer WHERE issuer = 'https://bad
           'no refused JWKS was stored');
 SELECT is(pg_temp.verr(pg_temp.idp('{}', :'s2', '{"alg":"HS256","kid":"h2"}')), 'ok',
           'the trusted issuer is unaffected by the refused calls');
+
+-- A payload handed back as jsonb (built from the parsed claims, not
+-- written out and parsed again) is the jsonb of its text: objects, nested
+-- arrays, reals, negative and large integers, booleans, null, escapes.
+SELECT tokex.jwt_sign('{"sub": "j", "exp": 9999999999, "r": 2.5, "one": 1.0, "tenth": 0.1, "neg": -0.5,
+                        "big": 15000000000, "min": -9007199254740993, "t": true, "f": false, "n": null,
+                        "s": "é\n\"q\u2028\\", "arr": [1, [2, {"k": "v"}], []], "o": {}, "z": {"b": 1, "a": [null]}}'::jsonb)
+       AS odd \gset
+SELECT is(tokex._verify_assertion(:'odd', tokex.jwks()), tokex.jwt_decode(:'odd')->'payload',
+          'a verified payload as jsonb equals the jsonb of its text');
+SELECT is(tokex._verify_assertion(:'odd', tokex.jwks())::text, (tokex.jwt_decode(:'odd')->'payload')::text,
+          '... written out the same, number by number');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -154,6 +154,7 @@ extern bool note_presented(Issuance *x, TokexToken *t, const char *which);
 
 /* fastdecide.c: the decision by index probes, for a grant */
 extern bool tokex_fast_decide;
+extern bool tokex_audit_direct;
 extern bool decide_fast(Issuance *x);
 extern bool token_active_fast(Issuance *x);
 

@@ -103,6 +103,11 @@ _PG_init(void)
 							 "Every check of tokex.decide is made; a refusal, or a case the fast path does "
 							 "not take, is left to the query, which gives the reason. Off: the query decides every call.",
 							 &tokex_fast_decide, true, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("tokex.audit_direct_insert",
+							 "The audit writer inserts its rows as the table's tuples, not through an INSERT of JSON.",
+							 "The same rows, triggers, constraints and indexes; an administrator's own trigger on "
+							 "tokex.audit_event, or a Shared Signals stream, sends a batch through the INSERT.",
+							 &tokex_audit_direct, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tokex.dpop_max_age",
 							"How old a DPoP proof's iat may be (RFC 9449 §11.1); its jti is remembered that long.",
 							NULL, &tokex_dpop_max_age, 60, 1, 3600,

@@ -489,4 +489,55 @@ ok "$([ $((rb1 - rb0)) -le 3 ]; echo $?)" \
 seal_all
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and once it works again, every row is sealed and verifies"
 
+# The writer's direct insert (tokex.audit_direct_insert, on by default)
+# writes the rows its INSERT of JSON wrote: the same exchanges, granted and
+# denied, and rows of odd JSON through tokex._audit_write (numbers and
+# booleans for text, arrays with NULLs, empty arrays, escapes, a real,
+# which only the INSERT reads), with each path's use shown by the calls of
+# the INSERT's statement trigger (tokex._ssf_track).
+setw() {
+  q -c "ALTER SYSTEM SET tokex.audit_direct_insert = $1" -c "ALTER SYSTEM SET track_functions = 'all'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1.5   # the writer leaves after a second idle; the next reads the setting
+}
+ssf_calls() {
+  sleep 1.5   # ... and reports its function calls as it leaves
+  q -c "SELECT pg_stat_clear_snapshot()" -c "SELECT COALESCE(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = '_ssf_track'" | tail -1
+}
+cat > "$tmp/odd.json" <<'J'
+{"operation": "jwt_sign", "decision": "granted", "subject": 42, "reason": true,
+ "actor_chain": ["a", null, "\u00e9\"x\u0001"], "requested_scope": [], "scope": ["s"],
+ "delegation_ids": [1, -2, 9007199254740993], "credential_id": 7, "subject_token_sha256": "\\x00ff",
+ "expires_at": "2030-01-01T00:00:00+00:00", "client_id": "c1"}
+J
+path_rows() {  # path_rows on|off: write the rows, print them (what does not vary between two runs)
+  setw "$1"
+  local c0 s0
+  c0=$(ssf_calls); s0=$(q -c "SELECT last_value FROM tokex.audit_seq")
+  q -v odd="$(cat "$tmp/odd.json")" >/dev/null <<SQL
+SELECT $(x "$st" "$at" cal.read);
+SELECT $(x "$st" "$at" cal.read nowhere);
+SELECT tokex._audit_write(:'odd'::jsonb || jsonb_build_object('exchange_id', gen_random_uuid()));
+SELECT tokex._audit_write(:'odd'::jsonb || jsonb_build_object('exchange_id', gen_random_uuid(), 'audience', 1.5));
+SQL
+  err=$(q -c "SELECT tokex._audit_write('{\"exchange_id\": \"nope\", \"decision\": \"granted\"}')" 2>&1 | grep -E 'ERROR|DETAIL' | paste -sd' ')
+  echo "trigger calls: $(( $(ssf_calls) - c0 ))"
+  echo "refused: $err"
+  q -c "SELECT concat_ws(' | ', operation, decision, error, reason, subject, actor, actor_chain, client_id, audience,
+                         requested_scope, scope, delegation_ids, policy_ids, subject_issuer, actor_issuer,
+                         encode(subject_token_sha256, 'hex'), encode(actor_token_sha256, 'hex'), subject_sid,
+                         issued_token_type, db_user, subject_token_type, actor_token_type, credential_id, dpop_jkt,
+                         CASE WHEN operation = 'jwt_sign' THEN expires_at END, jti IS NULL, length(row_hash))
+          FROM tokex.audit_event WHERE seq > $s0 ORDER BY seq"
+}
+direct=$(path_rows on)
+viains=$(path_rows off)
+q -c "ALTER SYSTEM RESET tokex.audit_direct_insert" -c "ALTER SYSTEM RESET track_functions" -c "SELECT pg_reload_conf()" >/dev/null
+is "$(grep -c '' <<<"$direct") $(head -1 <<<"$direct") / $(head -1 <<<"$viains")" \
+   "6 trigger calls: 1 / trigger calls: 4" \
+   "the writer's direct insert wrote 4 rows without the INSERT (a real sent one row's batch through it); the INSERT, all 4"
+is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusal of a bad one"
+ok "$(grep -q 'invalid input syntax for type uuid' <<<"$direct"; echo $?)" "... which says why: $(sed -n 2p <<<"$direct")"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the trail verifies"
+
 finish

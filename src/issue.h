@@ -154,6 +154,7 @@ extern bool note_presented(Issuance *x, TokexToken *t, const char *which);
 
 /* fastdecide.c: the decision by index probes, for a grant */
 extern bool tokex_fast_decide;
+extern void tokex_uuid7(pg_uuid_t *u, TimestampTz at);
 extern bool tokex_audit_direct;
 extern bool decide_fast(Issuance *x);
 extern bool token_active_fast(Issuance *x);

@@ -2,7 +2,7 @@
 -- it carries, TTL bounds, audience/resource resolution, client_id, and the
 -- one audit row that matches the token.
 \ir preamble.psql
-SELECT plan(67);
+SELECT plan(68);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES
@@ -73,6 +73,12 @@ SELECT throws_ok(format('SELECT tokex.jwt_verify(%L, %L)', :'t', 'mail'), '28000
                  '... and not for another audience');
 SELECT is(tokex.jwt_verify(:'t', 'calendar'), :'c'::jsonb, 'jwt_verify returns the decoded claims');
 SELECT is((:'h'::jsonb)->>'typ', 'at+jwt', 'header typ is at+jwt (RFC 9068)');
+-- jti: a UUID version 7 (RFC 9562), its first 48 bits the time of issue in ms (the audit
+-- row's key: ordered by time, recent rows share the indexes' hot pages)
+SELECT ok(((:'c'::jsonb)->>'jti') ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'
+          AND abs(('x' || lpad(replace(left((:'c'::jsonb)->>'jti', 13), '-', ''), 16, '0'))::bit(64)::bigint / 1000.0
+                  - ((:'c'::jsonb)->>'iat')::numeric) < 1.5,
+          'jti is a UUID v7 whose time is the token''s iat');
 SELECT is((:'h'::jsonb)->>'kid', :'kid', 'header kid is the active key''s kid');
 SELECT is((:'h'::jsonb)->>'alg', 'ES256', 'header alg is the key''s algorithm');
 SELECT is((:'h'::jsonb)->>'kid',

@@ -37,6 +37,7 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/execPartition.h"
+#include "partitioning/partdesc.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
@@ -838,13 +839,41 @@ tokex_worker_xact(const char *activity, void (*fn) (void *arg), void *arg, char 
 
 /* ---- the writer's insert ----------------------------------------------- */
 
+/* Are all partitions under rel plain tables (no foreign table, whose insert is not a heap's)? */
+static bool
+plain_partitions(Relation rel)
+{
+	PartitionDesc pd = RelationGetPartitionDesc(rel, true);
+
+	for (int i = 0; i < pd->nparts; i++)
+	{
+		char		kind = get_rel_relkind(pd->oids[i]);
+
+		if (kind == RELKIND_PARTITIONED_TABLE)
+		{
+			Relation	sub = table_open(pd->oids[i], AccessShareLock);
+			bool		ok = plain_partitions(sub);
+
+			table_close(sub, NoLock);
+			if (!ok)
+				return false;
+		}
+		else if (kind != RELKIND_RELATION)
+			return false;
+	}
+	return true;
+}
+
 /*
  * Whether the rows can go straight into the table (direct_insert) rather
  * than through INSERT ... jsonb_populate_recordset (insert_rows, a third of
- * the writer's work): only when that INSERT would fire nothing but the
- * triggers tokex made, and the Shared Signals tracking it fires at the end
- * (tokex._ssf_track) would find no stream.  Anything else (a trigger an
- * administrator added, a stream) takes the INSERT.
+ * the writer's work): only when that INSERT would do nothing more: fire no
+ * trigger but those tokex made, apply no rule, reach no foreign table, and
+ * find no Shared Signals stream for the tracking its statement trigger does
+ * (tokex._ssf_track).  The stream is looked for in the latest committed
+ * state, with the table locked, as the trigger would after the INSERT:
+ * not in the transaction's snapshot, taken before a wait for the lock.
+ * Anything else takes the INSERT.
  */
 static bool
 direct_insert_allowed(Relation root)
@@ -853,6 +882,10 @@ direct_insert_allowed(Relation root)
 	Oid			ssf;
 	bool		streams = true;
 
+	if (root->rd_rules != NULL)
+		return false;
+	if (root->rd_rel->relkind == RELKIND_PARTITIONED_TABLE && !plain_partitions(root))
+		return false;
 	for (int i = 0; td && i < td->numtriggers; i++)
 	{
 		Trigger    *t = &td->triggers[i];
@@ -866,10 +899,12 @@ direct_insert_allowed(Relation root)
 	if (OidIsValid(ssf))
 	{
 		Relation	rel = table_open(ssf, AccessShareLock);
-		TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
 
 		streams = heap_getnext(scan, ForwardScanDirection) != NULL;
 		table_endscan(scan);
+		UnregisterSnapshot(snap);
 		table_close(rel, AccessShareLock);
 	}
 	return !streams;
@@ -989,8 +1024,10 @@ direct_insert(json_t **rows, int n, Relation root)
 		Form_pg_attribute a = TupleDescAttr(desc, i);
 		Oid			func;
 
-		if (a->attisdropped || a->attgenerated)
+		if (a->attisdropped)
 			continue;
+		if (a->attgenerated)
+			return false;		/* computed, not given: the INSERT's to refuse or fill */
 		elem[i] = get_element_type(a->atttypid);
 		if (OidIsValid(elem[i]))
 		{
@@ -1053,6 +1090,7 @@ direct_insert(json_t **rows, int n, Relation root)
 				s = execute_attr_map_slot(target->ri_RootToPartitionMap->attrMap, slot,
 										  target->ri_PartitionTupleSlot);
 		}
+		Assert(target->ri_RelationDesc->rd_rel->relkind == RELKIND_RELATION);	/* plain_partitions */
 		ExecSimpleRelationInsert(target, estate, s);
 	}
 	AfterTriggerEndQuery(estate);

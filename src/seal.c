@@ -744,7 +744,8 @@ typedef struct SealerSlot
 	pid_t		pid;			/* 0 while starting */
 	bool		flagged;		/* a row came since the last round began */
 	TimestampTz since;
-	TimestampTz retry_at;		/* nonzero: the last one failed; none starts before */
+	bool		launched;		/* false: resting after a failure (pid 0) */
+	TimestampTz retry_at;		/* resting: the next one's first round not before */
 } SealerSlot;
 
 typedef struct SealShmem
@@ -811,13 +812,14 @@ tokex_seal_init(void)
  * raises: a sealer that cannot start now starts at a later row, and
  * seal_audit() can always be called by hand.
  */
+static void launch_sealer(int index);
+
 static void
 poke_sealer(void)
 {
 	static TimestampTz last = 0;
 	TimestampTz now;
 	SealerSlot *s = NULL;
-	BackgroundWorker w;
 	int			index = -1;
 
 	if (seal_shmem == NULL || tokex_audit_seal_interval <= 0 || IsBinaryUpgrade)
@@ -828,19 +830,22 @@ poke_sealer(void)
 	for (int i = 0; i < SEAL_MAX_DBS; i++)
 		if (seal_shmem->sealers[i].dboid == MyDatabaseId)
 			s = &seal_shmem->sealers[i];
-	if (s && s->pid == 0 && s->retry_at != 0)
+	if (s && s->pid == 0 && !s->launched)
 	{
 		/*
-		 * The last sealer stopped on an error (logged): start the next one
-		 * no sooner than SEAL_RETRY_MS later, or every audit row would start
-		 * one that fails again, hundreds of processes a second.
+		 * Resting: the last sealer stopped on an error (logged).  The next
+		 * starts now and waits until retry_at before its first round, so
+		 * this row is sealed without waiting for another one; rows meanwhile
+		 * only flag it.  (Started by every row, a sealer that failed every
+		 * round once forked hundreds of processes a second.)
 		 */
-		if (now < s->retry_at)
-		{
-			LWLockRelease(seal_shmem->lock);
-			return;
-		}
-		s->dboid = InvalidOid, s->retry_at = 0, s = NULL;
+		s->launched = true;
+		s->since = now;
+		s->flagged = true;
+		index = s - seal_shmem->sealers;
+		LWLockRelease(seal_shmem->lock);
+		launch_sealer(index);
+		return;
 	}
 	if (s && s->pid == 0 && TimestampDifferenceExceeds(s->since, now, SEAL_START_MS))
 		s->dboid = InvalidOid, s = NULL;	/* a start that never came through */
@@ -860,7 +865,7 @@ poke_sealer(void)
 	else
 		for (int i = 0; i < SEAL_MAX_DBS; i++)
 			if (seal_shmem->sealers[i].dboid == InvalidOid ||
-				(seal_shmem->sealers[i].pid == 0 && seal_shmem->sealers[i].retry_at != 0 &&
+				(seal_shmem->sealers[i].pid == 0 && !seal_shmem->sealers[i].launched &&
 				 now >= seal_shmem->sealers[i].retry_at))	/* another database's, rested */
 			{
 				s = &seal_shmem->sealers[i];
@@ -869,12 +874,20 @@ poke_sealer(void)
 				s->flagged = true;
 				s->since = now;
 				s->retry_at = 0;
+				s->launched = true;
 				index = i;
 				break;
 			}
 	LWLockRelease(seal_shmem->lock);
-	if (index < 0)
-		return;
+	if (index >= 0)
+		launch_sealer(index);
+}
+
+/* Register the sealer of slot index (this database); on failure free the slot */
+static void
+launch_sealer(int index)
+{
+	BackgroundWorker w;
 
 	memset(&w, 0, sizeof(w));
 	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -911,7 +924,10 @@ sealer_exit(int code, Datum arg)
 
 		s->pid = 0;
 		if (sealer_failed)
+		{
+			s->launched = false;
 			s->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SEAL_RETRY_MS);
+		}
 		else
 			s->dboid = InvalidOid;
 	}
@@ -1030,6 +1046,8 @@ tokex_audit_sealer_main(Datum arg)
 	int			stuck = 0;
 	TimestampTz idle_since = 0;
 	TimestampTz next = 0;
+	TimestampTz not_before;
+	TimestampTz nobody_since = 0;
 
 	sealer_index = DatumGetInt32(arg);
 	memcpy(&db, MyBgworkerEntry->bgw_extra, sizeof(Oid));
@@ -1044,6 +1062,8 @@ tokex_audit_sealer_main(Datum arg)
 		proc_exit(0);
 	}
 	seal_shmem->sealers[sealer_index].pid = MyProcPid;
+	not_before = seal_shmem->sealers[sealer_index].retry_at;
+	seal_shmem->sealers[sealer_index].retry_at = 0;
 	LWLockRelease(seal_shmem->lock);
 	before_shmem_exit(sealer_exit, (Datum) 0);
 	/* until it leaves of its own accord, whatever ends it counts as a failure */
@@ -1068,6 +1088,35 @@ tokex_audit_sealer_main(Datum arg)
 	 */
 	SetConfigOption("deadlock_timeout", "50ms", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * After a failed sealer, the first round waits out its rest, unless for
+	 * two seconds no client was connected and no row came (a row's flag
+	 * comes at most once a second from each process that writes rows, the
+	 * audit writer too): then a round now, and leaving after it, does not
+	 * keep DROP DATABASE waiting its five seconds.  (Not at the first moment
+	 * nobody is: clients that connect for each call would then start a
+	 * failing round each.)
+	 */
+	while (GetCurrentTimestamp() < not_before)
+	{
+		bool		rows;
+
+		/* a row since the last look (clients that come and go between looks write rows) */
+		LWLockAcquire(seal_shmem->lock, LW_EXCLUSIVE);
+		rows = seal_shmem->sealers[sealer_index].flagged;
+		seal_shmem->sealers[sealer_index].flagged = false;
+		LWLockRelease(seal_shmem->lock);
+		if (rows || CountDBConnections(db) > 0)
+			nobody_since = 0;
+		else if (nobody_since == 0)
+			nobody_since = GetCurrentTimestamp();
+		else if (TimestampDifferenceExceeds(nobody_since, GetCurrentTimestamp(), 2000))
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 SEAL_TICK_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	for (;;)
 	{
 		TimestampTz now = GetCurrentTimestamp();

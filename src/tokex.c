@@ -14,7 +14,8 @@
 #include "utils/jsonb.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
-#include "utils/float.h"
+#include "common/shortest_dec.h"
+#include <math.h>
 #include "utils/timestamp.h"
 
 #include <openssl/evp.h>
@@ -354,16 +355,19 @@ push_json(JsonbParseState **st, json_t *j, JsonbIteratorToken as, JsonbValue **r
 			{
 				/*
 				 * The shortest digits that read back as the same double (0.1,
-				 * not json_dumps's 0.10000000000000001), with ".0" kept on a
-				 * whole number as jansson does: the number as it was written,
-				 * for what tokens carry.
+				 * not json_dumps's 0.10000000000000001), whatever the session's
+				 * extra_float_digits (float8out's rounding would move an
+				 * assertion's exp, and so how long its jti is remembered),
+				 * with ".0" kept on a whole number as jansson does.
 				 */
-				char	   *t = float8out_internal(json_real_value(j));
+				char		t[DOUBLE_SHORTEST_DECIMAL_LEN + 2];
+				double		d = json_real_value(j);
 
+				if (isnan(d) || isinf(d))
+					return false;	/* not JSON: let jsonb_in say so */
+				double_to_shortest_decimal_buf(d, t);
 				if (strspn(t, "-0123456789") == strlen(t))
-					t = psprintf("%s.0", t);
-				else if (strpbrk(t, "0123456789") == NULL)
-					return false;	/* Infinity, NaN: not JSON */
+					strcat(t, ".0");
 				v.type = jbvNumeric;
 				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(t),
 																	ObjectIdGetDatum(InvalidOid),

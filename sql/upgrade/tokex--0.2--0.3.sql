@@ -3688,9 +3688,10 @@ $$;
 -- The upper bound of a range partition (NULL for another one).
 CREATE FUNCTION tokex._audit_partition_upper(part oid) RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, tokex, pg_temp AS $$
-  SELECT (pg_catalog.regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
-                                  'TO \(''([^'']+)''\)'))[1]::timestamptz
-    FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) part
+  SELECT CASE WHEN b ~ 'TO \(MAXVALUE\)$' THEN 'infinity'::timestamptz
+              ELSE (pg_catalog.regexp_match(b, 'TO \(''([^'']+)''\)'))[1]::timestamptz END
+    FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_catalog.pg_class c
+           WHERE c.oid OPERATOR(pg_catalog.=) part) x
 $$;
 
 -- Partitions made ahead of time: for audit_event and token_use, one per
@@ -3751,8 +3752,10 @@ BEGIN
           BEGIN
             PERFORM tokex._audit_partition_create(t, lo, hi);
             made := made OPERATOR(pg_catalog.+) 1;
-          EXCEPTION WHEN lock_not_available OR check_violation THEN
-            -- busy, or rows reached the DEFAULT partition meanwhile
+          EXCEPTION WHEN lock_not_available OR check_violation OR invalid_object_definition OR duplicate_table THEN
+            -- busy, rows reached the DEFAULT partition meanwhile, or a partition or
+            -- table made by hand is in the way: not this interval, and the sealer
+            -- that calls this still seals
             NULL;
           END;
         END IF;

@@ -486,8 +486,16 @@ rb1=$(q -c "SELECT pg_stat_force_next_flush()" -c "SELECT xact_rollback FROM pg_
 q -c "ALTER FUNCTION tokex.seal_audit_away() RENAME TO seal_audit" >/dev/null
 ok "$([ $((rb1 - rb0)) -le 3 ]; echo $?)" \
    "a failing sealer is not restarted for every audit row: $((rb1 - rb0)) failed rounds over 80 rows in ~3 s"
-seal_all
-is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and once it works again, every row is sealed and verifies"
+# one row now, during the rest, and none after: the sealer it starts seals them all
+q -c "SELECT tokex.jwt_sign(jsonb_build_object('sub', 'rest-last'))" >/dev/null
+sealed=f
+for _ in $(seq 1 40); do
+  sealed=$(q -c "SELECT COALESCE(max(to_seq), 0) >= (SELECT last_value FROM tokex.audit_seq) FROM tokex.audit_block")
+  [ "$sealed" = t ] && break
+  sleep 0.5
+done
+is "$sealed" t "... and once it works again, a row during its rest starts the next sealer, which seals every row with none after"
+is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... which verify"
 
 # The writer's direct insert (tokex.audit_direct_insert, on by default)
 # writes the rows its INSERT of JSON wrote: the same exchanges, granted and
@@ -530,6 +538,7 @@ SQL
                          CASE WHEN operation = 'jwt_sign' THEN expires_at END, jti IS NULL, length(row_hash))
           FROM tokex.audit_event WHERE seq > $s0 ORDER BY seq"
 }
+read -r st at < <(q -F ' ' -c "SELECT (tokex.start_session('alice', 'asst'))->>'session_token', tokex.identity_token('asst')")
 direct=$(path_rows on)
 viains=$(path_rows off)
 q -c "ALTER SYSTEM RESET tokex.audit_direct_insert" -c "ALTER SYSTEM RESET track_functions" -c "SELECT pg_reload_conf()" >/dev/null
@@ -537,7 +546,62 @@ is "$(grep -c '' <<<"$direct") $(head -1 <<<"$direct") / $(head -1 <<<"$viains")
    "6 trigger calls: 1 / trigger calls: 4" \
    "the writer's direct insert wrote 4 rows without the INSERT (a real sent one row's batch through it); the INSERT, all 4"
 is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusal of a bad one"
+is "$(sed -n 3p <<<"$direct" | awk -F' [|] ' '{print $1, $2}')" "exchange granted" "... the first of them a granted exchange"
 ok "$(grep -q 'invalid input syntax for type uuid' <<<"$direct"; echo $?)" "... which says why: $(sed -n 2p <<<"$direct")"
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the trail verifies"
+
+# ... and what the INSERT would do more, the direct insert leaves to it: an
+# administrator's ON INSERT rule, a foreign-table partition (a clean
+# refusal, not a crash), a generated column; a stream created while the
+# writer waited for the table is tracked.
+q >/dev/null <<'SQL'
+CREATE TABLE public.mirror (exchange_id uuid, decision text);
+CREATE RULE mirror_rule AS ON INSERT TO tokex.audit_event DO ALSO INSERT INTO public.mirror VALUES (NEW.exchange_id, NEW.decision);
+SQL
+q -c "SELECT $(x "$st" "$at" cal.read)" >/dev/null
+is "$(q -c "SELECT count(*) FROM public.mirror")" 1 "an ON INSERT rule on tokex.audit_event applies to the writer's rows"
+q -c "DROP RULE mirror_rule ON tokex.audit_event" -c "DROP TABLE public.mirror" >/dev/null
+q >/dev/null <<'SQL'
+CREATE EXTENSION IF NOT EXISTS file_fdw;
+CREATE SERVER audit_files FOREIGN DATA WRAPPER file_fdw;
+CREATE FOREIGN TABLE tokex.audit_far PARTITION OF tokex.audit_event FOR VALUES FROM ('2040-01-01') TO ('2040-02-01')
+  SERVER audit_files OPTIONS (filename '/dev/null');
+SQL
+out=$(q -c "SELECT tokex._audit_write(jsonb_build_object('exchange_id', gen_random_uuid(), 'at', '2040-01-15T00:00:00+00:00',
+                                      'operation', 'revoke', 'decision', 'denied', 'error', 'x'), false)" 2>&1)
+ok "$(grep -q 'could not commit the audit row' <<<"$out" && [ "$(q -c 'SELECT 1')" = 1 ]; echo $?)" \
+   "a row routed to a foreign-table partition is refused, the server up: $(grep -m1 DETAIL <<<"$out")"
+q -c "DROP FOREIGN TABLE tokex.audit_far" -c "DROP SERVER audit_files" >/dev/null
+q -c "ALTER TABLE tokex.audit_event ADD COLUMN g text GENERATED ALWAYS AS (upper(subject)) STORED" >/dev/null
+out=$(q -c "SELECT tokex._audit_write(jsonb_build_object('exchange_id', gen_random_uuid(), 'operation', 'revoke',
+                                      'decision', 'denied', 'error', 'x', 'g', 'boom'), false)" 2>&1)
+ok "$(grep -q 'could not commit the audit row' <<<"$out" && [ "$(q -c 'SELECT 1')" = 1 ]; echo $?)" \
+   "a row naming a generated column is refused as the INSERT refuses it, the server up: $(grep -m1 DETAIL <<<"$out")"
+q -c "ALTER TABLE tokex.audit_event DROP COLUMN g" >/dev/null
+q -c "BEGIN" -c "LOCK tokex.audit_event IN EXCLUSIVE MODE" -c "SELECT pg_sleep(1.5)" \
+  -c "INSERT INTO tokex.ssf_stream (audience, description) VALUES ('cal', 'race')" -c "COMMIT" >/dev/null &
+locker=$!
+sleep 0.5
+r=$(q -c "SELECT $(x "$st" "$at" cal.read)")
+wait $locker
+is "$(q -c "SELECT count(*) FROM tokex.ssf_token
+             WHERE jti = (tokex.jwt_decode(('$r'::jsonb)->>'access_token')->'payload'->>'jti')::uuid" 2>&1)" 1 \
+   "a token whose row waited for the table while a stream was created is tracked for it ($(cut -c1-60 <<<"$r"))"
+q -c "DELETE FROM tokex.ssf_stream WHERE description = 'race'" >/dev/null
+
+# Partitions made ahead skip what is in the way: a table by hand with the
+# name of one, a partition up to MAXVALUE (which once raised in every
+# sealer round, so nothing was sealed again).
+m4=$(date -u -d "$(date -u +%Y-%m-01) +4 months" +%Y-%m-01)
+m5=$(date -u -d "$(date -u +%Y-%m-01) +5 months" +%Y-%m-01)
+q >/dev/null <<SQL
+CREATE TABLE tokex.audit_event_p${m4//-/} (x int);
+CREATE TABLE tokex.audit_far (LIKE tokex.audit_event INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE tokex.audit_event ATTACH PARTITION tokex.audit_far FOR VALUES FROM ('$m5') TO (MAXVALUE);
+SQL
+out=$(q -c "SET tokex.audit_partition_ahead = 8" -c "SELECT tokex.audit_partition_ahead()" 2>&1)
+is "$out" 5 "audit_partition_ahead() skips a table in its way and a partition up to MAXVALUE, makes the rest (token_use's 5)"
+q -c "DROP TABLE tokex.audit_event_p${m4//-/}" -c "ALTER TABLE tokex.audit_event DETACH PARTITION tokex.audit_far" \
+  -c "DROP TABLE tokex.audit_far" >/dev/null
 
 finish

@@ -3,7 +3,7 @@
 -- confusion, and trusted external issuers (HS256 tokens built here with
 -- pgcrypto) with their audience requirement and JWKS validation.
 \ir preamble.psql
-SELECT plan(121);
+SELECT plan(122);
 
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS $$
   SELECT translate(encode(b, 'base64'), E'+/=\n', '-_')
@@ -350,6 +350,12 @@ SELECT is(tokex._verify_assertion(:'odd', tokex.jwks()), tokex.jwt_decode(:'odd'
           'a verified payload as jsonb equals the jsonb of its text');
 SELECT is(tokex._verify_assertion(:'odd', tokex.jwks())::text, (tokex.jwt_decode(:'odd')->'payload')::text,
           '... written out the same, number by number');
+SELECT tokex.jwt_sign('{"sub": "j", "exp": 9999999999.123456, "w": 0.30000000000000004, "e": 1e15}'::jsonb) AS reals \gset
+SELECT tokex._verify_assertion(:'reals', tokex.jwks())::text AS reals1 \gset
+SET LOCAL extra_float_digits = -15;
+SELECT is(tokex._verify_assertion(:'reals', tokex.jwks())::text, :'reals1',
+          '... whatever the session''s extra_float_digits (an assertion''s exp decides how long its jti is kept)');
+RESET extra_float_digits;
 
 SELECT * FROM finish();
 ROLLBACK;

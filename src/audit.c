@@ -931,6 +931,19 @@ scalar_text(json_t *v, char *buf, size_t len)
 	}
 }
 
+/* How one column is read from JSON: its type's input, or its element type's */
+typedef struct ColumnIn
+{
+	FmgrInfo	in;				/* the type's input function (scalars) */
+	Oid			ioparam;
+	Oid			elem;			/* arrays: the element type, else InvalidOid */
+	FmgrInfo	elem_in;
+	Oid			elem_ioparam;
+	int16		elem_len;
+	bool		elem_byval;
+	char		elem_align;
+} ColumnIn;
+
 /*
  * One row (a JSON object of its columns) into values/nulls of desc, as
  * jsonb_populate_recordset reads it: a key absent or null is NULL, a
@@ -938,35 +951,37 @@ scalar_text(json_t *v, char *buf, size_t len)
  * scalars becomes a one-dimensional array.  False for anything else.
  */
 static bool
-row_values(json_t *row, TupleDesc desc, FmgrInfo *in, Oid *ioparam, Oid *elem, FmgrInfo *elem_in,
-		   Oid *elem_ioparam, Datum *values, bool *nulls)
+row_values(json_t *row, TupleDesc desc, ColumnIn *cols, Datum *values, bool *nulls)
 {
 	char		buf[32];
 
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute a = TupleDescAttr(desc, i);
+		ColumnIn   *c = &cols[i];
 		json_t	   *v = a->attisdropped ? NULL : json_object_get(row, NameStr(a->attname));
 		const char *t;
 
 		nulls[i] = v == NULL || json_is_null(v);
 		if (nulls[i])
 			continue;
-		if (OidIsValid(elem[i]))
+		if (OidIsValid(c->elem))
 		{
 			size_t		n = json_array_size(v);
 			Datum	   *items;
 			bool	   *inulls;
-			int16		typlen;
-			bool		typbyval;
-			char		typalign;
 			int			dims[1] = {(int) n};
 			int			lbs[1] = {1};
 
 			if (!json_is_array(v))
 				return false;
-			items = palloc(sizeof(Datum) * Max(n, 1));
-			inulls = palloc(sizeof(bool) * Max(n, 1));
+			if (n == 0)
+			{
+				values[i] = PointerGetDatum(construct_empty_array(c->elem));
+				continue;
+			}
+			items = palloc(sizeof(Datum) * n);
+			inulls = palloc(sizeof(bool) * n);
 			for (size_t k = 0; k < n; k++)
 			{
 				json_t	   *e = json_array_get(v, k);
@@ -976,16 +991,15 @@ row_values(json_t *row, TupleDesc desc, FmgrInfo *in, Oid *ioparam, Oid *elem, F
 					continue;
 				if ((t = scalar_text(e, buf, sizeof(buf))) == NULL)
 					return false;
-				items[k] = InputFunctionCall(&elem_in[i], (char *) t, elem_ioparam[i], -1);
+				items[k] = InputFunctionCall(&c->elem_in, (char *) t, c->elem_ioparam, -1);
 			}
-			get_typlenbyvalalign(elem[i], &typlen, &typbyval, &typalign);
-			values[i] = n == 0 ? PointerGetDatum(construct_empty_array(elem[i]))
-				: PointerGetDatum(construct_md_array(items, inulls, 1, dims, lbs, elem[i], typlen, typbyval, typalign));
+			values[i] = PointerGetDatum(construct_md_array(items, inulls, 1, dims, lbs, c->elem,
+														   c->elem_len, c->elem_byval, c->elem_align));
 			continue;
 		}
 		if ((t = scalar_text(v, buf, sizeof(buf))) == NULL)
 			return false;
-		values[i] = InputFunctionCall(&in[i], (char *) t, ioparam[i], a->atttypmod);
+		values[i] = InputFunctionCall(&c->in, (char *) t, c->ioparam, a->atttypmod);
 	}
 	return true;
 }
@@ -1002,11 +1016,7 @@ direct_insert(json_t **rows, int n, Relation root)
 {
 	TupleDesc	desc = RelationGetDescr(root);
 	int			natts = desc->natts;
-	FmgrInfo   *in = palloc0(sizeof(FmgrInfo) * natts);
-	FmgrInfo   *elem_in = palloc0(sizeof(FmgrInfo) * natts);
-	Oid		   *ioparam = palloc0(sizeof(Oid) * natts);
-	Oid		   *elem = palloc0(sizeof(Oid) * natts);
-	Oid		   *elem_ioparam = palloc0(sizeof(Oid) * natts);
+	ColumnIn   *cols = palloc0(sizeof(ColumnIn) * natts);
 	Datum	  **values = palloc(sizeof(Datum *) * n);
 	bool	  **nulls = palloc(sizeof(bool *) * n);
 	EState	   *estate;
@@ -1022,30 +1032,32 @@ direct_insert(json_t **rows, int n, Relation root)
 	for (int i = 0; i < natts; i++)
 	{
 		Form_pg_attribute a = TupleDescAttr(desc, i);
+		ColumnIn   *c = &cols[i];
 		Oid			func;
 
 		if (a->attisdropped)
 			continue;
 		if (a->attgenerated)
 			return false;		/* computed, not given: the INSERT's to refuse or fill */
-		elem[i] = get_element_type(a->atttypid);
-		if (OidIsValid(elem[i]))
+		c->elem = get_element_type(a->atttypid);
+		if (OidIsValid(c->elem))
 		{
-			getTypeInputInfo(elem[i], &func, &elem_ioparam[i]);
-			fmgr_info(func, &elem_in[i]);
+			getTypeInputInfo(c->elem, &func, &c->elem_ioparam);
+			fmgr_info(func, &c->elem_in);
+			get_typlenbyvalalign(c->elem, &c->elem_len, &c->elem_byval, &c->elem_align);
 		}
 		else if (a->atttypid == JSONOID || a->atttypid == JSONBOID ||
 				 get_typtype(a->atttypid) != TYPTYPE_BASE)
 			return false;		/* as JSON, a domain, a composite: the INSERT's */
-		getTypeInputInfo(a->atttypid, &func, &ioparam[i]);
-		fmgr_info(func, &in[i]);
+		getTypeInputInfo(a->atttypid, &func, &c->ioparam);
+		fmgr_info(func, &c->in);
 	}
 	/* every row read first: a row this cannot read sends them all to the INSERT */
 	for (int r = 0; r < n; r++)
 	{
 		values[r] = palloc(sizeof(Datum) * natts);
 		nulls[r] = palloc(sizeof(bool) * natts);
-		if (!row_values(rows[r], desc, in, ioparam, elem, elem_in, elem_ioparam, values[r], nulls[r]))
+		if (!row_values(rows[r], desc, cols, values[r], nulls[r]))
 			return false;
 	}
 

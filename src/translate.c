@@ -41,9 +41,14 @@ tokex_opaque_new(const char *kind)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for a credential")));
 	}
-	s = pstrdup(m);
+	/* copied without raising, so the malloc'd secret is wiped and freed whatever happens */
+	s = MemoryContextAllocExtended(CurrentMemoryContext, strlen(m) + 1, MCXT_ALLOC_NO_OOM);
+	if (s)
+		strcpy(s, m);
 	explicit_bzero(m, strlen(m));
 	free(m);
+	if (s == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	return s;
 }
 

@@ -35,6 +35,16 @@ problems() {
   q -c "BEGIN" -c "$1" -c "SELECT COALESCE(string_agg(DISTINCT problem, ',' ORDER BY problem), 'none') FROM tokex.audit_verify()" \
     -c "ROLLBACK" 2>&1 | tail -1
 }
+# poll N SQL: run SQL every half second until it gives t, N times at most; print the last answer
+poll() {
+  local v=f
+  for _ in $(seq 1 "$1"); do
+    v=$(q -c "$2")
+    [ "$v" = t ] && break
+    sleep 0.5
+  done
+  echo "$v"
+}
 # seal until every row is in a block (the sealer may be at it too)
 seal_all() {
   for _ in $(seq 1 50); do
@@ -106,12 +116,7 @@ is "$(q -c "SELECT count(DISTINCT seq) FROM (SELECT seq FROM tokex.audit_event U
    "$total" "every row has its own place (seq)"
 
 # the background sealer (tokex.audit_seal_interval, default 5 s) seals every row
-sealed=f
-for _ in $(seq 1 60); do
-  sealed=$(q -c "SELECT COALESCE(sum(row_count), 0) = $total FROM tokex.audit_block")
-  [ "$sealed" = t ] && break
-  sleep 0.5
-done
+sealed=$(poll 60 "SELECT COALESCE(sum(row_count), 0) = $total FROM tokex.audit_block")
 is "$sealed" t "the background sealer has sealed every row, unasked"
 [ "$sealed" = t ] || q -c "SELECT (SELECT max(to_seq) FROM tokex.audit_block), (SELECT last_value FROM tokex.audit_seq),
                                   (SELECT count(*) FROM tokex.audit_event) + (SELECT count(*) FROM tokex.token_use),
@@ -488,12 +493,7 @@ ok "$([ $((rb1 - rb0)) -le 3 ]; echo $?)" \
    "a failing sealer is not restarted for every audit row: $((rb1 - rb0)) failed rounds over 80 rows in ~3 s"
 # one row now, during the rest, and none after: the sealer it starts seals them all
 q -c "SELECT tokex.jwt_sign(jsonb_build_object('sub', 'rest-last'))" >/dev/null
-sealed=f
-for _ in $(seq 1 40); do
-  sealed=$(q -c "SELECT COALESCE(max(to_seq), 0) >= (SELECT last_value FROM tokex.audit_seq) FROM tokex.audit_block")
-  [ "$sealed" = t ] && break
-  sleep 0.5
-done
+sealed=$(poll 40 "SELECT COALESCE(max(to_seq), 0) >= (SELECT last_value FROM tokex.audit_seq) FROM tokex.audit_block")
 is "$sealed" t "... and once it works again, a row during its rest starts the next sealer, which seals every row with none after"
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... which verify"
 

@@ -50,7 +50,7 @@ static int64 pbkdf2_work = 0;
 static void
 sha256_bytes(const char *s, size_t len, uint8 out[32])
 {
-	if (EVP_Digest(s, len, out, NULL, EVP_sha256(), NULL) != 1)
+	if (EVP_Digest(s, len, out, NULL, tokex_sha256_md(), NULL) != 1)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
 }
 

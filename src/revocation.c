@@ -41,12 +41,13 @@ tokex_jti_text(const json_t *jti)
 void
 tokex_jti_key(const char *iss, const char *jti, uint8 out[32])
 {
+	const EVP_MD *sha256 = tokex_sha256_md();	/* may raise: before the allocation */
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned int n = 0;
 	bool		ok;
 
 	ok = ctx != NULL &&
-		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+		EVP_DigestInit_ex(ctx, sha256, NULL) == 1 &&
 		EVP_DigestUpdate(ctx, iss, strlen(iss) + 1) == 1 &&	/* with its NUL */
 		EVP_DigestUpdate(ctx, jti, strlen(jti)) == 1 &&
 		EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;

@@ -361,10 +361,11 @@ static void
 sha256_parts(const uint8 *a, size_t alen, const uint8 *b, size_t blen,
 			 const uint8 *c, size_t clen, uint8 out[32])
 {
+	const EVP_MD *sha256 = tokex_sha256_md();	/* may raise: before the allocation */
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned int outlen = 32;
 
-	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	if (md == NULL || EVP_DigestInit_ex(md, sha256, NULL) != 1 ||
 		(alen && EVP_DigestUpdate(md, a, alen) != 1) ||
 		(blen && EVP_DigestUpdate(md, b, blen) != 1) ||
 		(clen && EVP_DigestUpdate(md, c, clen) != 1) ||

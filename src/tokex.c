@@ -551,9 +551,23 @@ tokex_check_version(void)
 	SPI_finish();
 }
 
+/*
+ * SHA-256, fetched once per process: with EVP_sha256() every digest looks
+ * the algorithm up in the provider's tables again.
+ */
+const EVP_MD *
+tokex_sha256_md(void)
+{
+	static EVP_MD *sha256 = NULL;
+
+	if (sha256 == NULL && (sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 is not available")));
+	return sha256;
+}
+
 void
 tokex_sha256(const void *p, size_t n, uint8 out[32])
 {
-	if (EVP_Digest(p, n, out, NULL, EVP_sha256(), NULL) != 1)
+	if (EVP_Digest(p, n, out, NULL, tokex_sha256_md(), NULL) != 1)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
 }

@@ -99,6 +99,7 @@ extern Datum tokex_jsonb_in(const char *s);
 extern Datum tokex_json_to_jsonb(json_t *j);
 
 /* SHA-256 of n bytes (ERROR if OpenSSL fails). */
+extern const EVP_MD *tokex_sha256_md(void);
 extern void tokex_sha256(const void *p, size_t n, uint8 out[32]);
 
 /* Parse a UUID in its canonical 8-4-4-4-12 form only. */

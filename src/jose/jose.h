@@ -188,6 +188,14 @@ typedef struct jose_key
 	size_t		secret_len;
 	bool		has_private;
 	unsigned	ops;			/* JOSE_OP_*: from "key_ops", else both */
+	/*
+	 * EC only, made on first use and kept with the key: a context set up
+	 * once for verifying (signing) digests.  Setting one up per call was a
+	 * seventh of a verification: the provider's algorithm is looked up by
+	 * name every time.
+	 */
+	EVP_PKEY_CTX *verify_ctx;
+	EVP_PKEY_CTX *sign_ctx;
 } jose_key;
 
 void		jose_key_free(jose_key *key);

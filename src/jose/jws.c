@@ -114,6 +114,42 @@ setup_ctx(EVP_MD_CTX *ctx, const jose_key *key, jose_alg alg, bool sign)
 	return 0;
 }
 
+/*
+ * EC: the key's context for signing (verifying) digests with its one
+ * algorithm, set up on first use and kept with the key.  The key is const
+ * to its callers: the context is a cache, not part of its value.
+ */
+static EVP_PKEY_CTX *
+ec_ctx(const jose_key *key, bool sign)
+{
+	EVP_PKEY_CTX **slot = sign ? &((jose_key *) (uintptr_t) key)->sign_ctx
+		: &((jose_key *) (uintptr_t) key)->verify_ctx;
+
+	if (*slot == NULL)
+	{
+		EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+
+		if (ctx == NULL ||
+			(sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) != 1 ||
+			EVP_PKEY_CTX_set_signature_md(ctx, alg_md(key->alg)) != 1)
+		{
+			EVP_PKEY_CTX_free(ctx);
+			return NULL;
+		}
+		*slot = ctx;
+	}
+	return *slot;
+}
+
+/* EC: msg's digest under key's algorithm; its length, or 0 on failure */
+static unsigned int
+ec_digest(const jose_key *key, const uint8_t *msg, size_t msglen, uint8_t out[EVP_MAX_MD_SIZE])
+{
+	unsigned int len = 0;
+
+	return EVP_Digest(msg, msglen, out, &len, alg_md(key->alg), NULL) == 1 ? len : 0;
+}
+
 static int
 hmac(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t msglen,
 	 uint8_t *out, unsigned int *outlen)
@@ -155,14 +191,32 @@ jose_sign_raw(const jose_key *key, const uint8_t *msg, size_t msglen,
 	if (!key->has_private)
 		return jose_seterr(err, JOSE_E_JWK, "key has no private part");
 
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || setup_ctx(ctx, key, key->alg, true) < 0 ||
-		EVP_DigestSign(ctx, NULL, &derlen, msg, msglen) != 1 ||
-		(der = malloc(derlen)) == NULL ||
-		EVP_DigestSign(ctx, der, &derlen, msg, msglen) != 1)
+	if (key->kty == JOSE_KTY_EC)
 	{
-		jose_seterr(err, JOSE_E_INTERNAL, "signing failed");
-		goto done;
+		uint8_t		dgst[EVP_MAX_MD_SIZE];
+		unsigned int dlen = ec_digest(key, msg, msglen, dgst);
+		EVP_PKEY_CTX *pctx = ec_ctx(key, true);
+
+		if (dlen == 0 || pctx == NULL ||
+			EVP_PKEY_sign(pctx, NULL, &derlen, dgst, dlen) != 1 ||
+			(der = malloc(derlen)) == NULL ||
+			EVP_PKEY_sign(pctx, der, &derlen, dgst, dlen) != 1)
+		{
+			jose_seterr(err, JOSE_E_INTERNAL, "signing failed");
+			goto done;
+		}
+	}
+	else
+	{
+		ctx = EVP_MD_CTX_new();
+		if (ctx == NULL || setup_ctx(ctx, key, key->alg, true) < 0 ||
+			EVP_DigestSign(ctx, NULL, &derlen, msg, msglen) != 1 ||
+			(der = malloc(derlen)) == NULL ||
+			EVP_DigestSign(ctx, der, &derlen, msg, msglen) != 1)
+		{
+			jose_seterr(err, JOSE_E_INTERNAL, "signing failed");
+			goto done;
+		}
 	}
 	if (key->kty == JOSE_KTY_EC)
 	{
@@ -268,7 +322,22 @@ jose_verify_raw(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t ms
 					return jose_seterr(err, JOSE_E_INTERNAL, "cannot decode signature");
 				sig = der;
 				siglen = (size_t) derlen;
-				break;
+			}
+			{
+				uint8_t		dgst[EVP_MAX_MD_SIZE];
+				unsigned int dlen = ec_digest(key, msg, msglen, dgst);
+				EVP_PKEY_CTX *pctx = ec_ctx(key, false);
+
+				if (dlen == 0 || pctx == NULL)
+				{
+					OPENSSL_free(der);
+					ERR_clear_error();
+					return jose_seterr(err, JOSE_E_INTERNAL, "cannot set up verification");
+				}
+				rc = EVP_PKEY_verify(pctx, sig, siglen, dgst, dlen);
+				OPENSSL_free(der);
+				ERR_clear_error();
+				return rc == 1 ? 0 : jose_seterr(err, JOSE_E_SIGNATURE, NULL);
 			}
 		case JOSE_KTY_OKP:
 			if (siglen != 64)

@@ -94,6 +94,8 @@ jose_key_free(jose_key *key)
 {
 	if (key == NULL)
 		return;
+	EVP_PKEY_CTX_free(key->verify_ctx);
+	EVP_PKEY_CTX_free(key->sign_ctx);
 	EVP_PKEY_free(key->pkey);
 	jose_secret_free(key->secret, key->secret_len);
 	free(key->kid);

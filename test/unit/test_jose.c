@@ -1756,6 +1756,74 @@ test_jwks_text(void)
 	json_decref(pub);
 }
 
+/*
+ * EC keys keep one signing and one verifying context, set up on first use
+ * (jose_key.sign_ctx / verify_ctx): reused call after call, they must give
+ * the same answers as a fresh one, a fresh nonce for every signature, and
+ * stay usable after a refusal.
+ */
+static void
+test_key_contexts(void)
+{
+	for (int i = 0; i < NSIGN; i++)
+	{
+		jose_key   *k = genkeys[i],
+				   *other;
+		const char *name = jose_alg_name(sign_algs[i]);
+		jose_error	e = noerr();
+		uint8_t    *s1 = NULL,
+				   *s2 = NULL,
+				   *s3 = NULL;
+		size_t		l1 = 0,
+					l2 = 0,
+					l3 = 0;
+		const uint8_t m1[] = "first message",
+					m2[] = "second message";
+		bool		good = true;
+
+		if (k->kty != JOSE_KTY_EC)
+			continue;
+		other = jose_key_generate(k->alg, &e);
+		if (!tap_ok(other != NULL, "%s contexts: second key", name))
+			continue;
+		tap_ok(jose_sign_raw(k, m1, sizeof(m1), &s1, &l1, &e) == 0 &&
+			   jose_sign_raw(k, m1, sizeof(m1), &s2, &l2, &e) == 0 &&
+			   jose_sign_raw(k, m2, sizeof(m2), &s3, &l3, &e) == 0 && k->sign_ctx != NULL,
+			   "%s contexts: three signatures through the key's kept signing context", name);
+		if (s1 == NULL || s2 == NULL || s3 == NULL)
+			goto next;
+		/* the same message twice: ECDSA with a reused nonce would give the same r (and the key) */
+		tap_ok(l1 == l2 && memcmp(s1, s2, l1 / 2) != 0,
+			   "%s contexts: the same message signed twice has two different r (fresh nonce)", name);
+		for (int round = 0; round < 3; round++)
+			good &= jose_verify_raw(k, k->alg, m1, sizeof(m1), s1, l1, &e) == 0 &&
+				jose_verify_raw(k, k->alg, m1, sizeof(m1), s2, l2, &e) == 0 &&
+				jose_verify_raw(k, k->alg, m2, sizeof(m2), s3, l3, &e) == 0;
+		tap_ok(good && k->verify_ctx != NULL,
+			   "%s contexts: each verifies, three times over, through the kept verifying context", name);
+		e = noerr();
+		tap_ok(jose_verify_raw(k, k->alg, m2, sizeof(m2), s1, l1, &e) < 0 && e.code == JOSE_E_SIGNATURE,
+			   "%s contexts: a signature of another message is refused (SIGNATURE)", name);
+		s1[l1 - 1] ^= 1;
+		e = noerr();
+		tap_ok(jose_verify_raw(k, k->alg, m1, sizeof(m1), s1, l1, &e) < 0 && e.code == JOSE_E_SIGNATURE,
+			   "%s contexts: an altered signature is refused (SIGNATURE)", name);
+		s1[l1 - 1] ^= 1;
+		e = noerr();
+		tap_ok(jose_verify_raw(other, other->alg, m1, sizeof(m1), s1, l1, &e) < 0 &&
+			   e.code == JOSE_E_SIGNATURE,
+			   "%s contexts: another key of the same algorithm refuses it (its own context)", name);
+		e = noerr();
+		tap_ok(jose_verify_raw(k, k->alg, m1, sizeof(m1), s1, l1, &e) == 0,
+			   "%s contexts: after those refusals the key's context still verifies", name);
+next:
+		free(s1);
+		free(s2);
+		free(s3);
+		jose_key_free(other);
+	}
+}
+
 int
 main(void)
 {
@@ -1785,6 +1853,7 @@ main(void)
 	test_stale_error();
 	test_jwks();
 	test_key_ops();
+	test_key_contexts();
 	test_thumbprints();
 	test_claims();
 	test_jwt_verify();

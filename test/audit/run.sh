@@ -527,10 +527,15 @@ SELECT $(x "$st" "$at" cal.read);
 SELECT $(x "$st" "$at" cal.read nowhere);
 SELECT tokex._audit_write(:'odd'::jsonb || jsonb_build_object('exchange_id', gen_random_uuid()));
 SELECT tokex._audit_write(:'odd'::jsonb || jsonb_build_object('exchange_id', gen_random_uuid(), 'audience', 1.5));
+SELECT tokex._audit_write(:'odd'::jsonb || jsonb_build_object('exchange_id', gen_random_uuid(), 'nonsense', 1,
+                                                            'reason', jsonb_build_array('a', 1, true, NULL)));
 SQL
   err=$(q -c "SELECT tokex._audit_write('{\"exchange_id\": \"nope\", \"decision\": \"granted\"}')" 2>&1 | grep -E 'ERROR|DETAIL' | paste -sd' ')
+  err2=$(q -c "SELECT tokex._audit_write('{\"operation\": \"revoke\", \"decision\": \"denied\", \"scope\": \"s\"}'::jsonb
+                                         || jsonb_build_object('exchange_id', gen_random_uuid()))" 2>&1 | grep -E 'ERROR|DETAIL' | paste -sd' ')
   echo "trigger calls: $(( $(ssf_calls) - c0 ))"
   echo "refused: $err"
+  echo "refused: $err2"
   q -c "SELECT concat_ws(' | ', operation, decision, error, reason, subject, actor, actor_chain, client_id, audience,
                          requested_scope, scope, delegation_ids, policy_ids, subject_issuer, actor_issuer,
                          encode(subject_token_sha256, 'hex'), encode(actor_token_sha256, 'hex'), subject_sid,
@@ -543,11 +548,14 @@ direct=$(path_rows on)
 viains=$(path_rows off)
 q -c "ALTER SYSTEM RESET tokex.audit_direct_insert" -c "ALTER SYSTEM RESET track_functions" -c "SELECT pg_reload_conf()" >/dev/null
 is "$(grep -c '' <<<"$direct") $(head -1 <<<"$direct") / $(head -1 <<<"$viains")" \
-   "6 trigger calls: 1 / trigger calls: 4" \
-   "the writer's direct insert wrote 4 rows without the INSERT (a real sent one row's batch through it); the INSERT, all 4"
-is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusal of a bad one"
-is "$(sed -n 3p <<<"$direct" | awk -F' [|] ' '{print $1, $2}')" "exchange granted" "... the first of them a granted exchange"
+   "8 trigger calls: 2 / trigger calls: 5" \
+   "the writer's direct insert wrote 5 rows, 3 without the INSERT (a real, an array for a text column sent their batches through it); the INSERT, all 5"
+is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusals of two bad ones"
+is "$(sed -n 4p <<<"$direct" | awk -F' [|] ' '{print $1, $2}')" "exchange granted" "... the first of them a granted exchange"
 ok "$(grep -q 'invalid input syntax for type uuid' <<<"$direct"; echo $?)" "... which says why: $(sed -n 2p <<<"$direct")"
+ok "$(sed -n 3p <<<"$direct" | grep -q 'ERROR'; echo $?)" "... and why a string for an array column is refused: $(sed -n 3p <<<"$direct")"
+is "$(tail -1 <<<"$direct" | awk -F' [|] ' '{print $3}')" '["a", 1, true, null]' \
+   "... an array for a text column is its JSON text, from the rows the backend packs as from JSON"
 is "$(q -c "SELECT count(*) FROM tokex.audit_verify()")" 0 "... and the trail verifies"
 
 # ... and what the INSERT would do more, the direct insert leaves to it: an

@@ -25,8 +25,22 @@ tokex_uuid7(pg_uuid_t *u, TimestampTz at)
 	int64		unix_us = at + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
 	uint64		ms = (uint64) Max(unix_us, 0) / 1000;
 
-	if (!pg_strong_random(u->data + 6, UUID_LEN - 6))
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for the exchange id")));
+	/*
+	 * Random bytes are drawn for 64 ids at a time: one call of the
+	 * generator costs as much for 640 bytes as for 10, and the id is no
+	 * secret (it is the token's jti), only unpredictable.
+	 */
+	static uint8 pool[64 * (UUID_LEN - 6)];
+	static int	used = lengthof(pool);
+
+	if (used == lengthof(pool))
+	{
+		if (!pg_strong_random(pool, sizeof(pool)))
+			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("no random bytes for the exchange id")));
+		used = 0;
+	}
+	memcpy(u->data + 6, pool + used, UUID_LEN - 6);
+	used += UUID_LEN - 6;
 	for (int i = 0; i < 6; i++)
 		u->data[i] = (uint8) (ms >> (8 * (5 - i)));
 	u->data[6] = (u->data[6] & 0x0f) | 0x70;	/* version 7 */

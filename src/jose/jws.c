@@ -257,31 +257,59 @@ done:
 	return rc;
 }
 
-/* r||s -> DER ECDSA-Sig-Value; -1 when the length is not exactly 2 * half */
+/* DER INTEGER of the unsigned big-endian p[0..n), n > 0: minimal, a 0 byte before a high bit */
+static size_t
+der_uint(uint8_t *out, const uint8_t *p, size_t n)
+{
+	size_t		skip = 0,
+				len;
+	bool		pad;
+
+	while (skip < n - 1 && p[skip] == 0)
+		skip++;
+	len = n - skip;
+	pad = (p[skip] & 0x80) != 0;
+	out[0] = 0x02;
+	out[1] = (uint8_t) (len + pad);	/* at most 67: the short form */
+	out[2] = 0;
+	memcpy(out + 2 + pad, p + skip, len);
+	return 2 + pad + len;
+}
+
+/*
+ * r||s -> DER ECDSA-Sig-Value (RFC 3279 §2.2.3) in der (EC_DER_MAX bytes),
+ * written here: as i2d_ECDSA_SIG writes it, without a BIGNUM per half.
+ * -1 when the length is not exactly 2 * half.
+ */
+#define EC_DER_MAX	(3 + 2 * (3 + 66))
+
 static int
-ec_raw_to_der(jose_alg alg, const uint8_t *sig, size_t siglen, uint8_t **der, int *derlen)
+ec_raw_to_der(jose_alg alg, const uint8_t *sig, size_t siglen, uint8_t der[EC_DER_MAX], int *derlen)
 {
 	size_t		half = ec_half(alg);
-	ECDSA_SIG  *es;
-	BIGNUM	   *r,
-			   *s;
+	uint8_t		body[2 * (3 + 66)];
+	size_t		n;
+	int			h;
 
-	*der = NULL;
-	if (siglen != 2 * half)
+	if (half == 0 || half > 66 || siglen != 2 * half)
 		return -1;
-	es = ECDSA_SIG_new();
-	r = BN_bin2bn(sig, (int) half, NULL);
-	s = BN_bin2bn(sig + half, (int) half, NULL);
-	if (es == NULL || r == NULL || s == NULL || !ECDSA_SIG_set0(es, r, s))
+	n = der_uint(body, sig, half);
+	n += der_uint(body + n, sig + half, half);
+	der[0] = 0x30;
+	if (n < 0x80)
 	{
-		BN_free(r);
-		BN_free(s);
-		ECDSA_SIG_free(es);
-		return -2;
+		der[1] = (uint8_t) n;
+		h = 2;
 	}
-	*derlen = i2d_ECDSA_SIG(es, der);
-	ECDSA_SIG_free(es);
-	return *derlen > 0 ? 0 : -2;
+	else
+	{
+		der[1] = 0x81;			/* P-521: up to 138 */
+		der[2] = (uint8_t) n;
+		h = 3;
+	}
+	memcpy(der + h, body, n);
+	*derlen = h + (int) n;
+	return 0;
 }
 
 int
@@ -289,7 +317,6 @@ jose_verify_raw(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t ms
 				const uint8_t *sig, size_t siglen, jose_error *err)
 {
 	EVP_MD_CTX *ctx;
-	uint8_t    *der = NULL;
 	int			rc;
 
 	if (check_binding(key, alg, err) < 0)
@@ -313,29 +340,22 @@ jose_verify_raw(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t ms
 			}
 		case JOSE_KTY_EC:
 			{
+				uint8_t		ecder[EC_DER_MAX];
 				int			derlen = 0;
-
-				rc = ec_raw_to_der(alg, sig, siglen, &der, &derlen);
-				if (rc == -1)
-					return jose_seterr(err, JOSE_E_SIG_LENGTH, NULL);
-				if (rc < 0)
-					return jose_seterr(err, JOSE_E_INTERNAL, "cannot decode signature");
-				sig = der;
-				siglen = (size_t) derlen;
-			}
-			{
 				uint8_t		dgst[EVP_MAX_MD_SIZE];
-				unsigned int dlen = ec_digest(key, msg, msglen, dgst);
-				EVP_PKEY_CTX *pctx = ec_ctx(key, false);
+				unsigned int dlen;
+				EVP_PKEY_CTX *pctx;
 
+				if (ec_raw_to_der(alg, sig, siglen, ecder, &derlen) < 0)
+					return jose_seterr(err, JOSE_E_SIG_LENGTH, NULL);
+				dlen = ec_digest(key, msg, msglen, dgst);
+				pctx = ec_ctx(key, false);
 				if (dlen == 0 || pctx == NULL)
 				{
-					OPENSSL_free(der);
 					ERR_clear_error();
 					return jose_seterr(err, JOSE_E_INTERNAL, "cannot set up verification");
 				}
-				rc = EVP_PKEY_verify(pctx, sig, siglen, dgst, dlen);
-				OPENSSL_free(der);
+				rc = EVP_PKEY_verify(pctx, ecder, (size_t) derlen, dgst, dlen);
 				ERR_clear_error();
 				return rc == 1 ? 0 : jose_seterr(err, JOSE_E_SIGNATURE, NULL);
 			}
@@ -352,13 +372,11 @@ jose_verify_raw(const jose_key *key, jose_alg alg, const uint8_t *msg, size_t ms
 	if (ctx == NULL || setup_ctx(ctx, key, alg, false) < 0)
 	{
 		EVP_MD_CTX_free(ctx);
-		OPENSSL_free(der);
 		ERR_clear_error();
 		return jose_seterr(err, JOSE_E_INTERNAL, "cannot set up verification");
 	}
 	rc = EVP_DigestVerify(ctx, sig, siglen, msg, msglen);
 	EVP_MD_CTX_free(ctx);
-	OPENSSL_free(der);
 	ERR_clear_error();
 	return rc == 1 ? 0 : jose_seterr(err, JOSE_E_SIGNATURE, NULL);
 }

@@ -2,7 +2,7 @@
 -- it carries, TTL bounds, audience/resource resolution, client_id, and the
 -- one audit row that matches the token.
 \ir preamble.psql
-SELECT plan(68);
+SELECT plan(69);
 
 SELECT tokex.create_key() AS kid \gset
 INSERT INTO tokex.identity (id, kind) VALUES
@@ -251,6 +251,14 @@ SELECT is((SELECT count(*) FROM tokex.audit WHERE decision = 'granted' AND deleg
           0::bigint, 'every granted delegated exchange names its delegation');
 SELECT is((SELECT count(*) FROM tokex.audit WHERE decision = 'granted' AND cardinality(policy_ids) = 0),
           0::bigint, 'every granted exchange names the policies that applied');
+
+-- the random bytes of ids are drawn for 64 ids at a time: 150 exchanges in one
+-- session cross two refills, and every id (and its random part) is new
+SELECT is((SELECT count(DISTINCT j) || ' ' || count(DISTINCT right(j, 17)) || ' ' ||
+                  count(*) FILTER (WHERE j ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$')
+             FROM (SELECT pg_temp.claims(pg_temp.x(:'st', :'at', 'calendar')->>'access_token')->>'jti' AS j
+                     FROM generate_series(1, 150)) s),
+          '150 150 150', '150 exchanges in one session: 150 distinct v7 jtis, their random parts distinct too');
 
 SELECT * FROM finish();
 ROLLBACK;

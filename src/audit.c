@@ -1078,7 +1078,8 @@ row_values(json_t *row, TupleDesc desc, ColumnIn *cols, Datum *values, bool *nul
 					continue;
 				if ((t = scalar_text(e, buf, sizeof(buf))) == NULL)
 					return false;
-				items[k] = InputFunctionCall(&c->elem_in, (char *) t, c->elem_ioparam, -1);
+				/* an array's typmod is its elements': varchar(3)[] holds varchar(3)s */
+				items[k] = InputFunctionCall(&c->elem_in, (char *) t, c->elem_ioparam, a->atttypmod);
 			}
 			values[i] = PointerGetDatum(construct_md_array(items, inulls, 1, dims, lbs, c->elem,
 														   c->elem_len, c->elem_byval, c->elem_align));
@@ -1122,98 +1123,118 @@ packed_text(const char **p, const char *end)
 	return t;
 }
 
+/* Move *p past one packed value (an element when element); false if the row ends first */
+static bool
+packed_skip(const char **p, const char *end, bool element)
+{
+	char		tag;
+
+	if (*p >= end)
+		return false;
+	tag = *(*p)++;
+	if (tag == 't' || tag == 'f' || (tag == 'z' && element))
+		return true;
+	if (tag == 's' || tag == 'i')
+		return packed_text(p, end) != NULL;
+	if (tag == 'a' && !element && end - *p >= 2)
+	{
+		int			n = ((unsigned char) (*p)[0] << 8) | (unsigned char) (*p)[1];
+
+		*p += 2;
+		for (int k = 0; k < n; k++)
+			if (!packed_skip(p, end, true))
+				return false;
+		return true;
+	}
+	return false;
+}
+
+/* A packed scalar's text (p at its tag, checked by packed_skip) */
+static const char *
+packed_scalar(const char **p, const char *end)
+{
+	char		tag = *(*p)++;
+
+	return tag == 't' ? "true" : tag == 'f' ? "false" : packed_text(p, end);
+}
+
 /*
  * One packed row (see row_pack) into values/nulls of desc, read as
- * row_values reads the same row as JSON; false where that returns false
- * (or the row is cut short), and the batch then takes the INSERT.
+ * row_values reads the same row as JSON: the row is walked once for where
+ * each column's value is, then the values are read in the table's column
+ * order, so a row with two bad values is refused for the same one as by
+ * row_values and the INSERT.  False where row_values returns false (or the
+ * row is malformed), and the batch then takes the INSERT.
  */
 static bool
 packed_values(const char *p, const char *end, TupleDesc desc, ColumnIn *cols, Datum *values, bool *nulls)
 {
+	const char **at = palloc0(sizeof(char *) * desc->natts);
 	int			guess = 0;
 
-	for (int i = 0; i < desc->natts; i++)
-		nulls[i] = true;
 	p++;						/* ROW_PACKED */
 	for (;;)
 	{
 		const char *name = packed_text(&p, end);
 		int			i;
-		char		tag;
 
-		if (name == NULL || p > end)
+		if (name == NULL)
 			return false;
 		if (*name == '\0')
-			return true;
-		if (p == end)
+			break;
+		if ((i = column_named(desc, name, &guess)) >= 0)
+			at[i] = p;
+		if (!packed_skip(&p, end, false))
 			return false;
-		i = column_named(desc, name, &guess);
-		tag = *p++;
-		if (tag == 'a')
+	}
+	for (int i = 0; i < desc->natts; i++)
+	{
+		ColumnIn   *c = &cols[i];
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+		const char *q = at[i];
+
+		nulls[i] = q == NULL;
+		if (q == NULL)
+			continue;
+		if (*q == 'a')
 		{
-			int			n;
+			int			n = ((unsigned char) q[1] << 8) | (unsigned char) q[2];
 			Datum	   *items;
 			bool	   *inulls;
-			int			dims[1];
+			int			dims[1] = {n};
 			int			lbs[1] = {1};
-			ColumnIn   *c = i >= 0 ? &cols[i] : NULL;
 
-			if (end - p < 2)
-				return false;
-			n = ((unsigned char) p[0] << 8) | (unsigned char) p[1];
-			p += 2;
-			if (c && !OidIsValid(c->elem))
+			if (!OidIsValid(c->elem))
 				return false;	/* an array for a scalar column: the INSERT's to judge */
-			items = palloc(sizeof(Datum) * Max(n, 1));
-			inulls = palloc(sizeof(bool) * Max(n, 1));
+			if (n == 0)
+			{
+				values[i] = PointerGetDatum(construct_empty_array(c->elem));
+				continue;
+			}
+			q += 3;
+			items = palloc(sizeof(Datum) * n);
+			inulls = palloc(sizeof(bool) * n);
 			for (int k = 0; k < n; k++)
 			{
-				const char *t;
-				char		etag;
-
-				if (p >= end)
-					return false;
-				etag = *p++;
-				inulls[k] = etag == 'z';
-				if (etag == 'z')
-					continue;
-				if (etag == 't' || etag == 'f')
-					t = etag == 't' ? "true" : "false";
-				else if ((etag == 's' || etag == 'i') && (t = packed_text(&p, end)) != NULL)
-					;
-				else
-					return false;
-				if (c)
-					items[k] = InputFunctionCall(&c->elem_in, (char *) t, c->elem_ioparam, -1);
+				inulls[k] = *q == 'z';
+				if (inulls[k])
+					q++;
+				else			/* an array's typmod is its elements' */
+					items[k] = InputFunctionCall(&c->elem_in, (char *) packed_scalar(&q, end),
+												 c->elem_ioparam, a->atttypmod);
 			}
-			if (c)
-			{
-				dims[0] = n;
-				values[i] = PointerGetDatum(n == 0 ? construct_empty_array(c->elem) :
-											construct_md_array(items, inulls, 1, dims, lbs, c->elem,
-															   c->elem_len, c->elem_byval, c->elem_align));
-				nulls[i] = false;
-			}
+			values[i] = PointerGetDatum(construct_md_array(items, inulls, 1, dims, lbs, c->elem,
+														   c->elem_len, c->elem_byval, c->elem_align));
 		}
 		else
 		{
-			const char *t;
-
-			if (tag == 't' || tag == 'f')
-				t = tag == 't' ? "true" : "false";
-			else if ((tag == 's' || tag == 'i') && (t = packed_text(&p, end)) != NULL)
-				;
-			else
-				return false;
-			if (i < 0)
-				continue;
-			if (OidIsValid(cols[i].elem))
+			if (OidIsValid(c->elem))
 				return false;	/* a scalar for an array column: the INSERT's to judge */
-			values[i] = InputFunctionCall(&cols[i].in, (char *) t, cols[i].ioparam,
-										  TupleDescAttr(desc, i)->atttypmod);
-			nulls[i] = false;
+			values[i] = InputFunctionCall(&c->in, (char *) packed_scalar(&q, end), c->ioparam,
+										  a->atttypmod);
 		}
 	}
+	return true;
 }
 
 /* A packed value written back as the JSON it was packed from; false if malformed */

@@ -536,6 +536,13 @@ SQL
   echo "trigger calls: $(( $(ssf_calls) - c0 ))"
   echo "refused: $err"
   echo "refused: $err2"
+  # two bad values: refused for the first in the table's column order, however the row is carried
+  q -c "SELECT tokex._audit_write('{\"operation\": \"revoke\", \"decision\": \"denied\", \"error\": \"e\",
+                                    \"exchange_id\": \"nope\", \"expires_at\": \"notatime\"}', false)" 2>&1 |
+    grep -E 'DETAIL' | sed 's/^/refused: /'
+  q -c "SELECT tokex._audit_write('{\"operation\": \"revoke\", \"decision\": \"denied\", \"error\": \"e\",
+                                    \"exchange_id\": \"nope\", \"expires_at\": \"notatime\", \"zz\": 1.5}', false)" 2>&1 |
+    grep -E 'DETAIL' | sed 's/^/refused: /'
   q -c "SELECT concat_ws(' | ', operation, decision, error, reason, subject, actor, actor_chain, client_id, audience,
                          requested_scope, scope, delegation_ids, policy_ids, subject_issuer, actor_issuer,
                          encode(subject_token_sha256, 'hex'), encode(actor_token_sha256, 'hex'), subject_sid,
@@ -548,10 +555,12 @@ direct=$(path_rows on)
 viains=$(path_rows off)
 q -c "ALTER SYSTEM RESET tokex.audit_direct_insert" -c "ALTER SYSTEM RESET track_functions" -c "SELECT pg_reload_conf()" >/dev/null
 is "$(grep -c '' <<<"$direct") $(head -1 <<<"$direct") / $(head -1 <<<"$viains")" \
-   "8 trigger calls: 2 / trigger calls: 5" \
+   "10 trigger calls: 2 / trigger calls: 5" \
    "the writer's direct insert wrote 5 rows, 3 without the INSERT (a real, an array for a text column sent their batches through it); the INSERT, all 5"
-is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusals of two bad ones"
-is "$(sed -n 4p <<<"$direct" | awk -F' [|] ' '{print $1, $2}')" "exchange granted" "... the first of them a granted exchange"
+is "$(tail -n +2 <<<"$direct")" "$(tail -n +2 <<<"$viains")" "... the same rows, and the same refusals of four bad ones"
+is "$(sed -n 4,5p <<<"$direct" | grep -c 'type uuid: "nope"')" 2 \
+   "... a row with two bad values refused for its first column (exchange_id), packed or as JSON"
+is "$(sed -n 6p <<<"$direct" | awk -F' [|] ' '{print $1, $2}')" "exchange granted" "... the first of them a granted exchange"
 ok "$(grep -q 'invalid input syntax for type uuid' <<<"$direct"; echo $?)" "... which says why: $(sed -n 2p <<<"$direct")"
 ok "$(sed -n 3p <<<"$direct" | grep -q 'ERROR'; echo $?)" "... and why a string for an array column is refused: $(sed -n 3p <<<"$direct")"
 is "$(tail -1 <<<"$direct" | awk -F' [|] ' '{print $3}')" '["a", 1, true, null]' \
@@ -611,5 +620,24 @@ out=$(q -c "SET tokex.audit_partition_ahead = 8" -c "SELECT tokex.audit_partitio
 is "$out" 5 "audit_partition_ahead() skips a table in its way and a partition up to MAXVALUE, makes the rest (token_use's 5)"
 q -c "DROP TABLE tokex.audit_event_p${m4//-/}" -c "ALTER TABLE tokex.audit_event DETACH PARTITION tokex.audit_far" \
   -c "DROP TABLE tokex.audit_far" >/dev/null
+
+# Array columns with a typmod (an administrator's): the direct insert applies
+# it to the elements, as the INSERT does (varchar(3)[] holds varchar(3)s).
+q -c "ALTER TABLE tokex.audit_event ADD COLUMN note varchar(3)[], ADD COLUMN n numeric(4,1)[]" >/dev/null
+typmod_rows() {
+  setw "$1"
+  local s0=$(q -c "SELECT last_value FROM tokex.audit_seq")
+  q -c "SELECT tokex._audit_write(jsonb_build_object('exchange_id', gen_random_uuid(), 'operation', 'revoke',
+          'decision', 'denied', 'error', 'e', 'note', jsonb_build_array('ab', NULL), 'n', jsonb_build_array('1.25', 2)), false)" >/dev/null
+  q -c "SELECT tokex._audit_write(jsonb_build_object('exchange_id', gen_random_uuid(), 'operation', 'revoke',
+          'decision', 'denied', 'error', 'e', 'note', jsonb_build_array('abcdef')), false)" 2>&1 | grep DETAIL
+  q -c "SELECT note, n FROM tokex.audit_event WHERE seq > $s0 ORDER BY seq"
+}
+direct=$(typmod_rows on)
+viains=$(typmod_rows off)
+q -c "ALTER SYSTEM RESET tokex.audit_direct_insert" -c "ALTER SYSTEM RESET track_functions" -c "SELECT pg_reload_conf()" >/dev/null
+q -c "ALTER TABLE tokex.audit_event DROP COLUMN note, DROP COLUMN n" >/dev/null
+is "$direct" "$viains" "an array column's typmod holds for its elements on both paths: $(paste -sd' ' <<<"$direct")"
+is "$(tail -1 <<<"$direct")" '{ab,NULL}|{1.3,2.0}' "... the elements cast to varchar(3) and numeric(4,1)"
 
 finish

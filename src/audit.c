@@ -7,11 +7,12 @@
  * ROLLBACK (or a savepoint, or a plpgsql EXCEPTION block) after the call
  * would keep the token and lose its row.  So:
  *
- * - With tokex in shared_preload_libraries, the backend hands the row (as
- *   JSON) to a per-database background worker through shared memory and
- *   waits until the worker's own transaction that inserts it has committed.
- *   The worker takes every row that is waiting when it wakes and commits
- *   them together (group commit): one WAL flush for many exchanges.
+ * - With tokex in shared_preload_libraries, the backend hands the row
+ *   (packed, see row_pack) to a per-database background worker through
+ *   shared memory and waits until the worker's own transaction that
+ *   inserts it has committed.  The worker takes every row that is
+ *   waiting when it wakes and commits them together (group commit): one
+ *   WAL flush for many exchanges.
  *   Writers are started on demand and exit after a second idle, so that
  *   DROP DATABASE (which waits up to five seconds for other sessions) is
  *   not blocked by them.
@@ -69,7 +70,7 @@
 #include "mb/pg_wchar.h"
 
 #define AUDIT_SLOTS			64
-#define AUDIT_SLOT_BYTES	16384	/* one row as JSON; fields are capped to fit */
+#define AUDIT_SLOT_BYTES	16384	/* one row, packed or as JSON; fields are capped to fit */
 #define AUDIT_MAX_DBS		32
 #define WRITER_IDLE_MS		1000
 #define WRITER_START_MS		10000	/* a start not seen through by then is retried */
@@ -558,10 +559,11 @@ row_pack(json_t *row, size_t *len)
 }
 
 /*
- * A row, packed (when pack) or as JSON, that fits a slot.  Client-chosen strings are capped when the
- * row is built, but escaping can still multiply them (a control character
- * takes six bytes): cut every string, in arrays too, shorter and shorter
- * until the row fits, so a client's mistake is still audited, not raised.
+ * A row, packed (when pack) or as JSON, that fits a slot.  Client-chosen
+ * strings are capped when the row is built, but JSON's escaping can still
+ * multiply them (a control character takes six bytes): cut every string,
+ * in arrays too, shorter and shorter until the row fits, so a client's
+ * mistake is still audited, not raised.
  */
 static char *
 row_encode(json_t *row, bool pack, size_t *len)
@@ -1167,7 +1169,8 @@ packed_scalar(const char **p, const char *end)
  * row is malformed), and the batch then takes the INSERT.
  */
 static bool
-packed_values(const char *p, const char *end, TupleDesc desc, ColumnIn *cols, Datum *values, bool *nulls)
+packed_values(const char *p, const char *end, TupleDesc desc, ColumnIn *cols,
+			  Datum *values, bool *nulls)
 {
 	const char **at = palloc0(sizeof(char *) * desc->natts);
 	int			guess = 0;
@@ -1395,7 +1398,8 @@ direct_insert(Batch *b, Relation root)
 		else
 		{
 			json_error_t err;
-			json_t	   *row = tokex_json_track(json_loadb(b->data[r], b->len[r], JSON_REJECT_DUPLICATES, &err));
+			json_t	   *row = tokex_json_track(json_loadb(b->data[r], b->len[r],
+														  JSON_REJECT_DUPLICATES, &err));
 
 			if (row == NULL || !json_is_object(row) ||
 				!row_values(row, desc, cols, values[r], nulls[r]))

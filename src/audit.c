@@ -454,27 +454,6 @@ submit(const char *json, size_t len)
 	}
 }
 
-/* A JSON scalar as the text jsonb_populate_record hands a type's input; NULL: not one */
-static const char *
-scalar_text(json_t *v, char *buf, size_t len)
-{
-	switch (json_typeof(v))
-	{
-		case JSON_STRING:
-			/* a NUL would cut the text short where jsonb_populate_recordset refuses it */
-			return memchr(json_string_value(v), '\0', json_string_length(v)) ? NULL : json_string_value(v);
-		case JSON_INTEGER:
-			snprintf(buf, len, "%lld", (long long) json_integer_value(v));
-			return buf;
-		case JSON_TRUE:
-			return "true";
-		case JSON_FALSE:
-			return "false";
-		default:
-			return NULL;		/* reals, objects, arrays: left to the INSERT */
-	}
-}
-
 /*
  * A row in a slot is JSON text (an object) or packed: ROW_PACKED, then per
  * column its name (NUL-terminated) and a value; then an empty name.  A
@@ -488,6 +467,24 @@ scalar_text(json_t *v, char *buf, size_t len)
  * a nested array, a string with a NUL) stays JSON.
  */
 #define ROW_PACKED	'\x01'
+
+/* The attribute named name (from *guess on: rows name their columns in order), or -1. */
+static int
+column_named(TupleDesc desc, const char *name, int *guess)
+{
+	for (int k = 0; k < desc->natts; k++)
+	{
+		int			i = (*guess + k) % desc->natts;
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+		{
+			*guess = i + 1;
+			return i;
+		}
+	}
+	return -1;
+}
 
 static bool
 pack_value(StringInfo buf, json_t *v, bool element)
@@ -532,22 +529,31 @@ pack_value(StringInfo buf, json_t *v, bool element)
 	}
 }
 
-/* The packed row (palloc'd, its length in *len), or NULL when it must stay JSON. */
+/*
+ * The packed row (palloc'd, its length in *len), or NULL when it must stay
+ * JSON.  With desc (the writer, reading a row that came as JSON), only the
+ * keys naming a column of desc are packed, as jsonb_populate_recordset
+ * reads only those: a real under a key that is no column does not keep the
+ * row from the direct insert.
+ */
 static char *
-row_pack(json_t *row, size_t *len)
+row_pack(json_t *row, size_t *len, TupleDesc desc)
 {
 	StringInfoData buf;
 	const char *k;
 	size_t		klen;
 	json_t	   *v;
+	int			guess = 0;
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, ROW_PACKED);
 	json_object_keylen_foreach(row, k, klen, v)
 	{
-		if (json_is_null(v))
+		bool		plain = klen > 0 && strlen(k) == klen;	/* no NUL: a name packing can carry */
+
+		if (json_is_null(v) || (desc && (!plain || column_named(desc, k, &guess) < 0)))
 			continue;
-		if (klen == 0 || strlen(k) != klen)
+		if (!plain)
 			return NULL;
 		appendBinaryStringInfo(&buf, k, klen + 1);
 		if (!pack_value(&buf, v, false))
@@ -603,7 +609,7 @@ row_encode(json_t *row, bool pack, size_t *len)
 				}
 			}
 		}
-		if (pack && (s = row_pack(row, len)) != NULL && *len < AUDIT_SLOT_BYTES)
+		if (pack && (s = row_pack(row, len, NULL)) != NULL && *len < AUDIT_SLOT_BYTES)
 			return s;
 		s = json_dumps(row, JSON_COMPACT);
 		if (s == NULL)
@@ -1019,8 +1025,7 @@ direct_insert_allowed(Relation root)
 	return !streams;
 }
 
-
-/* How one column is read from JSON: its type's input, or its element type's */
+/* How one column is read: its type's input, or its element type's */
 typedef struct ColumnIn
 {
 	FmgrInfo	in;				/* the type's input function (scalars) */
@@ -1032,85 +1037,6 @@ typedef struct ColumnIn
 	bool		elem_byval;
 	char		elem_align;
 } ColumnIn;
-
-/*
- * One row (a JSON object of its columns) into values/nulls of desc, as
- * jsonb_populate_recordset reads it: a key absent or null is NULL, a
- * scalar goes through its type's input function, a flat JSON array of
- * scalars becomes a one-dimensional array.  False for anything else.
- */
-static bool
-row_values(json_t *row, TupleDesc desc, ColumnIn *cols, Datum *values, bool *nulls)
-{
-	char		buf[32];
-
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute a = TupleDescAttr(desc, i);
-		ColumnIn   *c = &cols[i];
-		json_t	   *v = a->attisdropped ? NULL : json_object_get(row, NameStr(a->attname));
-		const char *t;
-
-		nulls[i] = v == NULL || json_is_null(v);
-		if (nulls[i])
-			continue;
-		if (OidIsValid(c->elem))
-		{
-			size_t		n = json_array_size(v);
-			Datum	   *items;
-			bool	   *inulls;
-			int			dims[1] = {(int) n};
-			int			lbs[1] = {1};
-
-			if (!json_is_array(v))
-				return false;
-			if (n == 0)
-			{
-				values[i] = PointerGetDatum(construct_empty_array(c->elem));
-				continue;
-			}
-			items = palloc(sizeof(Datum) * n);
-			inulls = palloc(sizeof(bool) * n);
-			for (size_t k = 0; k < n; k++)
-			{
-				json_t	   *e = json_array_get(v, k);
-
-				inulls[k] = json_is_null(e);
-				if (inulls[k])
-					continue;
-				if ((t = scalar_text(e, buf, sizeof(buf))) == NULL)
-					return false;
-				/* an array's typmod is its elements': varchar(3)[] holds varchar(3)s */
-				items[k] = InputFunctionCall(&c->elem_in, (char *) t, c->elem_ioparam, a->atttypmod);
-			}
-			values[i] = PointerGetDatum(construct_md_array(items, inulls, 1, dims, lbs, c->elem,
-														   c->elem_len, c->elem_byval, c->elem_align));
-			continue;
-		}
-		if ((t = scalar_text(v, buf, sizeof(buf))) == NULL)
-			return false;
-		values[i] = InputFunctionCall(&c->in, (char *) t, c->ioparam, a->atttypmod);
-	}
-	return true;
-}
-
-/* The attribute named name (from *guess on: rows name their columns in order), or -1. */
-static int
-column_named(TupleDesc desc, const char *name, int *guess)
-{
-	for (int k = 0; k < desc->natts; k++)
-	{
-		int			i = (*guess + k) % desc->natts;
-		Form_pg_attribute a = TupleDescAttr(desc, i);
-
-		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
-		{
-			*guess = i + 1;
-			return i;
-		}
-	}
-	return -1;
-}
 
 /* A packed value's text, *p moved past it; NULL if the row ends first */
 static const char *
@@ -1161,12 +1087,16 @@ packed_scalar(const char **p, const char *end)
 }
 
 /*
- * One packed row (see row_pack) into values/nulls of desc, read as
- * row_values reads the same row as JSON: the row is walked once for where
+ * One packed row (see row_pack) into values/nulls of desc, as
+ * jsonb_populate_recordset reads the same row as JSON: a column absent is
+ * NULL, a scalar goes through its type's input function, a flat array
+ * becomes a one-dimensional array, each element through its element
+ * type's input with the column's typmod.  The row is walked once for where
  * each column's value is, then the values are read in the table's column
  * order, so a row with two bad values is refused for the same one as by
- * row_values and the INSERT.  False where row_values returns false (or the
- * row is malformed), and the batch then takes the INSERT.
+ * the INSERT.  False for an array where the column takes a scalar or the
+ * other way round (what the INSERT does with those is its own), or a
+ * malformed row: the batch then takes the INSERT.
  */
 static bool
 packed_values(const char *p, const char *end, TupleDesc desc, ColumnIn *cols,
@@ -1328,13 +1258,6 @@ slot_json(StringInfo out, const char *data, int len)
 	appendStringInfoChar(out, '}');
 }
 
-/*
- * Insert the rows straight into tokex.audit_event, as logical replication's
- * apply worker inserts a row: routed to its partition, its BEFORE ROW
- * trigger (seq, row_hash), constraints and indexes, in one executor state
- * for the batch.  False (nothing done) when a row is not what row_values
- * reads: the caller then takes the INSERT.
- */
 /* The rows of one batch, as their slots hold them (JSON or packed), copied out */
 typedef struct Batch
 {
@@ -1343,6 +1266,14 @@ typedef struct Batch
 	int		   *len;
 } Batch;
 
+/*
+ * Insert the rows straight into tokex.audit_event, as logical replication's
+ * apply worker inserts a row: routed to its partition, its BEFORE ROW
+ * trigger (seq, row_hash), constraints and indexes, in one executor state
+ * for the batch.  A row that came as JSON is packed here, its columns only.
+ * False (nothing done) when a row is not what packed_values reads: the
+ * caller then takes the INSERT.
+ */
 static bool
 direct_insert(Batch *b, Relation root)
 {
@@ -1388,23 +1319,22 @@ direct_insert(Batch *b, Relation root)
 	/* every row read first: a row this cannot read sends them all to the INSERT */
 	for (int r = 0; r < n; r++)
 	{
+		const char *data = b->data[r];
+		size_t		len = b->len[r];
+
 		values[r] = palloc(sizeof(Datum) * natts);
 		nulls[r] = palloc(sizeof(bool) * natts);
-		if (b->len[r] > 0 && b->data[r][0] == ROW_PACKED)
-		{
-			if (!packed_values(b->data[r], b->data[r] + b->len[r], desc, cols, values[r], nulls[r]))
-				return false;
-		}
-		else
+
+		if (len == 0 || data[0] != ROW_PACKED)
 		{
 			json_error_t err;
-			json_t	   *row = tokex_json_track(json_loadb(b->data[r], b->len[r],
-														  JSON_REJECT_DUPLICATES, &err));
+			json_t	   *row = tokex_json_track(json_loadb(data, len, JSON_REJECT_DUPLICATES, &err));
 
-			if (row == NULL || !json_is_object(row) ||
-				!row_values(row, desc, cols, values[r], nulls[r]))
+			if (row == NULL || !json_is_object(row) || (data = row_pack(row, &len, desc)) == NULL)
 				return false;
 		}
+		if (!packed_values(data, data + len, desc, cols, values[r], nulls[r]))
+			return false;
 	}
 
 	estate = CreateExecutorState();

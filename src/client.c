@@ -48,13 +48,6 @@ static int	secret_cache_next = 0;
 static int64 pbkdf2_work = 0;
 
 static void
-sha256_bytes(const char *s, size_t len, uint8 out[32])
-{
-	if (EVP_Digest(s, len, out, NULL, tokex_sha256_md(), NULL) != 1)
-		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR), errmsg("SHA-256 failed")));
-}
-
-static void
 pbkdf2(const char *secret, size_t len, const uint8 *salt, size_t saltlen, int iter,
 	   uint8 out[SECRET_HASH_LEN])
 {
@@ -113,7 +106,7 @@ tokex_hash_secret(PG_FUNCTION_ARGS)
 				   b64(salt, sizeof(salt)), b64(hash, sizeof(hash)));
 	OPENSSL_cleanse(hash, sizeof(hash));
 	/* a rehash on authentication is followed by more requests from this backend */
-	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+	tokex_sha256(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
 	cache_secret(out, digest);
 	OPENSSL_cleanse(digest, sizeof(digest));
 	PG_RETURN_TEXT_P(cstring_to_text(out));
@@ -140,7 +133,7 @@ tokex_verify_secret(PG_FUNCTION_ARGS)
 				hashb64[64];
 	bool		ok;
 
-	sha256_bytes(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
+	tokex_sha256(VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), digest);
 	if (stored[0] == '\0')
 	{
 		/* nothing to match: spend what a failed check of a known client spends */
